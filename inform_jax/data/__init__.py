@@ -1,0 +1,1 @@
+"""Preference and prompt data: file loaders, tokenization, and the synthetic RLHF world."""

@@ -1,0 +1,1 @@
+"""Pure jnp loss functions (no Flax import): jittable, vmappable, differentiable."""

@@ -1,0 +1,72 @@
+"""Causal self-attention with grouped-query heads, RoPE, padding masks and optional sliding windows."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from inform_jax.models.config import DecoderConfig
+from inform_jax.models.layers import Linear
+from inform_jax.models.rope import apply_rope
+
+_MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+def make_attention_mask(positions: jnp.ndarray, key_valid: jnp.ndarray, window) -> jnp.ndarray:
+    """Which keys each query may see: causal, non-pad keys, and within `window` when window > 0.
+
+    positions: [B, T] int (token positions; pads may hold anything); key_valid: [B, T] bool;
+    window: int or traced int scalar (0 = unlimited). Returns [B, 1, T, T] bool (query, key).
+    Causality uses array indices, so it holds for left and right padding alike.
+    """
+    t = positions.shape[1]
+    idx = jnp.arange(t)
+    causal = idx[:, None] >= idx[None, :]
+    allowed = causal[None] & key_valid[:, None, :]
+    distance = positions[:, :, None] - positions[:, None, :]
+    in_window = jnp.where(window > 0, distance < window, True)
+    return (allowed & in_window)[:, None]
+
+
+def dot_product_attention(q, k, v, mask, *, impl: str = "einsum"):
+    """Grouped-query attention. q: [B, T, Hq, D]; k, v: [B, S, Hkv, D]; mask: [B, 1, T, S] -> [B, T, Hq, D].
+
+    "einsum" computes logits and softmax in float32 (as transformers' eager path does); "jax" calls
+    `jax.nn.dot_product_attention`, which picks a fused kernel where the platform has one.
+    """
+    if impl == "jax":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    b, t, hq, d = q.shape
+    hkv = k.shape[2]
+    q = q.reshape(b, t, hkv, hq // hkv, d)
+    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (d**-0.5)
+    logits = jnp.where(mask[:, :, None], logits, _MASKED)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, hq, d)
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with separate q/k/v projections (GPT-NeoX's fused qkv is split on load)."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        c = config
+        d, hd = c.hidden_size, c.resolved_head_dim
+        kw = dict(dtype=c.dtype, param_dtype=c.param_dtype, std=c.initializer_range, rngs=rngs)
+        self.q = Linear(d, c.num_heads * hd, axes=("embed", "heads"), use_bias=c.qkv_bias, **kw)
+        self.k = Linear(d, c.num_kv_heads * hd, axes=("embed", "kv_heads"), use_bias=c.qkv_bias, **kw)
+        self.v = Linear(d, c.num_kv_heads * hd, axes=("embed", "kv_heads"), use_bias=c.qkv_bias, **kw)
+        self.o = Linear(c.num_heads * hd, d, axes=("heads", "embed"), use_bias=c.o_bias, **kw)
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, hd
+        self.impl = c.attention_impl
+
+    def __call__(self, x, cos, sin, mask):
+        """x: [B, T, D]; cos, sin: [B, T, R]; mask: [B, 1, T, T] bool -> [B, T, D]."""
+        b, t, _ = x.shape
+        q = self.q(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = dot_product_attention(q, k, v, mask, impl=self.impl)
+        return self.o(out.reshape(b, t, self.num_heads * self.head_dim))

@@ -1,0 +1,244 @@
+"""Flax NNX decoder-only transformer for the Llama and GPT-NeoX families.
+
+One forward pass returns everything the methods need: logits, transformers-style hidden states, the
+last block's output *before* the final norm (energy loss must not be measured across the norm), the
+final block's MLP input and output (the EPPO authors' energy site), per-layer L1 norms of the residual
+stream, and the final-norm hidden state at each sequence's last non-pad token (where rewards are read).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from inform_jax.models.attention import Attention, make_attention_mask
+from inform_jax.models.config import DecoderConfig
+from inform_jax.models.layers import Embed, Linear, activation, make_norm
+from inform_jax.models.rope import inverse_frequencies, rope_tables
+
+
+class DecoderOutput(NamedTuple):
+    """Outputs of `CausalLM.__call__`. B batch, T length, D width, L layers, V vocabulary.
+
+    logits: [B, T, V] in the compute dtype, or None when `compute_logits=False`.
+    last_hidden_state: [B, T, D] after the final norm (transformers' `last_hidden_state`).
+    pooled_hidden: [B, D] `last_hidden_state` at each sequence's last non-pad token.
+    last_token_index: [B] int32 index of that token.
+    final_block_output: [B, T, D] the last block's output, before the final norm.
+    final_mlp_input: [B, T, D] the last block's MLP input (after its pre-MLP norm).
+    final_mlp_output: [B, T, D] the last block's MLP output (before the residual add).
+    residual_l1: [L + 1, B, T] float32 L1 norm over D of the residual stream: entry 0 is the embedding
+        output, entry l + 1 the output of block l (pre-norm). Block l's energy loss is entry l - entry l+1.
+    hidden_states: with `output_hidden_states=True`, a tuple of L + 1 arrays [B, T, D] with exactly the
+        meaning of transformers' `output_hidden_states=True` (the last one after the final norm); else None.
+    """
+
+    logits: jax.Array | None
+    last_hidden_state: jax.Array
+    pooled_hidden: jax.Array
+    last_token_index: jax.Array
+    final_block_output: jax.Array
+    final_mlp_input: jax.Array
+    final_mlp_output: jax.Array
+    residual_l1: jax.Array
+    hidden_states: tuple[jax.Array, ...] | None = None
+
+    def block_input(self, layer: int) -> jax.Array:
+        """Residual stream entering block `layer`: [B, T, D] (needs output_hidden_states=True)."""
+        return self.hidden_states[layer]
+
+    def block_output(self, layer: int) -> jax.Array:
+        """Residual stream leaving block `layer`, before any final norm: [B, T, D]."""
+        num_layers = len(self.hidden_states) - 1
+        return self.final_block_output if layer in (-1, num_layers - 1) else self.hidden_states[layer + 1]
+
+
+class MLP(nnx.Module):
+    """SwiGLU `down(act(gate(x)) * up(x))` (Llama) or `down(act(up(x)))` (GPT-NeoX). [.., D] -> [.., D]."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        c = config
+        kw = dict(
+            use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype, std=c.initializer_range, rngs=rngs
+        )
+        self.gate = (
+            Linear(c.hidden_size, c.intermediate_size, axes=("embed", "mlp"), **kw) if c.gated_mlp else None
+        )
+        self.up = Linear(c.hidden_size, c.intermediate_size, axes=("embed", "mlp"), **kw)
+        self.down = Linear(c.intermediate_size, c.hidden_size, axes=("mlp", "embed"), **kw)
+        self.act = activation(c.activation)
+
+    def __call__(self, x):
+        h = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
+        return self.down(h)
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder block; sequential (Llama, Pythia optional) or parallel (Pythia default) residual."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        c = config
+        norm_kw = dict(eps=c.norm_eps, dtype=c.dtype, param_dtype=c.param_dtype)
+        self.attn_norm = make_norm(c.norm, c.hidden_size, **norm_kw)
+        self.attn = Attention(c, rngs=rngs)
+        self.mlp_norm = make_norm(c.norm, c.hidden_size, **norm_kw)
+        self.mlp = MLP(c, rngs=rngs)
+        self.parallel_residual = c.parallel_residual
+
+    def __call__(self, x, cos, sin, mask):
+        """x: [B, T, D] -> (output [B, T, D], mlp input [B, T, D], mlp output [B, T, D])."""
+        attn_out = self.attn(self.attn_norm(x), cos, sin, mask)
+        if self.parallel_residual:
+            mlp_in = self.mlp_norm(x)
+            mlp_out = self.mlp(mlp_in)
+            return x + attn_out + mlp_out, mlp_in, mlp_out
+        h = x + attn_out
+        mlp_in = self.mlp_norm(h)
+        mlp_out = self.mlp(mlp_in)
+        return h + mlp_out, mlp_in, mlp_out
+
+
+def _stack_blocks(blocks: list[Block]) -> Block:
+    """One Block whose parameters carry a leading [L] axis (logical axis "layers"), for `lax.scan`."""
+    graphdef, _ = nnx.split(blocks[0])
+    states = [nnx.split(b)[1] for b in blocks]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    block = nnx.merge(graphdef, stacked)
+    for _, var in nnx.iter_graph(block):
+        if isinstance(var, nnx.Variable) and "logical_axes" in var.get_metadata():
+            var.set_metadata(logical_axes=("layers", *var.get_metadata()["logical_axes"]))
+    return block
+
+
+def _remat(fn, remat):
+    if not remat:
+        return fn
+    if remat == "dots":
+        return jax.checkpoint(fn, policy=jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims)
+    return jax.checkpoint(fn)
+
+
+def last_token_index(attention_mask: jax.Array) -> jax.Array:
+    """Index of the last non-pad token of each row. attention_mask: [B, T] -> [B] int32 (left or right pad)."""
+    t = attention_mask.shape[1]
+    return (t - 1 - jnp.argmax(attention_mask[:, ::-1].astype(bool), axis=1)).astype(jnp.int32)
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """Token positions counting only non-pad tokens: [B, T] -> [B, T] int32 (pads get 0)."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+class CausalLM(nnx.Module):
+    """Decoder-only transformer with an LM head. See `DecoderOutput` for what a forward pass returns."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs, lm_head: bool = True):
+        c = config
+        self.config = c
+        self.embed = Embed(
+            c.vocab_size,
+            c.hidden_size,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            std=c.initializer_range,
+            rngs=rngs,
+        )
+        blocks = [Block(c, rngs=rngs) for _ in range(c.num_layers)]
+        self.layers = _stack_blocks(blocks) if c.scan_layers else nnx.List(blocks)
+        self.final_norm = make_norm(
+            c.norm, c.hidden_size, eps=c.norm_eps, dtype=c.dtype, param_dtype=c.param_dtype
+        )
+        head = None
+        if lm_head and not c.tie_word_embeddings:
+            head = Linear(
+                c.hidden_size,
+                c.vocab_size,
+                axes=("embed", "vocab"),
+                use_bias=False,
+                dtype=c.dtype,
+                param_dtype=c.param_dtype,
+                std=c.initializer_range,
+                rngs=rngs,
+            )
+        self.lm_head = nnx.data(head)
+        self.has_lm_head = lm_head
+        # A static tuple, not an array attribute: it is a constant of the architecture, not state.
+        self.inv_freq = tuple(float(f) for f in inverse_frequencies(c))
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        *,
+        positions: jax.Array | None = None,
+        output_hidden_states: bool = False,
+        compute_logits: bool = True,
+    ) -> DecoderOutput:
+        """input_ids: [B, T] int; attention_mask: [B, T] (1 = token, 0 = pad; left or right padding)."""
+        c = self.config
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        if positions is None:
+            positions = positions_from_mask(attention_mask)
+        key_valid = attention_mask.astype(bool)
+        cos, sin = rope_tables(positions, self.inv_freq)
+        x = self.embed(input_ids)
+        windows = jnp.asarray(c.layer_windows, jnp.int32)
+
+        def run_block(graphdef, state, carry, window):
+            block = nnx.merge(graphdef, state)
+            return block(carry[0], cos, sin, make_attention_mask(positions, key_valid, window))
+
+        zeros = jnp.zeros_like(x)
+        carry = (x, zeros, zeros)
+        if c.scan_layers:
+            graphdef, state = nnx.split(self.layers)
+
+            def body(carry, layer):
+                layer_state, window = layer
+                carry = run_block(graphdef, layer_state, carry, window)
+                return carry, (carry[0] if output_hidden_states else None, _l1(carry[0]))
+
+            carry, (outputs, l1s) = jax.lax.scan(_remat(body, c.remat), carry, (state, windows))
+            per_layer_outputs = list(outputs) if output_hidden_states else None
+            residual_l1 = jnp.concatenate([_l1(x)[None], l1s], axis=0)
+        else:
+            per_layer_outputs, l1s = [], [_l1(x)]
+            for i, block in enumerate(self.layers):
+                graphdef, state = nnx.split(block)
+                carry = _remat(functools.partial(run_block, graphdef), c.remat)(state, carry, windows[i])
+                per_layer_outputs.append(carry[0])
+                l1s.append(_l1(carry[0]))
+            residual_l1 = jnp.stack(l1s)
+        block_out, mlp_in, mlp_out = carry
+        final = self.final_norm(block_out)
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = (x, *per_layer_outputs[:-1], final)
+        logits = None
+        if compute_logits:
+            if not self.has_lm_head:
+                raise ValueError("this model was built without an LM head (lm_head=False)")
+            logits = self.embed.attend(final) if self.lm_head is None else self.lm_head(final)
+        last = last_token_index(attention_mask)
+        pooled = jnp.take_along_axis(final, last[:, None, None], axis=1)[:, 0]
+        return DecoderOutput(
+            logits=logits,
+            last_hidden_state=final,
+            pooled_hidden=pooled,
+            last_token_index=last,
+            final_block_output=block_out,
+            final_mlp_input=mlp_in,
+            final_mlp_output=mlp_out,
+            residual_l1=residual_l1,
+            hidden_states=hidden_states,
+        )
+
+
+def _l1(x: jax.Array) -> jax.Array:
+    """L1 norm over the last axis in float32: [B, T, D] -> [B, T]."""
+    return jnp.sum(jnp.abs(x.astype(jnp.float32)), axis=-1)

@@ -1,0 +1,108 @@
+"""Device meshes and logical-axis sharding rules for parameters and batches.
+
+Parameters carry logical axis names (`logical_axes` metadata: "vocab", "embed", "heads", "kv_heads",
+"mlp", "norm", "layers"). Rules map them to mesh axes ("data", "fsdp", "tensor"). A mesh axis that
+does not divide a dimension is dropped for that parameter (it stays replicated along it), so tiny test
+models and odd vocabularies still place on any mesh.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# FSDP shards the model width; tensor parallelism (when the "tensor" axis is > 1) shards heads and MLP.
+DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
+    ("layers", None),
+    ("norm", None),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+)
+
+# Batches are split over every data-like axis (FSDP is data parallel for activations).
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> Mesh:
+    """A ("data", "fsdp", "tensor") mesh; one size may be -1 to take the remaining devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [data, fsdp, tensor]
+    if sizes.count(-1) > 1:
+        raise ValueError("at most one mesh axis size may be -1")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"{len(devices)} devices do not split into mesh sizes {sizes}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if int(np.prod(sizes)) != len(devices):
+        raise ValueError(
+            f"mesh sizes {dict(zip(MESH_AXES, sizes, strict=True))} need {np.prod(sizes)} devices, "
+            f"{len(devices)} available"
+        )
+    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def logical_to_spec(axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> PartitionSpec:
+    """PartitionSpec for an array with logical `axes`, dropping mesh axes that don't divide a dim."""
+    rule = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name, dim in zip(axes, shape, strict=True):
+        mesh_axis = rule.get(name)
+        if mesh_axis is None or mesh_axis in used or mesh_axis not in mesh.shape:
+            spec.append(None)
+            continue
+        size = mesh.shape[mesh_axis]
+        if size == 1 or dim % size:
+            spec.append(None)
+            continue
+        used.add(mesh_axis)
+        spec.append(mesh_axis)
+    return PartitionSpec(*spec)
+
+
+def variable_sharding(var: nnx.Variable, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
+    axes = var.get_metadata().get("logical_axes")
+    shape = var.shape
+    if axes is None:
+        return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+
+
+def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
+    """A tree of NamedSharding matching an nnx State (Variables as leaves)."""
+    return jax.tree.map(
+        lambda v: (
+            variable_sharding(v, mesh, rules)
+            if isinstance(v, nnx.Variable)
+            else NamedSharding(mesh, PartitionSpec())
+        ),
+        state,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+
+def shard_module(module: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Module:
+    """Place every parameter of `module` on `mesh` by its logical axes (in place; returns the module)."""
+    graphdef, state = nnx.split(module)
+    shardings = state_shardings(state, mesh, rules)
+    values = jax.tree.map(
+        lambda v, s: jax.device_put(v[...], s),
+        state,
+        shardings,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+    nnx.update(module, values)
+    return module
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding for a batch array [B, ...]: B split over the data-like axes."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))

@@ -78,9 +78,7 @@ class DecoderConfig:
                 f"model_type {self.model_type!r} is not supported; supported: {sorted(SUPPORTED_MODEL_TYPES)}"
             )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
-            )
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.rope_type not in SUPPORTED_ROPE_TYPES:
             raise UnsupportedModelError(
                 f"rope_type {self.rope_type!r} is not supported; supported: {SUPPORTED_ROPE_TYPES}"
@@ -199,9 +197,7 @@ class DecoderConfig:
             tie_word_embeddings=self.tie_word_embeddings,
             pad_token_id=self.pad_token_id,
             bos_token_id=self.bos_token_id,
-            eos_token_id=list(self.eos_token_id)
-            if isinstance(self.eos_token_id, tuple)
-            else self.eos_token_id,
+            eos_token_id=list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
         )
         if self.family == "gpt_neox":
             if self.qkv_bias != self.o_bias or not self.mlp_bias:

@@ -62,12 +62,8 @@ class MLP(nnx.Module):
 
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
         c = config
-        kw = dict(
-            use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype, std=c.initializer_range, rngs=rngs
-        )
-        self.gate = (
-            Linear(c.hidden_size, c.intermediate_size, axes=("embed", "mlp"), **kw) if c.gated_mlp else None
-        )
+        kw = dict(use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype, std=c.initializer_range, rngs=rngs)
+        self.gate = Linear(c.hidden_size, c.intermediate_size, axes=("embed", "mlp"), **kw) if c.gated_mlp else None
         self.up = Linear(c.hidden_size, c.intermediate_size, axes=("embed", "mlp"), **kw)
         self.down = Linear(c.intermediate_size, c.hidden_size, axes=("mlp", "embed"), **kw)
         self.act = activation(c.activation)
@@ -149,9 +145,7 @@ class CausalLM(nnx.Module):
         )
         blocks = [Block(c, rngs=rngs) for _ in range(c.num_layers)]
         self.layers = _stack_blocks(blocks) if c.scan_layers else nnx.List(blocks)
-        self.final_norm = make_norm(
-            c.norm, c.hidden_size, eps=c.norm_eps, dtype=c.dtype, param_dtype=c.param_dtype
-        )
+        self.final_norm = make_norm(c.norm, c.hidden_size, eps=c.norm_eps, dtype=c.dtype, param_dtype=c.param_dtype)
         head = None
         if lm_head and not c.tie_word_embeddings:
             head = Linear(

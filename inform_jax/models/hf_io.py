@@ -186,9 +186,7 @@ def _place(source, var_shape, dtype, sharding, name, num_layers):
     if callable(source):
         first = source(0)
         if (num_layers, *first.shape) != tuple(var_shape):
-            raise CheckpointError(
-                f"tensor for {name}: expected shape {var_shape}, found {(num_layers, *first.shape)}"
-            )
+            raise CheckpointError(f"tensor for {name}: expected shape {var_shape}, found {(num_layers, *first.shape)}")
 
         def read(index):
             layers = range(num_layers)[index[0]]
@@ -196,9 +194,7 @@ def _place(source, var_shape, dtype, sharding, name, num_layers):
 
     else:
         if tuple(source.shape) != tuple(var_shape):
-            raise CheckpointError(
-                f"tensor for {name}: expected shape {var_shape}, found {tuple(source.shape)}"
-            )
+            raise CheckpointError(f"tensor for {name}: expected shape {var_shape}, found {tuple(source.shape)}")
 
         def read(index):
             return np.asarray(source[index], dtype=dtype)

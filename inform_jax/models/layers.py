@@ -19,12 +19,8 @@ class Linear(nnx.Module):
     """y = x @ kernel (+ bias). x: [..., in] -> [..., out], computed in `dtype`."""
 
     def __init__(self, in_features, out_features, *, axes, use_bias, dtype, param_dtype, std, rngs):
-        self.kernel = nnx.Param(
-            _normal(rngs, (in_features, out_features), std, param_dtype), logical_axes=axes
-        )
-        self.bias = (
-            nnx.Param(jnp.zeros((out_features,), param_dtype), logical_axes=axes[1:]) if use_bias else None
-        )
+        self.kernel = nnx.Param(_normal(rngs, (in_features, out_features), std, param_dtype), logical_axes=axes)
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), logical_axes=axes[1:]) if use_bias else None
         self.dtype = dtype
 
     def __call__(self, x):
@@ -81,9 +77,7 @@ class LayerNorm(nnx.Module):
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         normed = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (normed * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(
-            self.dtype
-        )
+        return (normed * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(self.dtype)
 
 
 def make_norm(kind: str, features: int, *, eps, dtype, param_dtype):

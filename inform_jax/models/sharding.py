@@ -80,9 +80,7 @@ def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
     """A tree of NamedSharding matching an nnx State (Variables as leaves)."""
     return jax.tree.map(
         lambda v: (
-            variable_sharding(v, mesh, rules)
-            if isinstance(v, nnx.Variable)
-            else NamedSharding(mesh, PartitionSpec())
+            variable_sharding(v, mesh, rules) if isinstance(v, nnx.Variable) else NamedSharding(mesh, PartitionSpec())
         ),
         state,
         is_leaf=lambda x: isinstance(x, nnx.Variable),

@@ -1,0 +1,146 @@
+"""Our decoders against transformers' PyTorch classes on tiny random checkpoints."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from hf_models import VARIANTS, make_hf_checkpoint, random_batch, rel_err, torch_forward
+
+from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, save_pretrained
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {v: (root / v, make_hf_checkpoint(v, root / v, seed=i)) for i, v in enumerate(VARIANTS)}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_float32_logits_and_hidden_states_match(checkpoints, variant, scan_layers):
+    path, torch_model = checkpoints[variant]
+    model = from_pretrained(str(path), scan_layers=scan_layers)
+    forward = jax.jit(lambda ids, mask: model(ids, mask, output_hidden_states=True))
+    rng = np.random.default_rng(hash((variant, scan_layers)) % 2**32)
+    for padding in ("left", "right", "none"):
+        ids, mask = random_batch(rng, padding=padding)
+        ref_logits, ref_hidden = torch_forward(torch_model, ids, mask)
+        out = forward(jnp.asarray(ids), jnp.asarray(mask))
+        assert len(out.hidden_states) == len(ref_hidden)
+        assert rel_err(out.logits, ref_logits, mask) < 1e-4, padding
+        for layer, (ours, ref) in enumerate(zip(out.hidden_states, ref_hidden, strict=True)):
+            assert rel_err(ours, ref, mask) < 1e-4, (padding, layer)
+
+
+@pytest.mark.parametrize("variant", ["llama3-gqa", "pythia-parallel-partial-rotary"])
+def test_bfloat16_forward_is_finite_and_close(checkpoints, variant):
+    path, torch_model = checkpoints[variant]
+    model = from_pretrained(str(path), dtype=jnp.bfloat16)
+    ids, mask = random_batch(np.random.default_rng(1), padding="left")
+    ref_f32, _ = torch_forward(torch_model, ids, mask)
+    ref_bf16, _ = torch_forward(copy.deepcopy(torch_model).to(torch.bfloat16), ids, mask)
+    logits = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)).logits, np.float32)
+    assert np.isfinite(logits).all()
+    sel = mask.astype(bool)
+
+    def norm_err(a, b):  # relative to the logits' overall size: bf16 has an 8-bit mantissa
+        return np.linalg.norm(a[sel] - b[sel]) / np.linalg.norm(b[sel])
+
+    assert norm_err(logits, ref_bf16.astype(np.float32)) < 2e-2
+    # No worse than PyTorch's own bf16 forward is against float32 (with a little slack).
+    assert norm_err(logits, ref_f32) < 1.25 * norm_err(ref_bf16.astype(np.float32), ref_f32) + 1e-3
+
+
+@pytest.mark.parametrize("variant", ["llama3-gqa", "pythia-sequential-full-rotary", "qwen2-qkv-bias"])
+def test_last_block_output_is_before_the_final_norm(checkpoints, variant):
+    path, torch_model = checkpoints[variant]
+    model = from_pretrained(str(path))
+    ids, mask = random_batch(np.random.default_rng(2), padding="right")
+    out = model(jnp.asarray(ids), jnp.asarray(mask), output_hidden_states=True)
+    last_block = model.layers[-1]
+    x = out.hidden_states[-2]  # input of the last block
+    # The residual sum by hand, from the block's own submodules.
+    from inform_jax.models.attention import make_attention_mask
+    from inform_jax.models.decoder import positions_from_mask
+    from inform_jax.models.rope import rope_tables
+
+    positions = positions_from_mask(jnp.asarray(mask))
+    cos, sin = rope_tables(positions, model.inv_freq)
+    window = model.config.layer_windows[-1]
+    attn = last_block.attn(last_block.attn_norm(x), cos, sin, make_attention_mask(positions, mask > 0, window))
+    if model.config.parallel_residual:
+        expected = x + attn + last_block.mlp(last_block.mlp_norm(x))
+    else:
+        h = x + attn
+        expected = h + last_block.mlp(last_block.mlp_norm(h))
+    assert rel_err(out.final_block_output, expected, mask) < 1e-5
+    assert rel_err(out.block_output(-1), expected, mask) < 1e-5
+    # It is not the final-norm hidden state, which is what transformers returns last.
+    assert rel_err(out.final_block_output, out.last_hidden_state, mask) > 0.1
+    # And it matches PyTorch's last decoder layer output captured by a hook.
+    captured = {}
+    layers = torch_model.gpt_neox.layers if model.config.family == "gpt_neox" else torch_model.model.layers
+    handle = layers[-1].register_forward_hook(lambda m, i, o: captured.setdefault("out", o))
+    torch_forward(torch_model, ids, mask)
+    handle.remove()
+    ref = captured["out"][0] if isinstance(captured["out"], tuple) else captured["out"]
+    assert rel_err(out.final_block_output, ref.numpy(), mask) < 1e-4
+    # residual_l1 holds the L1 norms of exactly these streams.
+    np.testing.assert_allclose(out.residual_l1[-1], np.abs(np.asarray(expected)).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(out.residual_l1[0], np.abs(np.asarray(out.hidden_states[0])).sum(-1), rtol=1e-5)
+    # The MLP site: its output is the last residual update of the block.
+    mlp_out = last_block.mlp(out.final_mlp_input)
+    assert rel_err(out.final_mlp_output, mlp_out, mask) < 1e-5
+
+
+def test_pooled_hidden_is_at_the_last_real_token(checkpoints):
+    path, _ = checkpoints["llama3-gqa"]
+    model = from_pretrained(str(path))
+    rng = np.random.default_rng(3)
+    for padding in ("left", "right"):
+        ids, mask = random_batch(rng, padding=padding)
+        out = model(jnp.asarray(ids), jnp.asarray(mask), compute_logits=False)
+        last = np.array([np.nonzero(row)[0].max() for row in mask])
+        np.testing.assert_array_equal(out.last_token_index, last)
+        np.testing.assert_allclose(out.pooled_hidden, np.asarray(out.last_hidden_state)[np.arange(len(last)), last])
+
+
+@pytest.mark.parametrize("variant", ["llama3-gqa", "mistral-sliding-window", "pythia-parallel-partial-rotary"])
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_save_pretrained_round_trips_through_transformers(tmp_path, variant, scan_layers):
+    class_name, config_class, extra = VARIANTS[variant]
+    hf = config_class(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, **extra
+    )
+    config = DecoderConfig.from_hf(hf, scan_layers=scan_layers).replace(initializer_range=0.3)
+    model = CausalLM(config, rngs=__import__("flax").nnx.Rngs(7))
+    save_pretrained(model, str(tmp_path / "ours"))
+    torch_model = getattr(transformers, class_name).from_pretrained(str(tmp_path / "ours")).eval()
+    ids, mask = random_batch(np.random.default_rng(4), padding="left")
+    ids = ids % 61
+    ref_logits, _ = torch_forward(torch_model, ids, mask)
+    assert rel_err(model(jnp.asarray(ids), jnp.asarray(mask)).logits, ref_logits, mask) < 1e-4
+    # Loading our own save back gives the same parameters.
+    again = from_pretrained(str(tmp_path / "ours"), scan_layers=not scan_layers)
+    assert rel_err(again(jnp.asarray(ids), jnp.asarray(mask)).logits, ref_logits, mask) < 1e-4
+
+
+def test_sharded_save_writes_an_index_that_transformers_reads(tmp_path, checkpoints):
+    path, torch_model = checkpoints["pythia-sequential-full-rotary"]
+    model = from_pretrained(str(path), param_dtype=jnp.float32)
+    save_pretrained(model, str(tmp_path / "sharded"), max_shard_bytes=40_000)
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    reloaded = transformers.GPTNeoXForCausalLM.from_pretrained(str(tmp_path / "sharded")).eval()
+    for (name, a), (_, b) in zip(
+        sorted(torch_model.state_dict().items()), sorted(reloaded.state_dict().items()), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    ours = from_pretrained(str(tmp_path / "sharded"))
+    ids, mask = random_batch(np.random.default_rng(5))
+    assert (
+        rel_err(ours(jnp.asarray(ids), jnp.asarray(mask)).logits, torch_forward(torch_model, ids, mask)[0], mask) < 1e-4
+    )

@@ -1,0 +1,442 @@
+"""Preference-pair and prompt files: reading, format detection, parsing and row validation.
+
+Files are read with ``datasets`` (JSONL, a JSON list, or Parquet; chosen by suffix). Three row formats are
+understood and detected from the columns (``format=`` overrides):
+
+``"hh"``
+    Anthropic HH-RLHF: ``chosen`` and ``rejected`` are whole transcripts
+    (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``). The prompt is their longest shared prefix cut back to the
+    end of its last ``"\\n\\nAssistant:"`` tag (the tag belongs to the prompt); each response is the rest.
+``"prompt"``
+    ``prompt``, ``chosen``, ``rejected`` strings; the responses are completions only (no repeated prompt).
+``"messages"``
+    ``chosen`` and ``rejected`` are lists of ``{"role", "content"}`` messages, optionally with a separate
+    ``prompt`` message list (then ``chosen``/``rejected`` may hold just the completion). The prompt is the
+    shared leading messages, the response the final assistant message. Text is rendered with the tokenizer's
+    chat template when it has one, else as ``"role: content"`` lines.
+
+Every row becomes a :class:`PreferencePair`; columns the format does not use go to ``extra``. A malformed row
+raises :class:`PreferenceDataError` naming the file, the 0-based row and the problem; with
+``skip_malformed=True`` it is skipped instead and counted by reason in the :class:`LoadReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("hh", "prompt", "messages")
+HH_ASSISTANT_TAG = "\n\nAssistant:"
+
+# Suffix -> `datasets` builder. Compressed JSON is decompressed by `datasets` itself.
+_BUILDERS = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".jsonl.gz": "json",
+    ".json.gz": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+# Reasons a row can be rejected (keys of LoadReport.skipped).
+MISSING_VALUE = "missing_value"
+WRONG_TYPE = "wrong_type"
+EMPTY_RESPONSE = "empty_response"
+EMPTY_PROMPT = "empty_prompt"
+IDENTICAL_RESPONSES = "identical_responses"
+NO_SHARED_PROMPT = "no_shared_prompt"
+BAD_MESSAGES = "bad_messages"
+RENDER_FAILED = "render_failed"
+
+
+class PreferenceDataError(ValueError):
+    """A data file or one of its rows cannot be used. ``path``, ``row`` (0-based or None), ``reason``."""
+
+    def __init__(self, message: str, *, path: str, row: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.row = row
+        self.reason = reason
+
+
+class _RowError(Exception):
+    """Raised by row parsers; the loop that knows the row turns it into PreferenceDataError or a skip."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+    """One comparison: ``prompt + chosen`` is preferred to ``prompt + rejected``.
+
+    ``source`` is the file it came from, ``row`` its 0-based row there, ``extra`` the row's other columns
+    (e.g. ``subset``, a ``hacked`` label, a ``margin``).
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str = ""
+    row: int = -1
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What happened to every row of one file: ``rows_read == rows_kept + sum(skipped.values())``.
+
+    ``skipped`` counts skipped rows by reason; ``skipped_rows`` lists ``(row, reason)`` for each of them.
+    """
+
+    path: str
+    format: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    skipped_rows: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def rows_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def __str__(self) -> str:
+        text = f"{self.path} [{self.format}]: read {self.rows_read}, kept {self.rows_kept}"
+        if self.skipped:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
+            text += f", skipped {self.rows_skipped} ({reasons})"
+        return text
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _builder_for(path: str) -> str:
+    name = os.path.basename(path).lower()
+    for suffix in sorted(_BUILDERS, key=len, reverse=True):  # longest first so ".jsonl.gz" beats ".gz"
+        if name.endswith(suffix):
+            return _BUILDERS[suffix]
+    known = ", ".join(sorted(_BUILDERS))
+    raise PreferenceDataError(f"{path}: unknown file type; expected one of {known}", path=path)
+
+
+def read_rows(
+    path: str | os.PathLike, *, json_field: str | None = None, cache_dir: str | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Read a local JSONL / JSON / Parquet file with ``datasets``; returns ``(column_names, rows)``.
+
+    A column whose values have mixed types (e.g. one row's ``chosen`` is a number) is kept as Python objects
+    by ``datasets``, so the row validators below can name the exact bad row. ``json_field`` selects a list
+    nested under a key of a JSON object (``{"data": [...]}``).
+    """
+    path = os.fspath(path)
+    builder = _builder_for(path)
+    if not os.path.isfile(path):
+        raise PreferenceDataError(f"{path}: no such file", path=path)
+    import datasets
+
+    kwargs: dict[str, Any] = {"data_files": os.path.abspath(path), "split": "train", "cache_dir": cache_dir}
+    if builder == "json" and json_field is not None:
+        kwargs["field"] = json_field
+    try:
+        ds = datasets.load_dataset(builder, **kwargs)
+    except Exception as err:  # datasets wraps parse errors in several types; the cause names the row
+        cause = err.__cause__ or err
+        raise PreferenceDataError(f"{path}: cannot read as {builder}: {cause}", path=path) from err
+    return list(ds.column_names), ds.to_list()
+
+
+# ----------------------------------------------------------------------------------------------- fields
+
+
+def _get_str(row: Mapping[str, Any], column: str) -> str:
+    value = row.get(column)
+    if value is None:
+        raise _RowError(MISSING_VALUE, f"column '{column}' is missing or null")
+    if not isinstance(value, str):
+        raise _RowError(WRONG_TYPE, f"column '{column}' should be a string, got {type(value).__name__}")
+    return value
+
+
+def _check_responses(chosen: str, rejected: str) -> None:
+    """Both responses must be non-blank and differ: an identical pair carries no preference."""
+    for name, text in (("chosen", chosen), ("rejected", rejected)):
+        if not text.strip():
+            raise _RowError(EMPTY_RESPONSE, f"the {name} response is empty")
+    if chosen == rejected:
+        raise _RowError(IDENTICAL_RESPONSES, "chosen and rejected responses are identical")
+
+
+def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Split two HH-RLHF transcripts into ``(prompt, chosen_response, rejected_response)``.
+
+    The prompt is the longest shared prefix ending with the last ``"\\n\\nAssistant:"`` tag inside it, so a
+    multi-turn dialogue keeps all earlier turns in the prompt. Raises ``_RowError`` if there is none.
+    """
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind(HH_ASSISTANT_TAG)
+    if cut < 0:
+        raise _RowError(NO_SHARED_PROMPT, "chosen and rejected share no prompt ending in '\\n\\nAssistant:'")
+    prompt = shared[: cut + len(HH_ASSISTANT_TAG)]
+    return prompt, chosen[len(prompt) :], rejected[len(prompt) :]
+
+
+def _parse_hh(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    prompt, chosen, rejected = split_hh(_get_str(row, "chosen"), _get_str(row, "rejected"))
+    _check_responses(chosen, rejected)
+    return prompt, chosen, rejected
+
+
+def _parse_prompt(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    prompt = _get_str(row, "prompt")
+    chosen, rejected = _get_str(row, "chosen"), _get_str(row, "rejected")
+    _check_responses(chosen, rejected)
+    return prompt, chosen, rejected
+
+
+# ----------------------------------------------------------------------------------------------- messages
+
+Message = dict[str, str]
+
+
+def _get_messages(row: Mapping[str, Any], column: str) -> list[Message]:
+    value = row.get(column)
+    if value is None:
+        raise _RowError(MISSING_VALUE, f"column '{column}' is missing or null")
+    if not isinstance(value, list):
+        kind = type(value).__name__
+        raise _RowError(WRONG_TYPE, f"column '{column}' should be a list of messages, got {kind}")
+    messages = []
+    for k, msg in enumerate(value):
+        if not isinstance(msg, Mapping):
+            raise _RowError(WRONG_TYPE, f"'{column}' message {k} should be a dict, got {type(msg).__name__}")
+        role, content = msg.get("role"), msg.get("content")
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise _RowError(WRONG_TYPE, f"'{column}' message {k} needs string 'role' and 'content'")
+        # Parquet structs give every message the union of keys (None-filled); keep only what templates expect.
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _split_messages(row: Mapping[str, Any], has_prompt: bool) -> tuple[list[Message], Message, Message]:
+    """Return ``(prompt_messages, chosen_reply, rejected_reply)``; both replies are assistant messages."""
+    chosen, rejected = _get_messages(row, "chosen"), _get_messages(row, "rejected")
+    if has_prompt:
+        prompt = _get_messages(row, "prompt")
+        # `chosen`/`rejected` may repeat the prompt (whole conversation) or hold only the completion.
+        chosen = chosen[len(prompt) :] if chosen[: len(prompt)] == prompt else chosen
+        rejected = rejected[len(prompt) :] if rejected[: len(prompt)] == prompt else rejected
+        if len(chosen) != 1 or len(rejected) != 1:
+            raise _RowError(
+                BAD_MESSAGES,
+                f"after the prompt, chosen and rejected should each hold one assistant message "
+                f"(got {len(chosen)} and {len(rejected)})",
+            )
+    else:
+        if not chosen or not rejected:
+            raise _RowError(BAD_MESSAGES, "chosen and rejected must each hold at least one message")
+        prompt = chosen[:-1]
+        if rejected[:-1] != prompt:
+            raise _RowError(NO_SHARED_PROMPT, "chosen and rejected differ before their final message")
+    for name, msg in (("chosen", chosen[-1]), ("rejected", rejected[-1])):
+        if msg["role"] != "assistant":
+            role = msg["role"]
+            raise _RowError(BAD_MESSAGES, f"the final {name} message has role '{role}', not 'assistant'")
+    return prompt, chosen[-1], rejected[-1]
+
+
+def _has_chat_template(tokenizer: Any) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(messages: Sequence[Message], tokenizer: Any = None) -> str:
+    """Render prompt messages ready for an assistant reply (chat template, else ``"role: content"`` lines)."""
+    if _has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def _render_response(prompt_text: str, prompt: list[Message], reply: Message, tokenizer: Any) -> str:
+    """The text the reply adds after ``prompt_text``, so that prompt + response renders the conversation."""
+    if not _has_chat_template(tokenizer):
+        return " " + reply["content"]
+    full = tokenizer.apply_chat_template([*prompt, reply], tokenize=False)
+    if not full.startswith(prompt_text):
+        # Some templates rewrite earlier turns once a reply exists; splitting would then misplace tokens.
+        raise _RowError(RENDER_FAILED, "the chat template does not render the prompt as a prefix")
+    return full[len(prompt_text) :]
+
+
+def _parse_messages(row: Mapping[str, Any], tokenizer: Any, has_prompt: bool) -> tuple[str, str, str]:
+    prompt, chosen, rejected = _split_messages(row, has_prompt)
+    # Compare contents before rendering: templates add tags that would make empty replies look non-empty.
+    _check_responses(chosen["content"], rejected["content"])
+    try:
+        prompt_text = render_prompt(prompt, tokenizer)
+        return (
+            prompt_text,
+            _render_response(prompt_text, prompt, chosen, tokenizer),
+            _render_response(prompt_text, prompt, rejected, tokenizer),
+        )
+    except _RowError:
+        raise
+    except Exception as err:  # templates raise on e.g. non-alternating roles: a property of this row
+        raise _RowError(RENDER_FAILED, f"chat template failed: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:
+    return next((r[column] for r in rows if r.get(column) is not None), None)
+
+
+def detect_format(columns: Sequence[str], rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Pick ``"hh"``, ``"prompt"`` or ``"messages"`` from the column names and the first non-null ``chosen``.
+
+    Raises ``ValueError`` if the columns fit none of them.
+    """
+    cols = set(columns)
+    if not {"chosen", "rejected"} <= cols:
+        raise ValueError(f"need columns 'chosen' and 'rejected' (found {sorted(cols)})")
+    if isinstance(_first_value(rows, "chosen"), list):
+        return "messages"
+    return "prompt" if "prompt" in cols else "hh"
+
+
+_REQUIRED = {"hh": ("chosen", "rejected"), "prompt": ("prompt", "chosen", "rejected")}
+
+
+def _used_columns(fmt: str, columns: Sequence[str]) -> tuple[str, ...]:
+    if fmt == "messages":
+        return ("prompt", "chosen", "rejected") if "prompt" in columns else ("chosen", "rejected")
+    return _REQUIRED[fmt]
+
+
+def _check_columns(path: str, fmt: str, columns: Sequence[str]) -> None:
+    """A column absent from the whole file is a file error, not thousands of row errors."""
+    missing = [c for c in _REQUIRED.get(fmt, ("chosen", "rejected")) if c not in columns]
+    if missing:
+        raise PreferenceDataError(
+            f"{path}: format '{fmt}' needs column(s) {missing}; the file has {list(columns)}", path=path
+        )
+
+
+def _collect(path: str, fmt: str, rows: Sequence[Mapping[str, Any]], parse, skip_malformed: bool):
+    """Run ``parse(i, row)`` on every row; raise on the first bad one, or skip and count it.
+
+    Returns ``(parsed_rows, report)``.
+    """
+    report = LoadReport(path=path, format=fmt, rows_read=len(rows))
+    kept, reasons = [], Counter()
+    for i, row in enumerate(rows):
+        try:
+            kept.append(parse(i, row))
+        except _RowError as err:
+            if not skip_malformed:
+                raise PreferenceDataError(
+                    f"{path}: row {i}: {err.detail} [{err.reason}]", path=path, row=i, reason=err.reason
+                ) from None
+            reasons[err.reason] += 1
+            report.skipped_rows.append((i, err.reason))
+    report.rows_kept = len(kept)
+    report.skipped = dict(reasons)
+    if reasons:
+        logger.warning("skipped malformed rows: %s", report)
+    return kept, report
+
+
+def load_preferences(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    tokenizer: Any = None,
+    skip_malformed: bool = False,
+    json_field: str | None = None,
+    cache_dir: str | None = None,
+) -> tuple[list[PreferencePair], LoadReport]:
+    """Load a preference file into ``PreferencePair``s; returns ``(pairs, report)``.
+
+    Args:
+      path: a ``.jsonl``, ``.json`` (a list of rows) or ``.parquet`` file.
+      format: ``"hh"``, ``"prompt"`` or ``"messages"``; detected from the columns when None.
+      tokenizer: renders ``"messages"`` rows with its chat template (plain ``"role: content"`` lines if it has
+        none, or if None).
+      skip_malformed: skip bad rows and count them in the report instead of raising.
+      json_field: for a JSON object file, the key holding the list of rows.
+      cache_dir: ``datasets`` cache folder (default: its own).
+
+    Raises:
+      PreferenceDataError: unknown suffix, missing or unreadable file, missing columns, or (unless
+        ``skip_malformed``) a malformed row; the message names the file and the 0-based row.
+    """
+    path = os.fspath(path)
+    columns, rows = read_rows(path, json_field=json_field, cache_dir=cache_dir)
+    if format is None:
+        try:
+            format = detect_format(columns, rows)
+        except ValueError as err:
+            message = f"{path}: cannot detect the preference format: {err}"
+            raise PreferenceDataError(message, path=path) from None
+    elif format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    _check_columns(path, format, columns)
+    used = _used_columns(format, columns)
+    has_prompt = "prompt" in columns
+
+    def parse(i: int, row: Mapping[str, Any]) -> PreferencePair:
+        if format == "hh":
+            prompt, chosen, rejected = _parse_hh(row)
+        elif format == "prompt":
+            prompt, chosen, rejected = _parse_prompt(row)
+        else:
+            prompt, chosen, rejected = _parse_messages(row, tokenizer, has_prompt)
+        extra = {k: v for k, v in row.items() if k not in used}
+        return PreferencePair(prompt, chosen, rejected, source=path, row=i, extra=extra)
+
+    return _collect(path, format, rows, parse, skip_malformed)
+
+
+def load_prompts(
+    path: str | os.PathLike,
+    column: str = "prompt",
+    *,
+    tokenizer: Any = None,
+    skip_malformed: bool = False,
+    json_field: str | None = None,
+    cache_dir: str | None = None,
+) -> tuple[list[str], LoadReport]:
+    """Load the prompts of a prompt-only file (PPO rollouts); returns ``(prompts, report)``.
+
+    A cell may be a string or a list of ``{"role", "content"}`` messages, rendered ready for the assistant's
+    reply (chat template with a generation prompt, else ``"role: content"`` lines). A null, wrongly typed or
+    blank prompt is malformed: raised with file and row, or skipped and counted with ``skip_malformed``.
+    """
+    path = os.fspath(path)
+    columns, rows = read_rows(path, json_field=json_field, cache_dir=cache_dir)
+    if column not in columns:
+        raise PreferenceDataError(f"{path}: no column '{column}'; the file has {list(columns)}", path=path)
+
+    def parse(i: int, row: Mapping[str, Any]) -> str:
+        if isinstance(row.get(column), list):
+            messages = _get_messages(row, column)
+            if not messages:
+                raise _RowError(EMPTY_PROMPT, f"prompt '{column}' has no messages")
+            try:
+                return render_prompt(messages, tokenizer)
+            except Exception as err:
+                raise _RowError(RENDER_FAILED, f"chat template failed: {err}") from err
+        prompt = _get_str(row, column)
+        if not prompt.strip():
+            raise _RowError(EMPTY_PROMPT, f"column '{column}' is blank")
+        return prompt
+
+    return _collect(path, "prompts", rows, parse, skip_malformed)

@@ -1,0 +1,245 @@
+"""Tokenizing preference pairs and prompts into fixed-length, padded int32 arrays.
+
+A pair's two sequences are ``prompt tokens + response tokens (+ eos)``. Prompt and response are tokenized
+separately so the prompt length is exact (the prompt-free decomposition and PPO need it).
+
+Truncation keeps the END of every sequence: a reward model reads its score at the last real token, and a
+policy continues from the end of its prompt, so those tokens must survive. When ``prompt + response`` is too
+long, tokens are dropped from the start of the prompt first (a leading ``bos`` is kept in place), down to
+``min_prompt_tokens`` (default 0); only then from the start of the response, so a response longer than
+``max_length`` keeps its last ``max_length`` tokens. Every cut sequence is counted in a
+:class:`TruncationReport`; no row is ever dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MaxLength = int | Literal["auto"]
+
+
+@dataclasses.dataclass
+class TruncationReport:
+    """Counts of what truncation removed (sequences: 2 per pair, 1 per prompt).
+
+    ``truncated_rows`` are indices (into the input list) of rows with at least one cut sequence; ``longest``
+    is the longest sequence before truncation.
+    """
+
+    max_length: int
+    sequences: int = 0
+    sequences_truncated: int = 0
+    tokens_cut: int = 0
+    prompt_tokens_cut: int = 0
+    response_tokens_cut: int = 0
+    longest: int = 0
+    truncated_rows: list[int] = dataclasses.field(default_factory=list)
+
+    def add(self, row: int, prompt_cut: int, response_cut: int) -> None:
+        if prompt_cut or response_cut:
+            self.sequences_truncated += 1
+            self.prompt_tokens_cut += prompt_cut
+            self.response_tokens_cut += response_cut
+            self.tokens_cut += prompt_cut + response_cut
+            self.truncated_rows.append(row)
+
+    def __str__(self) -> str:
+        return (
+            f"truncated {self.sequences_truncated} of {self.sequences} sequences to {self.max_length} tokens "
+            f"({self.tokens_cut} tokens cut: {self.prompt_tokens_cut} prompt, {self.response_tokens_cut} "
+            f"response; longest {self.longest})"
+        )
+
+
+def resolve_max_length(
+    longest: int, max_length: MaxLength, max_length_cap: int | None = None, multiple: int = 64
+) -> int:
+    """``max_length`` as an int; ``"auto"`` is the smallest multiple of ``multiple`` >= ``longest``, at most
+    ``max_length_cap`` (few distinct shapes keep jit recompiles rare)."""
+    if max_length == "auto":
+        length = max(multiple, -(-longest // multiple) * multiple)
+        return min(length, max_length_cap) if max_length_cap is not None else length
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise ValueError(f"max_length must be a positive int or 'auto', got {max_length!r}")
+    return max_length if max_length_cap is None else min(max_length, max_length_cap)
+
+
+def fit_to_length(
+    prompt: Sequence[int],
+    response: Sequence[int],
+    max_length: int,
+    *,
+    min_prompt_tokens: int = 0,
+    keep_bos_id: int | None = None,
+) -> tuple[list[int], list[int]]:
+    """Cut ``prompt + response`` to at most ``max_length`` tokens, keeping the end; returns both parts.
+
+    The prompt loses tokens from its start first, down to ``min(min_prompt_tokens, len(prompt))`` (but at
+    least one response token is always kept), then the response loses tokens from its start. If the prompt
+    starts with ``keep_bos_id`` and at least two prompt tokens are kept, that bos stays first (models expect
+    it; with room for one prompt token the prompt's last token wins).
+    """
+    prompt, response = list(prompt), list(response)
+    if len(prompt) + len(response) <= max_length:
+        return prompt, response
+    reserve = min(min_prompt_tokens, len(prompt), max_length - min(1, len(response)))
+    keep_response = min(len(response), max_length - reserve)
+    keep_prompt = max_length - keep_response
+    response = response[len(response) - keep_response :]
+    if keep_prompt == 0:
+        return [], response
+    if keep_bos_id is not None and prompt[0] == keep_bos_id and keep_prompt >= 2:
+        return [prompt[0], *prompt[len(prompt) - keep_prompt + 1 :]], response
+    return prompt[len(prompt) - keep_prompt :], response
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, else its eos id (the attention mask tells padding apart)."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+    """Batch-encode texts to id lists, dropping a doubled leading bos (a chat template already wrote one)."""
+    if not texts:
+        return []
+    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if add_special_tokens and bos is not None:
+        ids = [x[1:] if len(x) >= 2 and x[0] == x[1] == bos else x for x in ids]
+    return [list(x) for x in ids]
+
+
+def _place(seqs: Sequence[Sequence[int]], length: int, pad_id: int, side: str) -> tuple[np.ndarray, ...]:
+    """Pad id lists into ``(ids, mask)``, int32 arrays of shape [N, length], padding on ``side``."""
+    ids = np.full((len(seqs), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(seqs), length), dtype=np.int32)
+    for i, seq in enumerate(seqs):
+        span = slice(0, len(seq)) if side == "right" else slice(length - len(seq), length)
+        ids[i, span] = seq
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _check_side(padding_side: str) -> None:
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+
+
+def _describe(item: Any, index: int) -> str:
+    source, row = getattr(item, "source", ""), getattr(item, "row", -1)
+    return f"{source}: row {row}" if source else f"item {index}"
+
+
+def tokenize_pairs(
+    pairs: Sequence[Any],
+    tokenizer: Any,
+    max_length: MaxLength,
+    *,
+    max_length_cap: int | None = None,
+    padding_side: str = "right",
+    add_eos: bool = True,
+    add_special_tokens: bool = True,
+    min_prompt_tokens: int = 0,
+    keep_bos: bool = True,
+    multiple: int = 64,
+) -> tuple[dict[str, np.ndarray], TruncationReport]:
+    """Tokenize ``PreferencePair``-like items (``.prompt``, ``.chosen``, ``.rejected``) into padded arrays.
+
+    Args:
+      pairs: N items.
+      tokenizer: a Hugging Face tokenizer.
+      max_length: sequence length L, or ``"auto"``: the smallest multiple of ``multiple`` >= the longest
+        sequence, at most ``max_length_cap``.
+      padding_side: ``"right"`` (default) or ``"left"`` for the padding.
+      add_eos: end each response with eos (if the tokenizer has one and the response does not already end
+        with it, as chat-templated replies do).
+      add_special_tokens: let the tokenizer add its special tokens (e.g. Llama's bos) to the prompt.
+      min_prompt_tokens, keep_bos: see :func:`fit_to_length` (``keep_bos`` keeps a leading bos).
+
+    Returns:
+      ``(arrays, report)``: ``arrays`` holds int32 ``chosen_input_ids``, ``chosen_attention_mask``,
+      ``rejected_input_ids``, ``rejected_attention_mask`` of shape [N, L] and ``prompt_lengths`` [N, 2]
+      (prompt tokens kept in the chosen / rejected sequence, after truncation); ``report`` counts truncation.
+    """
+    _check_side(padding_side)
+    prompts = _encode(tokenizer, [p.prompt for p in pairs], add_special_tokens)
+    responses = {
+        side: _encode(tokenizer, [getattr(p, side) for p in pairs], add_special_tokens=False)
+        for side in ("chosen", "rejected")
+    }
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if add_eos and eos is not None:
+        for side in responses:
+            responses[side] = [r if r and r[-1] == eos else [*r, eos] for r in responses[side]]
+
+    lengths = [len(p) + len(r) for rs in responses.values() for p, r in zip(prompts, rs, strict=True)]
+    longest = max(lengths, default=0)
+    length = resolve_max_length(longest, max_length, max_length_cap, multiple)
+    report = TruncationReport(max_length=length, sequences=2 * len(pairs), longest=longest)
+    bos = getattr(tokenizer, "bos_token_id", None) if keep_bos else None
+
+    arrays: dict[str, np.ndarray] = {}
+    prompt_lengths = np.zeros((len(pairs), 2), dtype=np.int32)
+    for col, side in enumerate(("chosen", "rejected")):
+        seqs = []
+        for i, (prompt, response) in enumerate(zip(prompts, responses[side], strict=True)):
+            if not prompt and not response:
+                raise ValueError(f"{_describe(pairs[i], i)}: the {side} sequence has no tokens")
+            kept_p, kept_r = fit_to_length(
+                prompt, response, length, min_prompt_tokens=min_prompt_tokens, keep_bos_id=bos
+            )
+            report.add(i, len(prompt) - len(kept_p), len(response) - len(kept_r))
+            prompt_lengths[i, col] = len(kept_p)
+            seqs.append(kept_p + kept_r)
+        arrays[f"{side}_input_ids"], arrays[f"{side}_attention_mask"] = _place(
+            seqs, length, _pad_id(tokenizer), padding_side
+        )
+    report.truncated_rows = sorted(set(report.truncated_rows))  # the rejected pass revisits rows
+    arrays["prompt_lengths"] = prompt_lengths
+    if report.sequences_truncated:
+        logger.warning("%s", report)
+    return arrays, report
+
+
+def tokenize_prompts(
+    prompts: Sequence[str],
+    tokenizer: Any,
+    max_length: MaxLength,
+    *,
+    max_length_cap: int | None = None,
+    add_special_tokens: bool = True,
+    keep_bos: bool = True,
+    multiple: int = 64,
+) -> tuple[dict[str, np.ndarray], TruncationReport]:
+    """Tokenize prompts for generation (PPO rollouts): LEFT-padded so every prompt ends at the last column.
+
+    Long prompts keep their end (and a leading bos). Returns ``({"input_ids", "attention_mask"}, report)``
+    with int32 arrays of shape [N, L]; ``max_length`` may be ``"auto"`` as in :func:`tokenize_pairs`.
+    """
+    ids = _encode(tokenizer, list(prompts), add_special_tokens)
+    longest = max((len(x) for x in ids), default=0)
+    length = resolve_max_length(longest, max_length, max_length_cap, multiple)
+    report = TruncationReport(max_length=length, sequences=len(ids), longest=longest)
+    bos = getattr(tokenizer, "bos_token_id", None) if keep_bos else None
+    seqs = []
+    for i, prompt in enumerate(ids):
+        if not prompt:
+            raise ValueError(f"prompt {i} has no tokens")
+        kept, _ = fit_to_length(prompt, [], length, keep_bos_id=bos)
+        report.add(i, len(prompt) - len(kept), 0)
+        seqs.append(kept)
+    input_ids, attention_mask = _place(seqs, length, _pad_id(tokenizer), "left")
+    if report.sequences_truncated:
+        logger.warning("%s", report)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}, report

@@ -20,10 +20,10 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("scan_layers", [False, True])
-def test_float32_logits_and_hidden_states_match(checkpoints, variant, scan_layers):
+@pytest.mark.parametrize("scan_layers,attention_impl", [(False, "einsum"), (True, "einsum"), (True, "jax")])
+def test_float32_logits_and_hidden_states_match(checkpoints, variant, scan_layers, attention_impl):
     path, torch_model = checkpoints[variant]
-    model = from_pretrained(str(path), scan_layers=scan_layers)
+    model = from_pretrained(str(path), scan_layers=scan_layers, attention_impl=attention_impl)
     forward = jax.jit(lambda ids, mask: model(ids, mask, output_hidden_states=True))
     rng = np.random.default_rng(hash((variant, scan_layers)) % 2**32)
     for padding in ("left", "right", "none"):

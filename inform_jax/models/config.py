@@ -70,7 +70,7 @@ class DecoderConfig:
     param_dtype: Any = jnp.float32
     scan_layers: bool = False
     remat: bool | str = False  # False | True/"full" | "dots" (save matmul outputs)
-    attention_impl: str = "einsum"  # "einsum" (explicit, f32 softmax) | "jax" (jax.nn.dot_product_attention)
+    attention_impl: str = "jax"  # "jax" (jax.nn.dot_product_attention, fused where available) | "einsum"
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:

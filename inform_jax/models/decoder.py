@@ -19,6 +19,7 @@ from inform_jax.models.attention import Attention, make_attention_mask
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Embed, Linear, activation, make_norm
 from inform_jax.models.rope import inverse_frequencies, rope_tables
+from inform_jax.models.stacking import stack_modules
 
 
 class DecoderOutput(NamedTuple):
@@ -98,18 +99,6 @@ class Block(nnx.Module):
         return h + mlp_out, mlp_in, mlp_out
 
 
-def _stack_blocks(blocks: list[Block]) -> Block:
-    """One Block whose parameters carry a leading [L] axis (logical axis "layers"), for `lax.scan`."""
-    graphdef, _ = nnx.split(blocks[0])
-    states = [nnx.split(b)[1] for b in blocks]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    block = nnx.merge(graphdef, stacked)
-    for _, var in nnx.iter_graph(block):
-        if isinstance(var, nnx.Variable) and "logical_axes" in var.get_metadata():
-            var.set_metadata(logical_axes=("layers", *var.get_metadata()["logical_axes"]))
-    return block
-
-
 def _remat(fn, remat):
     if not remat:
         return fn
@@ -144,7 +133,7 @@ class CausalLM(nnx.Module):
             rngs=rngs,
         )
         blocks = [Block(c, rngs=rngs) for _ in range(c.num_layers)]
-        self.layers = _stack_blocks(blocks) if c.scan_layers else nnx.List(blocks)
+        self.layers = stack_modules(blocks, "layers") if c.scan_layers else nnx.List(blocks)
         self.final_norm = make_norm(c.norm, c.hidden_size, eps=c.norm_eps, dtype=c.dtype, param_dtype=c.param_dtype)
         head = None
         if lm_head and not c.tie_word_embeddings:

@@ -1,0 +1,328 @@
+"""Reward-model trainer: one jitted train step over a device mesh, orbax checkpoints, exact resume.
+
+    trainer = RewardModelTrainer(config, train_arrays, eval_arrays)
+    model = trainer.fit()          # resumes from output_dir/checkpoints when present
+
+`train_arrays` / `eval_arrays` are tokenized pairs (see `inform_jax.train.rm_data.prepare_pairs`):
+`chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask` [N, T] and
+`response_lengths` [N, 2]. Per-pair loss weights live in `trainer.pair_weights` [N] (ones by default);
+callbacks may change them (the decomposition method reweights pairs from the current model) and they
+are checkpointed with the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import yaml
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, make_mesh, shard_module
+from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
+from inform_jax.models.sharding import BATCH_AXES
+from inform_jax.train.batches import batch_indices, take
+from inform_jax.train.config import RMTrainConfig
+from inform_jax.train.metrics_log import MetricsLog, progress
+from inform_jax.train.optim import adamw
+from inform_jax.train.rm_objective import evaluate_pairs, objective
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+ARRAY_KEYS = (
+    "chosen_input_ids",
+    "chosen_attention_mask",
+    "rejected_input_ids",
+    "rejected_attention_mask",
+    "response_lengths",
+)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+Callback = tuple[int, Callable[["RewardModelTrainer", int], None]]
+
+
+def _runtime(section) -> dict:
+    return dict(
+        dtype=DTYPES[section.dtype],
+        param_dtype=DTYPES[section.param_dtype],
+        scan_layers=section.scan_layers,
+        remat=section.remat,
+        attention_impl=section.attention_impl,
+    )
+
+
+def build_backbone(config: RMTrainConfig, seed: int) -> CausalLM:
+    """The decoder without LM head: loaded from `model.path`, or random from `model.config`."""
+    section = config.model
+    if section.path:
+        runtime = _runtime(section)
+        return from_pretrained(section.path, lm_head=False, **runtime)
+    if not section.config:
+        raise ValueError("model.path or model.config must be given")
+    decoder_config = DecoderConfig(**section.config, **_runtime(section))
+    return CausalLM(decoder_config, rngs=nnx.Rngs(seed), lm_head=False)
+
+
+def build_reward_model(config: RMTrainConfig) -> RewardModel | EnsembleRewardModel:
+    """A fresh model for the config's method (members share one backbone init for WARM and pretrained runs)."""
+    seed = config.train.seed
+    head = HeadConfig(kind=config.head_kind, latent_dim=config.head.latent_dim, decoder=config.head.decoder)
+    if config.scheme == "single":
+        return RewardModel(build_backbone(config, seed), head, rngs=nnx.Rngs(seed + 1))
+    k = config.loss.num_members
+    shared = config.scheme == "warm" or config.model.path is not None
+    backbone = build_backbone(config, seed) if shared else None
+    members = [
+        RewardModel(backbone if shared else build_backbone(config, seed + 17 * i), head, rngs=nnx.Rngs(seed + 1 + i))
+        for i in range(k)
+    ]
+    return EnsembleRewardModel(members, config.loss.aggregation, config.loss.uncertainty_coef)
+
+
+class RewardModelTrainer:
+    def __init__(
+        self,
+        config: RMTrainConfig,
+        train_arrays: dict[str, np.ndarray],
+        eval_arrays: dict[str, np.ndarray] | None = None,
+        *,
+        model: RewardModel | EnsembleRewardModel | None = None,
+        mesh=None,
+        callbacks: list[Callback] = (),
+    ):
+        missing = [k for k in ARRAY_KEYS if k not in train_arrays]
+        if missing:
+            raise ValueError(f"train arrays lack {missing}")
+        self.config = config
+        self.train_arrays = {k: np.asarray(train_arrays[k]) for k in ARRAY_KEYS}
+        self.eval_arrays = None if eval_arrays is None else {k: np.asarray(eval_arrays[k]) for k in ARRAY_KEYS}
+        self.num_pairs = len(self.train_arrays["chosen_input_ids"])
+        self.pair_weights = np.ones(self.num_pairs, np.float32)
+        self.callbacks = list(callbacks)
+        t = config.train
+        self.total_steps = t.max_steps or math.ceil(t.epochs * self.num_pairs / t.batch_size)
+        self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
+        data_devices = int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
+        if (t.batch_size // t.grad_accum) % data_devices:
+            raise ValueError(
+                f"micro-batch {t.batch_size // t.grad_accum} pairs must split over {data_devices} data devices"
+            )
+        model = model if model is not None else build_reward_model(config)
+        shard_module(model, self.mesh)
+        self.graphdef, params = nnx.split(model)
+        self.tx, self.schedule = adamw(config.optim, self.total_steps)
+        self.param_shardings = jax.tree.map(lambda x: x.sharding, params)
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        abstract_opt = jax.eval_shape(self.tx.init, params)
+        self.opt_shardings = optax.tree_map_params(
+            self.tx, lambda _, s: s, abstract_opt, self.param_shardings, transform_non_params=lambda _: replicated
+        )
+        self.params = params
+        self.opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
+        self.step = 0
+        self.base_key = jax.random.key(t.seed)
+        self._train_step = self._compile_train_step()
+        self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b))
+        self.checkpoints = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
+            options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True),
+        )
+
+    # ---------------------------------------------------------------------------------------- the step
+
+    def _compile_train_step(self):
+        config, graphdef, tx, schedule = self.config, self.graphdef, self.tx, self.schedule
+        accum, scheme = config.train.grad_accum, config.scheme
+        batch_axis = 1 if scheme == "warm" else 0
+
+        def loss_fn(params, batch, key):
+            return objective(nnx.merge(graphdef, params), batch, key, config.loss, scheme)
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def step_fn(params, opt_state, batch, step):
+            key = jax.random.fold_in(self.base_key, step)
+            if accum == 1:
+                (loss, aux), grads = grad_fn(params, batch, key)
+            else:
+
+                def split(x):  # [.., B, ..] -> [A, .., B / A, ..]
+                    shape = x.shape[:batch_axis] + (accum, -1) + x.shape[batch_axis + 1 :]
+                    return jnp.moveaxis(x.reshape(shape), batch_axis, 0)
+
+                micro = jax.tree.map(split, batch)
+
+                def body(acc, inputs):
+                    mb, i = inputs
+                    (loss, aux), grads = grad_fn(params, mb, jax.random.fold_in(key, i))
+                    return jax.tree.map(jnp.add, acc, (loss, aux, grads)), None
+
+                zeros = jax.tree.map(
+                    jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), key)
+                )
+                zeros = (zeros[0][0], zeros[0][1], zeros[1])
+                (loss, aux, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
+                loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
+            return params, opt_state, metrics
+
+        return jax.jit(
+            step_fn,
+            donate_argnums=(0, 1),
+            out_shardings=(self.param_shardings, self.opt_shardings, None),
+        )
+
+    def _batch(self, arrays: dict, indices: np.ndarray, weights: np.ndarray | None, member_axis: bool):
+        batch = take(arrays, indices)
+        if weights is not None:
+            batch["weights"] = weights[indices]
+        spec = (None, BATCH_AXES) if member_axis else (BATCH_AXES,)
+        return {
+            k: jax.device_put(v, NamedSharding(self.mesh, PartitionSpec(*spec, *([None] * (v.ndim - len(spec))))))
+            for k, v in batch.items()
+        }
+
+    def train_batch(self, step: int) -> dict:
+        t = self.config.train
+        if self.config.scheme == "warm":  # one data order per member
+            k = self.config.loss.num_members
+            indices = np.stack([batch_indices(self.num_pairs, t.batch_size, step, t.seed + 1000 * i) for i in range(k)])
+            return self._batch(self.train_arrays, indices, self.pair_weights, member_axis=True)
+        indices = batch_indices(self.num_pairs, t.batch_size, step, t.seed)
+        return self._batch(self.train_arrays, indices, self.pair_weights, member_axis=False)
+
+    # ---------------------------------------------------------------------------------------- public
+
+    def current_model(self) -> RewardModel | EnsembleRewardModel:
+        return nnx.merge(self.graphdef, self.params)
+
+    def export_model(self) -> RewardModel | EnsembleRewardModel:
+        """The model to save: WARM averages its members' weights into one reward model."""
+        model = self.current_model()
+        return model.weight_average() if self.config.scheme == "warm" else model
+
+    def evaluate(self, arrays: dict | None = None) -> dict[str, float]:
+        """Held-out accuracy, margin, KL, and accuracy bucketed by which response is longer."""
+        arrays = arrays if arrays is not None else self.eval_arrays
+        n = len(arrays["chosen_input_ids"])
+        size = self.config.train.eval_batch_size
+        outputs = []
+        for start in range(0, n, size):
+            idx = np.arange(start, start + size) % n  # the last batch wraps; the extra rows are cut below
+            out = jax.device_get(self._eval_step(self.params, self._batch(arrays, idx, None, member_axis=False)))
+            outputs.append({k: v[: min(size, n - start)] for k, v in out.items()})
+        scores = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+        return preference_metrics(scores, arrays["response_lengths"])
+
+    def _restore(self) -> None:
+        latest = self.checkpoints.latest_step()
+        if latest is None:
+            return
+        target = {"params": self.params, "opt_state": self.opt_state, "pair_weights": jnp.asarray(self.pair_weights)}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
+        self.params, self.opt_state = restored["params"], restored["opt_state"]
+        self.pair_weights = np.asarray(restored["pair_weights"])
+        self.step = latest
+
+    def _save(self, metrics: dict) -> None:
+        if not np.isfinite(float(metrics["loss"])):
+            raise TrainingDivergedError(
+                f"loss is {float(metrics['loss'])} at step {self.step}; "
+                f"last good checkpoint: step {self.checkpoints.latest_step()}"
+            )
+        state = {"params": self.params, "opt_state": self.opt_state, "pair_weights": jnp.asarray(self.pair_weights)}
+        self.checkpoints.save(self.step, args=ocp.args.StandardSave(state))
+
+    def fit(self, *, stop_after: int | None = None) -> RewardModel | EnsembleRewardModel:
+        """Train to `total_steps` (resuming from the latest checkpoint) and export to output_dir/final.
+
+        stop_after: return after that many steps of this call without exporting (simulates a killed run).
+        """
+        t = self.config.train
+        os.makedirs(t.output_dir, exist_ok=True)
+        with open(os.path.join(t.output_dir, "config.yaml"), "w") as f:
+            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        self._restore()
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.step > 0)
+        bar = progress(self.total_steps, self.step, t.progress, f"train-rm {self.config.method}")
+        steps_this_call = 0
+        metrics = None
+        start = time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                batch = self.train_batch(self.step)
+                with jax.set_mesh(self.mesh):
+                    self.params, self.opt_state, metrics = self._train_step(
+                        self.params, self.opt_state, batch, jnp.asarray(self.step, jnp.int32)
+                    )
+                self.step += 1
+                steps_this_call += 1
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == self.total_steps:
+                    record = jax.device_get(metrics)
+                    if not np.isfinite(float(record["loss"])):
+                        raise TrainingDivergedError(
+                            f"loss is {float(record['loss'])} at step {self.step}; "
+                            f"last good checkpoint: step {self.checkpoints.latest_step()}"
+                        )
+                    elapsed = time.perf_counter() - start
+                    log.write({"step": self.step, "split": "train", **record, "seconds": elapsed})
+                    bar.set_postfix(loss=f"{float(record['loss']):.4f}", acc=f"{float(record['accuracy']):.3f}")
+                for every, callback in self.callbacks:
+                    if self.step % every == 0:
+                        callback(self, self.step)
+                if self.eval_arrays is not None and (self.step % t.eval_every == 0 or self.step == self.total_steps):
+                    log.write({"step": self.step, "split": "eval", **self.evaluate()})
+                if self.step % t.save_every == 0 or self.step == self.total_steps:
+                    self._save(metrics)
+                if stop_after is not None and steps_this_call >= stop_after:
+                    self.checkpoints.wait_until_finished()
+                    return self.current_model()
+        finally:
+            bar.close()
+            log.close()
+        self.checkpoints.wait_until_finished()
+        model = self.export_model()
+        extra = {
+            "method": self.config.method,
+            "beta": self.config.loss.beta,
+            "kl_reduction": self.config.loss.kl_reduction,
+        }
+        save_reward_model(model, os.path.join(t.output_dir, "final"), extra)
+        return model
+
+
+def preference_metrics(scores: dict[str, np.ndarray], response_lengths: np.ndarray) -> dict[str, float]:
+    """Accuracy (ties count half), mean margin, mean KL, and accuracy by which response is longer."""
+    margin = scores["reward_chosen"] - scores["reward_rejected"]
+    correct = (margin > 0) + 0.5 * (margin == 0)
+    longer = np.sign(response_lengths[:, 0] - response_lengths[:, 1])
+    out = {"accuracy": float(correct.mean()), "margin": float(margin.mean()), "pairs": len(margin)}
+    for name, sign in (("chosen_longer", 1), ("rejected_longer", -1), ("same_length", 0)):
+        sel = longer == sign
+        out[f"accuracy_{name}"] = float(correct[sel].mean()) if sel.any() else float("nan")
+        out[f"pairs_{name}"] = int(sel.sum())
+    if "kl_chosen" in scores:
+        out["kl"] = float(0.5 * (scores["kl_chosen"].mean() + scores["kl_rejected"].mean()))
+    return out
+
+
+def save_json(path: str, value) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)

@@ -115,7 +115,8 @@ class RMTrainConfig:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
         if self.train.batch_size % self.train.grad_accum:
             raise ValueError(
-                f"train.batch_size={self.train.batch_size} must be a multiple of train.grad_accum={self.train.grad_accum}"
+                f"train.batch_size={self.train.batch_size} must be a multiple of "
+                f"train.grad_accum={self.train.grad_accum}"
             )
 
     @property

@@ -178,7 +178,7 @@ class RewardModelTrainer:
                 loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
+            metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "lr": schedule(step)}
             return params, opt_state, metrics
 
         return jax.jit(

@@ -22,7 +22,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import yaml
 from flax import nnx
@@ -35,7 +34,8 @@ from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.metrics_log import MetricsLog, progress
 from inform_jax.train.optim import adamw
-from inform_jax.train.rm_objective import evaluate_pairs, objective
+from inform_jax.train.rm_objective import evaluate_pairs
+from inform_jax.train.rm_step import make_train_step, optimizer_shardings
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ARRAY_KEYS = (
@@ -125,66 +125,17 @@ class RewardModelTrainer:
         self.graphdef, params = nnx.split(model)
         self.tx, self.schedule = adamw(config.optim, self.total_steps)
         self.param_shardings = jax.tree.map(lambda x: x.sharding, params)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        abstract_opt = jax.eval_shape(self.tx.init, params)
-        self.opt_shardings = optax.tree_map_params(
-            self.tx, lambda _, s: s, abstract_opt, self.param_shardings, transform_non_params=lambda _: replicated
-        )
+        self.opt_shardings = optimizer_shardings(self.tx, params, self.param_shardings, self.mesh)
         self.params = params
         self.opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
         self.step = 0
-        self.base_key = jax.random.key(t.seed)
-        self._train_step = self._compile_train_step()
+        self._train_step = make_train_step(
+            config, self.graphdef, self.tx, self.schedule, self.param_shardings, self.opt_shardings
+        )
         self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b))
         self.checkpoints = ocp.CheckpointManager(
             os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
             options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True),
-        )
-
-    # ---------------------------------------------------------------------------------------- the step
-
-    def _compile_train_step(self):
-        config, graphdef, tx, schedule = self.config, self.graphdef, self.tx, self.schedule
-        accum, scheme = config.train.grad_accum, config.scheme
-        batch_axis = 1 if scheme == "warm" else 0
-
-        def loss_fn(params, batch, key):
-            return objective(nnx.merge(graphdef, params), batch, key, config.loss, scheme)
-
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-        def step_fn(params, opt_state, batch, step):
-            key = jax.random.fold_in(self.base_key, step)
-            if accum == 1:
-                (loss, aux), grads = grad_fn(params, batch, key)
-            else:
-
-                def split(x):  # [.., B, ..] -> [A, .., B / A, ..]
-                    shape = x.shape[:batch_axis] + (accum, -1) + x.shape[batch_axis + 1 :]
-                    return jnp.moveaxis(x.reshape(shape), batch_axis, 0)
-
-                micro = jax.tree.map(split, batch)
-
-                def body(acc, inputs):
-                    mb, i = inputs
-                    (loss, aux), grads = grad_fn(params, mb, jax.random.fold_in(key, i))
-                    return jax.tree.map(jnp.add, acc, (loss, aux, grads)), None
-
-                zeros = jax.tree.map(
-                    jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), key)
-                )
-                zeros = (zeros[0][0], zeros[0][1], zeros[1])
-                (loss, aux, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
-                loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "lr": schedule(step)}
-            return params, opt_state, metrics
-
-        return jax.jit(
-            step_fn,
-            donate_argnums=(0, 1),
-            out_shardings=(self.param_shardings, self.opt_shardings, None),
         )
 
     def _batch(self, arrays: dict, indices: np.ndarray, weights: np.ndarray | None, member_axis: bool):

@@ -63,7 +63,7 @@ def test_pearson_constant_input_is_safe():
 
 @pytest.mark.parametrize("with_weights", [False, True])
 def test_odin_loss_matches_numpy(with_weights):
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(6)
     qc, qr, lc, lr, len_c, len_r, weights = _batch(rng)
     head_weights = weights if with_weights else None
     coefs = rng.uniform(0.5, 2.0, 2)
@@ -74,7 +74,9 @@ def test_odin_loss_matches_numpy(with_weights):
         np.testing.assert_allclose(aux[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(aux["accuracy_quality"], np.mean(qc > qr), rtol=1e-6)
     np.testing.assert_allclose(aux["accuracy"], np.mean(qc + lc > qr + lr), rtol=1e-6)
-    assert abs(want_aux["corr_quality"]) > 0.1 and want_aux["corr_length"] > 0.5  # the terms are exercised
+    # The terms are exercised, and the two accuracies differ, so swapping them would fail.
+    assert abs(want_aux["corr_quality"]) > 0.1 and want_aux["corr_length"] > 0.5
+    assert np.mean(qc > qr) != np.mean(qc + lc > qr + lr)
 
 
 def test_odin_length_term_limits():
@@ -124,3 +126,16 @@ def test_odin_jit_and_vmap():
     for i, batch in enumerate(batches):
         want, _ = _np_odin(*batch[:6], 1.0, 1.0, batch[6])
         np.testing.assert_allclose(losses[i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_odin_pair_weights_weight_the_ranking_term_only():
+    rng = np.random.default_rng(11)
+    qc, qr, lc, lr, len_c, len_r, _ = _batch(rng)
+    pair_weights = rng.uniform(0.0, 2.0, len(qc))
+    loss, aux = odin_loss(qc, qr, lc, lr, len_c, len_r, 1.0, 1.0, weights=pair_weights)
+    per_pair = np.logaddexp(0.0, -((qc + lc) - (qr + lr)))
+    rank = np.sum(pair_weights * per_pair) / np.sum(pair_weights)
+    np.testing.assert_allclose(aux["rank_loss"], rank, rtol=1e-5)
+    _, unweighted = _np_odin(qc, qr, lc, lr, len_c, len_r, 1.0, 1.0)
+    np.testing.assert_allclose(aux["length_loss"], unweighted["length_loss"], rtol=1e-5)
+    np.testing.assert_allclose(loss, rank + unweighted["length_loss"], rtol=1e-5)

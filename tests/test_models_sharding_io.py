@@ -83,6 +83,9 @@ def test_logical_to_spec_drops_axes_that_do_not_divide():
     assert logical_to_spec(("vocab", "embed"), (97, 60), mesh) == jax.sharding.PartitionSpec(None, None)
     with pytest.raises(ValueError, match="devices"):
         make_mesh(data=3, fsdp=-1)
+    with pytest.raises(ValueError, match="need 16 devices, 8 available"):
+        make_mesh(data=2, fsdp=8)
+    assert make_mesh(data=1, fsdp=2).devices.size == 2
 
 
 @pytest.mark.parametrize("remat", [True, "dots"])

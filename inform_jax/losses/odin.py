@@ -42,6 +42,7 @@ def odin_loss(
     length_corr_coef: float = 1.0,
     orthogonal_coef: float = 1.0,
     head_weights: tuple[jax.Array, jax.Array] | None = None,
+    weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """ODIN loss ``L_rank + length_corr_coef * L_length + orthogonal_coef * L_orthogonal``.
 
@@ -57,6 +58,8 @@ def odin_loss(
       length_corr_coef: weight of ``L_length``.
       orthogonal_coef: weight of ``L_orthogonal``.
       head_weights: optional ``(W_Q, W_L)``, each ``[D]`` float.
+      weights: optional ``[B]`` per-pair weights for the ranking term (the batch-level correlation and
+        orthogonality terms are unweighted).
 
     Returns:
       ``(loss, aux)``: the scalar loss, and scalars ``"rank_loss"``, ``"length_loss"``,
@@ -65,7 +68,7 @@ def odin_loss(
     """
     total_chosen = _float(quality_chosen) + _float(length_chosen)
     total_rejected = _float(quality_rejected) + _float(length_rejected)
-    rank = bradley_terry_loss(total_chosen, total_rejected)
+    rank = bradley_terry_loss(total_chosen, total_rejected, weights=weights)
 
     lengths = jnp.concatenate([jnp.asarray(lengths_chosen), jnp.asarray(lengths_rejected)])
     corr_quality = pearson_correlation(jnp.concatenate([quality_chosen, quality_rejected]), lengths)

@@ -8,6 +8,8 @@ models and odd vocabularies still place on any mesh.
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import numpy as np
 from flax import nnx
@@ -41,11 +43,14 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> M
         if len(devices) % known:
             raise ValueError(f"{len(devices)} devices do not split into mesh sizes {sizes}")
         sizes[sizes.index(-1)] = len(devices) // known
-    if int(np.prod(sizes)) != len(devices):
+    needed = int(np.prod(sizes))
+    if needed > len(devices):
         raise ValueError(
-            f"mesh sizes {dict(zip(MESH_AXES, sizes, strict=True))} need {np.prod(sizes)} devices, "
-            f"{len(devices)} available"
+            f"mesh sizes {dict(zip(MESH_AXES, sizes, strict=True))} need {needed} devices, {len(devices)} available"
         )
+    if needed < len(devices):  # allowed (e.g. a one-device debug run) but worth knowing
+        logging.getLogger(__name__).warning("mesh uses %d of %d devices", needed, len(devices))
+        devices = devices[:needed]
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 

@@ -27,8 +27,9 @@ METHODS = {
 
 @dataclasses.dataclass
 class ModelSection:
-    path: str | None = None  # local Hugging Face folder (e.g. the SFT model); None: random init from `config`
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # DecoderConfig fields for random init
+    path: str | None = None  # local Hugging Face folder (e.g. the SFT model); None: random init
+    preset: str | None = None  # architecture preset (inform_jax.models.presets) for random init and planning
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # DecoderConfig fields (override the preset)
     dtype: str = "bfloat16"  # compute dtype
     param_dtype: str = "float32"
     scan_layers: bool = True
@@ -137,7 +138,7 @@ def _build(cls, values: dict, where: str):
     kwargs = {}
     for key, value in (values or {}).items():
         if key not in fields:
-            raise ValueError(f"unknown config key {where}{key!r}; known: {sorted(fields)}")
+            raise ValueError(f"unknown config key {where + key!r}; known: {sorted(fields)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}{key}.")
@@ -166,3 +167,67 @@ def load_config(path: str | None, overrides: list[str] = ()) -> RMTrainConfig:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
     return config_from_dict(values)
+
+
+FIELD_HELP = {
+    "method": "standard | inform | odin | ensemble | warm | inform+ensemble | inform+warm",
+    "model.path": "local Hugging Face folder (usually the SFT model); the backbone loads from it",
+    "model.preset": "architecture preset for random init / planning (e.g. llama-3-8b, pythia-1.4b)",
+    "model.config": "DecoderConfig fields for random init (override the preset)",
+    "model.dtype": "compute dtype: bfloat16 | float32",
+    "model.param_dtype": "parameter (and optimizer) dtype",
+    "model.scan_layers": "run the blocks as a scan over stacked weights (fast compiles)",
+    "model.remat": "false | full | dots: recompute activations in the backward pass to save memory",
+    "model.attention_impl": "jax (jax.nn.dot_product_attention) | einsum",
+    "head.latent_dim": "InfoRM latent dimension",
+    "head.decoder": "InfoRM reward decoder: linear | gated (MLP, hidden 4 * latent)",
+    "loss.beta": "InfoRM KL weight beta",
+    "loss.kl_reduction": "paper (full KL summed over latent dims) | release (authors' code; beta ~latent_dim x weaker)",
+    "loss.margin": "Bradley-Terry margin (null for none)",
+    "loss.odin_length_coef": "ODIN length-correlation term weight",
+    "loss.odin_orthogonal_coef": "ODIN head-orthogonality term weight",
+    "loss.num_members": "ensemble / WARM members",
+    "loss.aggregation": "ensemble reward: mean | min | uwo (mean - coef * variance)",
+    "loss.uncertainty_coef": "uwo aggregation coefficient",
+    "data.train": "training preference file (.jsonl / .json / .parquet)",
+    "data.eval": "held-out preference file",
+    "data.format": "hh | prompt | messages (null: detect from the columns)",
+    "data.tokenizer": "tokenizer folder (default model.path)",
+    "data.max_length": "tokens per sequence; longer ones lose prompt tokens first (counted)",
+    "data.skip_malformed": "skip and count malformed rows instead of stopping",
+    "optim.lr": "peak learning rate",
+    "optim.warmup_ratio": "linear warmup fraction of the steps",
+    "optim.min_lr_ratio": "cosine decay floor, as a fraction of lr",
+    "optim.b1": "Adam beta1",
+    "optim.b2": "Adam beta2",
+    "optim.eps": "Adam epsilon",
+    "optim.weight_decay": "AdamW weight decay",
+    "optim.grad_clip": "global-norm gradient clipping (0: off)",
+    "train.batch_size": "pairs per optimizer step (global)",
+    "train.grad_accum": "micro-batches per step",
+    "train.epochs": "passes over the training pairs",
+    "train.max_steps": "optimizer steps (overrides epochs)",
+    "train.seed": "seed for initialization, data order and latent samples",
+    "train.eval_every": "steps between evaluations",
+    "train.eval_batch_size": "pairs per evaluation batch",
+    "train.save_every": "steps between checkpoints",
+    "train.keep_checkpoints": "checkpoints kept",
+    "train.log_every": "steps between metric lines in metrics.jsonl",
+    "train.output_dir": "run folder: checkpoints/, metrics.jsonl, config.yaml, final/",
+    "train.progress": "show a progress bar",
+    "mesh.data": "data-parallel mesh axis size",
+    "mesh.fsdp": "FSDP mesh axis size (-1: the remaining devices)",
+    "mesh.tensor": "tensor-parallel mesh axis size",
+}
+
+
+def describe_fields() -> str:
+    """Every config key with its default and meaning (for --help)."""
+    lines = []
+    defaults = RMTrainConfig().to_dict()
+    for key, text in FIELD_HELP.items():
+        node = defaults
+        for part in key.split("."):
+            node = node[part]
+        lines.append(f"  {key} (default {node!r}): {text}")
+    return "\n".join(lines)

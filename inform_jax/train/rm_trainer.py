@@ -27,7 +27,8 @@ import yaml
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, make_mesh, shard_module
+from inform_jax.models import CausalLM, DecoderConfig, config_from_pretrained, from_pretrained, make_mesh, shard_module
+from inform_jax.models.presets import preset_config
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
 from inform_jax.models.sharding import BATCH_AXES
 from inform_jax.train.batches import batch_indices, take
@@ -64,16 +65,27 @@ def _runtime(section) -> dict:
     )
 
 
-def build_backbone(config: RMTrainConfig, seed: int) -> CausalLM:
-    """The decoder without LM head: loaded from `model.path`, or random from `model.config`."""
+def backbone_config(config: RMTrainConfig, *, preset_if_path_missing: bool = False) -> DecoderConfig:
+    """The architecture with runtime options: from model.path's config.json, else preset + config fields.
+
+    preset_if_path_missing: plan from `model.preset` when `model.path` is not on this machine (planning
+    only; training refuses a missing folder rather than silently starting from random weights).
+    """
     section = config.model
-    if section.path:
-        runtime = _runtime(section)
-        return from_pretrained(section.path, lm_head=False, **runtime)
+    if section.path and not (preset_if_path_missing and section.preset and not os.path.isdir(section.path)):
+        return config_from_pretrained(section.path, **_runtime(section))
+    if section.preset:
+        return preset_config(section.preset, **section.config, **_runtime(section))
     if not section.config:
-        raise ValueError("model.path or model.config must be given")
-    decoder_config = DecoderConfig(**section.config, **_runtime(section))
-    return CausalLM(decoder_config, rngs=nnx.Rngs(seed), lm_head=False)
+        raise ValueError("one of model.path, model.preset or model.config must be given")
+    return DecoderConfig(**section.config, **_runtime(section))
+
+
+def build_backbone(config: RMTrainConfig, seed: int) -> CausalLM:
+    """The decoder without LM head: loaded from `model.path`, or randomly initialized."""
+    if config.model.path:
+        return from_pretrained(config.model.path, lm_head=False, **_runtime(config.model))
+    return CausalLM(backbone_config(config), rngs=nnx.Rngs(seed), lm_head=False)
 
 
 def build_reward_model(config: RMTrainConfig) -> RewardModel | EnsembleRewardModel:

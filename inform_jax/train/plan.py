@@ -1,0 +1,132 @@
+"""Ahead-of-time plans: compile the real train step for a TPU topology on any CPU machine, report memory.
+
+    inform-jax plan --config experiments/rm/llama3-8b-hh.yaml --topology v5p:2x4x4
+
+Needs libtpu (`pip install -e ".[tpu]"`) for the TPU compiler; no TPU is used. Nothing is allocated:
+the model, optimizer state and batch are shapes with shardings, and `.lower().compile()` produces the
+program XLA would run, whose `memory_analysis()` gives the bytes each device needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from inform_jax.models import make_mesh
+from inform_jax.models.sharding import BATCH_AXES, variable_sharding
+from inform_jax.train.config import RMTrainConfig
+from inform_jax.train.optim import adamw
+from inform_jax.train.rm_step import make_train_step, optimizer_shardings
+from inform_jax.train.rm_trainer import backbone_config, build_reward_model
+
+# High-bandwidth memory per chip, GiB (public specifications).
+HBM_GIB = {"v4": 32, "v5 lite": 16, "v5e": 16, "v5": 95, "v5p": 95, "v6 lite": 32, "v6e": 32}
+
+
+def topology_devices(topology: str):
+    """Compile-only devices of a TPU topology such as "v5p:2x4x4" or "v5e:4x4" (needs libtpu)."""
+    from jax.experimental import topologies
+
+    try:
+        return topologies.get_topology_desc(topology, "tpu").devices
+    except Exception as e:  # libtpu missing or a bad name: say which
+        raise RuntimeError(
+            f"cannot describe TPU topology {topology!r} ({e}); install the tpu extra: pip install -e '.[tpu]'"
+        ) from e
+
+
+def chip_hbm_bytes(device) -> int | None:
+    kind = device.device_kind.lower().replace("tpu ", "")
+    return HBM_GIB[kind] * 2**30 if kind in HBM_GIB else None
+
+
+def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None = None) -> dict:
+    """Compile the RM train step for `devices` with the config's mesh; per-device memory in bytes.
+
+    num_layers: plan a shallower model of the same width (scan makes depth cheap to compile; memory
+    for the full depth is reported by scaling the per-layer parameter and optimizer bytes).
+    """
+    arch = backbone_config(config, preset_if_path_missing=True)
+    if num_layers is not None:
+        arch = arch.replace(num_layers=num_layers)
+    section = dataclasses.replace(config.model, path=None, preset=None, config=_arch_fields(arch))
+    planned = dataclasses.replace(config, model=section)
+    mesh = make_mesh(**dataclasses.asdict(config.mesh), devices=devices)
+    abstract = nnx.eval_shape(lambda: build_reward_model(planned))
+    graphdef, params = nnx.split(abstract)
+    for _, var in nnx.to_flat_state(params):
+        var.set_value(jax.ShapeDtypeStruct(var.shape, var.dtype, sharding=variable_sharding(var, mesh)))
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    t = config.train
+    tx, schedule = adamw(config.optim, max(t.max_steps or 1000, 1))
+    opt_shardings = optimizer_shardings(tx, params, param_shardings, mesh)
+    opt_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), jax.eval_shape(tx.init, params), opt_shardings
+    )
+    step = make_train_step(planned, graphdef, tx, schedule, param_shardings, opt_shardings)
+    batch = abstract_batch(config, mesh)
+    with jax.set_mesh(mesh):
+        compiled = step.lower(params, opt_state, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
+    memory = compiled.memory_analysis()
+    per_device = {
+        "arguments": memory.argument_size_in_bytes,
+        "outputs": memory.output_size_in_bytes,
+        "aliased": memory.alias_size_in_bytes,
+        "temporaries": memory.temp_size_in_bytes,
+        "code": memory.generated_code_size_in_bytes,
+    }
+    total = per_device["arguments"] + per_device["outputs"] - per_device["aliased"] + per_device["temporaries"]
+    hbm = chip_hbm_bytes(devices[0])
+    num_params = sum(x.size for x in jax.tree.leaves(params))
+    return {
+        "devices": len(devices),
+        "device_kind": devices[0].device_kind,
+        "mesh": dict(mesh.shape),
+        "num_layers": arch.num_layers,
+        "parameters": int(num_params),
+        "per_device_bytes": per_device,
+        "per_device_total_bytes": int(total),
+        "hbm_bytes": hbm,
+        "fits": None if hbm is None else bool(total <= hbm),
+    }
+
+
+def _arch_fields(arch) -> dict:
+    runtime = {"dtype", "param_dtype", "scan_layers", "remat", "attention_impl"}
+    return {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch) if f.name not in runtime}
+
+
+def abstract_batch(config: RMTrainConfig, mesh) -> dict:
+    """Shapes of one global batch: [B, T] ids and masks ([K, B, T] for WARM), sharded over the data axes."""
+    b, t = config.train.batch_size, config.data.max_length
+    lead = (config.loss.num_members,) if config.scheme == "warm" else ()
+    spec = (None, BATCH_AXES) if lead else (BATCH_AXES,)
+
+    def sds(shape, dtype):
+        sharding = NamedSharding(mesh, PartitionSpec(*spec, *([None] * (len(shape) - len(spec)))))
+        return jax.ShapeDtypeStruct(lead + shape, dtype, sharding=sharding)
+
+    batch = {k: sds((b, t), jnp.int32) for k in ("chosen_input_ids", "chosen_attention_mask")}
+    batch.update({k: sds((b, t), jnp.int32) for k in ("rejected_input_ids", "rejected_attention_mask")})
+    batch["response_lengths"] = sds((b, 2), jnp.int32)
+    batch["weights"] = sds((b,), jnp.float32)
+    return batch
+
+
+def format_plan(plan: dict) -> str:
+    gib = 2**30
+    m = plan["per_device_bytes"]
+    lines = [
+        f"{plan['devices']} x {plan['device_kind']}, mesh {plan['mesh']}, {plan['num_layers']} layers, "
+        f"{plan['parameters'] / 1e9:.2f}B parameters",
+        f"per device: arguments {m['arguments'] / gib:.2f} GiB, outputs {m['outputs'] / gib:.2f} GiB "
+        f"(aliased {m['aliased'] / gib:.2f}), temporaries {m['temporaries'] / gib:.2f} GiB",
+        f"per device total {plan['per_device_total_bytes'] / gib:.2f} GiB"
+        + ("" if plan["hbm_bytes"] is None else f" of {plan['hbm_bytes'] / gib:.0f} GiB HBM: "
+           + ("fits" if plan["fits"] else "DOES NOT FIT")),
+    ]  # fmt: skip
+    return "\n".join(lines)

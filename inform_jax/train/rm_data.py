@@ -1,0 +1,33 @@
+"""From preference files to the arrays the reward-model trainer consumes, with what was cut reported."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inform_jax.data.preference import load_preferences
+from inform_jax.data.tokenize import tokenize_pairs
+
+
+def load_tokenizer(path: str):
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def prepare_pairs(path: str, tokenizer, section, *, log=print) -> dict[str, np.ndarray]:
+    """Load, validate and tokenize a preference file. `section`: a DataSection (format, max_length, skip).
+
+    Returns `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask`
+    [N, T] (right-padded) and `response_lengths` [N, 2] (response tokens kept in each sequence).
+    """
+    pairs, report = load_preferences(
+        path, format=section.format, tokenizer=tokenizer, skip_malformed=section.skip_malformed
+    )
+    log(str(report))
+    if not pairs:
+        raise ValueError(f"{path}: no usable preference pairs")
+    arrays, truncation = tokenize_pairs(pairs, tokenizer, section.max_length)
+    log(str(truncation))
+    lengths = np.stack([arrays["chosen_attention_mask"].sum(1), arrays["rejected_attention_mask"].sum(1)], axis=1)
+    arrays["response_lengths"] = (lengths - arrays["prompt_lengths"]).astype(np.int32)
+    return arrays

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3 in this order
+from inform_jax.data.word_tokenizer import build_word_tokenizer
 
 # A small Llama-style template: bos once, a role tag per turn, eos closing every assistant turn, and an open
 # assistant tag when a generation prompt is asked for. Its literal pieces are added to the vocabulary below.
@@ -51,22 +50,5 @@ def make_word_tokenizer(
 
     Ids: ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3, then the pieces in first-seen order.
     """
-    from tokenizers import Tokenizer, models, processors
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import PreTrainedTokenizerFast
-
-    pieces = [p for p in _pieces([*words, _TEMPLATE_TEXT]) if p not in SPECIAL_TOKENS]
-    vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *pieces])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    core.pre_tokenizer = Whitespace()
-    if add_bos:
-        core.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
-        )
-    specials = {"pad_token": PAD, "bos_token": BOS, "eos_token": EOS, "unk_token": UNK}
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, **specials)
-    if chat_template:
-        tok.chat_template = CHAT_TEMPLATE
-    os.makedirs(path, exist_ok=True)
-    tok.save_pretrained(str(path))
-    return str(path)
+    pieces = _pieces([*words, _TEMPLATE_TEXT])
+    return build_word_tokenizer(pieces, path, CHAT_TEMPLATE if chat_template else None, add_bos=add_bos)

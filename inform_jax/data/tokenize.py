@@ -243,3 +243,31 @@ def tokenize_prompts(
     if report.sequences_truncated:
         logger.warning("%s", report)
     return {"input_ids": input_ids, "attention_mask": attention_mask}, report
+
+
+def tokenize_sft(
+    examples: Sequence[tuple[str, str]], tokenizer: Any, max_length: int, *, add_eos: bool = True
+) -> tuple[dict[str, np.ndarray], TruncationReport]:
+    """Tokenize (prompt, response) demonstrations for supervised fine-tuning, right-padded.
+
+    Returns int32 ``input_ids``, ``attention_mask`` and ``loss_mask`` [N, max_length]; ``loss_mask`` marks
+    the response tokens (and eos), the ones whose next-token prediction is trained. Truncation keeps the
+    end, as for pairs, and is counted in the report.
+    """
+    prompts = _encode(tokenizer, [p for p, _ in examples], add_special_tokens=True)
+    responses = _encode(tokenizer, [r for _, r in examples], add_special_tokens=False)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if add_eos and eos is not None:
+        responses = [r if r and r[-1] == eos else [*r, eos] for r in responses]
+    report = TruncationReport(max_length=max_length, sequences=len(examples))
+    seqs, loss_masks = [], []
+    bos = getattr(tokenizer, "bos_token_id", None)
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        kept_prompt, kept_response = fit_to_length(prompt, response, max_length, keep_bos_id=bos)
+        report.longest = max(report.longest, len(prompt) + len(response))
+        report.add(i, len(prompt) - len(kept_prompt), len(response) - len(kept_response))
+        seqs.append(kept_prompt + kept_response)
+        loss_masks.append([0] * len(kept_prompt) + [1] * len(kept_response))
+    ids, mask = _place(seqs, max_length, _pad_id(tokenizer), "right")
+    loss_mask, _ = _place(loss_masks, max_length, 0, "right")
+    return {"input_ids": ids, "attention_mask": mask, "loss_mask": loss_mask}, report

@@ -92,12 +92,16 @@ def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
     )
 
 
-def shard_module(module: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Module:
-    """Place every parameter of `module` on `mesh` by its logical axes (in place; returns the module)."""
+def shard_module(module: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES, *, copy: bool = False) -> nnx.Module:
+    """Place every parameter of `module` on `mesh` by its logical axes (in place; returns the module).
+
+    copy=True always makes new buffers, so that a jitted step that donates them cannot delete arrays
+    another module still shares (e.g. one cloned from the same SFT model).
+    """
     graphdef, state = nnx.split(module)
     shardings = state_shardings(state, mesh, rules)
     values = jax.tree.map(
-        lambda v, s: jax.device_put(v[...], s),
+        lambda v, s: jax.device_put(v[...], s, may_alias=not copy),
         state,
         shardings,
         is_leaf=lambda x: isinstance(x, nnx.Variable),

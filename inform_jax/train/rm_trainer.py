@@ -133,7 +133,7 @@ class RewardModelTrainer:
                 f"micro-batch {t.batch_size // t.grad_accum} pairs must split over {data_devices} data devices"
             )
         model = model if model is not None else build_reward_model(config)
-        shard_module(model, self.mesh)
+        shard_module(model, self.mesh, copy=True)
         self.graphdef, params = nnx.split(model)
         self.tx, self.schedule = adamw(config.optim, self.total_steps)
         self.param_shardings = jax.tree.map(lambda x: x.sharding, params)

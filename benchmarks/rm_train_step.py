@@ -1,0 +1,301 @@
+"""Reward-model training-step throughput: our jitted train step (standard RM and InfoRM) against PyTorch.
+
+All in this process, on the same model config and the same random batch of preference pairs:
+
+- ours, method "standard": the jitted, buffer-donating step exactly as `RewardModelTrainer` builds it
+  (Bradley-Terry loss, global-norm clip 1.0, AdamW), on a one-device mesh;
+- ours, method "inform" (InfoRM, latent 128): same model and batch; its overhead over standard in %;
+- the PyTorch peer: `transformers.LlamaForSequenceClassification` (num_labels=1, random init, same sizes),
+  one concatenated [2B, T] forward, `-logsigmoid(r_chosen - r_rejected).mean()`, backward,
+  `clip_grad_norm_(1.0)`, `torch.optim.AdamW(lr=1e-5, betas=(0.9, 0.95), weight_decay=0)`.
+
+Tokens/s count chosen + rejected tokens (2 * batch * length per step); each time is the median over
+`--repeats` steps after one warm-up (compilation) step. Our timed call includes `trainer.train_batch`
+(gathering the batch and putting it on the device), as in `RewardModelTrainer.fit`. TRL's RewardTrainer
+is only noted as available or not; the timing peer is always the plain loop above. On a GPU it also
+reports the MFU of the InfoRM step against a bf16 peak of 989 TFLOP/s (H100 / H200). Prints a JSON dict
+and writes JSON + markdown to benchmarks/results/.
+
+    python benchmarks/rm_train_step.py                  # 4-layer 512-wide Llama, 8 pairs, length 256
+    python benchmarks/rm_train_step.py --layers 1 --width 64 --batch 2 --length 32 --repeats 2   # quick
+    python benchmarks/rm_train_step.py --dtype bfloat16 --layers 16 --width 2048 --no-torch     # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inform_jax.models import make_mesh
+from inform_jax.train.config import config_from_dict
+from inform_jax.train.rm_trainer import RewardModelTrainer
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+VOCAB = 32000
+PAD = 0  # never drawn as a token, so both models pool the last position
+LATENT = 128
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
+
+
+def _time(fn, repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` runs after one warm-up (compilation) run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def model_sizes(layers: int, width: int) -> dict:
+    """Llama sizes: 64-wide heads (kv heads = heads), MLP ~8/3 * width rounded up to a multiple of 32."""
+    heads = max(1, width // 64)
+    return dict(
+        layers=layers,
+        width=width,
+        heads=heads,
+        kv_heads=heads,
+        intermediate=math.ceil(width * 8 / 3 / 32) * 32,
+        vocab=VOCAB,
+    )
+
+
+def make_pairs(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random token pairs [batch, length] (ids in [1, VOCAB), masks all ones) and response lengths."""
+    rng = np.random.default_rng(seed)
+    ones = np.ones((batch, length), np.int32)
+    return {
+        "chosen_input_ids": rng.integers(1, VOCAB, (batch, length)).astype(np.int32),
+        "chosen_attention_mask": ones,
+        "rejected_input_ids": rng.integers(1, VOCAB, (batch, length)).astype(np.int32),
+        "rejected_attention_mask": ones.copy(),
+        "response_lengths": rng.integers(1, length + 1, (batch, 2)).astype(np.int32),
+    }
+
+
+def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir: str):
+    return config_from_dict(
+        {
+            "method": method,
+            "model": {
+                "config": {
+                    "model_type": "llama",
+                    "vocab_size": sizes["vocab"],
+                    "hidden_size": sizes["width"],
+                    "intermediate_size": sizes["intermediate"],
+                    "num_layers": sizes["layers"],
+                    "num_heads": sizes["heads"],
+                    "num_kv_heads": sizes["kv_heads"],
+                    "max_position_embeddings": 4096,
+                    "pad_token_id": PAD,
+                },
+                "dtype": dtype,
+                "param_dtype": "float32",
+                "scan_layers": True,
+            },
+            "head": {"latent_dim": LATENT},
+            "optim": {"lr": 1e-5, "b1": 0.9, "b2": 0.95, "weight_decay": 0.0, "grad_clip": 1.0},
+            "train": {
+                "batch_size": batch,
+                "max_steps": 100_000,
+                "seed": 0,
+                "output_dir": output_dir,
+                "progress": False,
+            },
+        }
+    )
+
+
+def matmul_params(params) -> tuple[int, int]:
+    """(all parameters, parameters outside the token embedding: the ones that cost 2 FLOPs per token)."""
+    total = embed = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        size = int(np.prod(leaf.shape))
+        total += size
+        if "embed" in jax.tree_util.keystr(path).lower():
+            embed += size
+    return total, total - embed
+
+
+def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
+    """Median seconds of one train step of `RewardModelTrainer` (one device) and the parameter counts."""
+    batch = len(pairs["chosen_input_ids"])
+    with tempfile.TemporaryDirectory() as folder:
+        config = trainer_config(method, sizes, batch, dtype, folder)
+        trainer = RewardModelTrainer(config, pairs, mesh=make_mesh(devices=jax.devices()[:1]))
+        counts = matmul_params(trainer.params)
+        step = [0]
+
+        def run():
+            with jax.set_mesh(trainer.mesh):
+                trainer.params, trainer.opt_state, metrics = trainer._train_step(
+                    trainer.params, trainer.opt_state, trainer.train_batch(step[0]), jnp.asarray(step[0], jnp.int32)
+                )
+            jax.block_until_ready(metrics)
+            step[0] += 1
+            return metrics
+
+        seconds = _time(run, repeats)
+        loss = float(run()["loss"])
+        trainer.checkpoints.close()
+    return {"seconds": seconds, "params": counts[0], "matmul_params": counts[1], "loss": loss}
+
+
+def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    torch.set_num_threads(os.cpu_count())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    hf_config = transformers.LlamaConfig(
+        vocab_size=sizes["vocab"],
+        hidden_size=sizes["width"],
+        intermediate_size=sizes["intermediate"],
+        num_hidden_layers=sizes["layers"],
+        num_attention_heads=sizes["heads"],
+        num_key_value_heads=sizes["kv_heads"],
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        pad_token_id=PAD,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    peer = transformers.LlamaForSequenceClassification(hf_config).to(device).train()
+    opt = torch.optim.AdamW(peer.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)
+    batch = len(pairs["chosen_input_ids"])
+    ids = torch.tensor(np.concatenate([pairs["chosen_input_ids"], pairs["rejected_input_ids"]]), dtype=torch.long)
+    mask = torch.tensor(np.concatenate([pairs["chosen_attention_mask"], pairs["rejected_attention_mask"]]))
+    ids, mask = ids.to(device), mask.to(device)
+    # Like ours: float32 parameters and optimizer state, bf16 compute when asked.
+    if dtype == "bfloat16":
+        precision = torch.autocast(device_type=device, dtype=torch.bfloat16)
+    else:
+        precision = contextlib.nullcontext()
+
+    def step():
+        with precision:
+            rewards = peer(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
+        loss = -F.logsigmoid(rewards[:batch] - rewards[batch:]).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        return loss.item()  # waits for the step (and for the GPU)
+
+    seconds = _time(step, repeats)
+    return {
+        "seconds": seconds,
+        "device": device,
+        "precision": "float32" if dtype == "float32" else "autocast bfloat16, float32 params",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def trl_status() -> str:
+    try:
+        import trl
+    except Exception:  # not installed, or broken against this torch / transformers
+        return "not installed"
+    return f"{trl.__version__} available; the timing peer remains the plain PyTorch loop"
+
+
+def training_flops(matmul_param_count: int, layers: int, width: int, length: int, tokens: int) -> float:
+    """Approximate training FLOPs: 6 * parameters * tokens plus attention's 12 * L * T * D per token."""
+    return 6 * matmul_param_count * tokens + 12 * layers * length * width * tokens
+
+
+def bench(layers, width, batch, length, repeats, torch_peer=True, dtype="float32"):
+    sizes = model_sizes(layers, width)
+    pairs = make_pairs(batch, length)
+    tokens = 2 * batch * length
+    standard = bench_ours("standard", sizes, pairs, dtype, repeats)
+    inform = bench_ours("inform", sizes, pairs, dtype, repeats)
+    dev = jax.devices()[0]
+    result = {
+        "model": f"llama {layers}x{width}",
+        "heads": sizes["heads"],
+        "intermediate": sizes["intermediate"],
+        "vocab": sizes["vocab"],
+        "batch_pairs": batch,
+        "length": length,
+        "tokens_per_step": tokens,
+        "dtype": dtype,
+        "repeats": repeats,
+        "params": standard["params"],
+        "ours_standard_tokens_per_s": tokens / standard["seconds"],
+        "ours_inform_tokens_per_s": tokens / inform["seconds"],
+        "inform_latent_dim": LATENT,
+        "inform_overhead_pct": (inform["seconds"] / standard["seconds"] - 1) * 100,
+        "ours_standard_loss": standard["loss"],
+        "ours_inform_loss": inform["loss"],
+        "device": dev.device_kind,
+        "jax": jax.__version__,
+    }
+    if torch_peer:
+        peer = bench_torch(sizes, pairs, dtype, repeats)
+        result["torch_tokens_per_s"] = tokens / peer["seconds"]
+        result["ratio_ours_over_torch"] = peer["seconds"] / standard["seconds"]
+        result["torch_device"] = peer["device"]
+        result["torch_precision"] = peer["precision"]
+        result["torch"] = peer["torch"]
+        result["transformers"] = peer["transformers"]
+    result["trl"] = trl_status()
+    if dev.platform == "gpu":
+        peak = next((v for k, v in PEAK_BF16.items() if k in dev.device_kind), None)
+        if peak:
+            flops = training_flops(inform["matmul_params"], layers, width, length, tokens)
+            result["inform_step_tflops"] = flops / inform["seconds"] / 1e12
+            result["mfu_inform"] = flops / inform["seconds"] / peak
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=512, help="hidden size; heads = width // 64")
+    parser.add_argument("--batch", type=int, default=8, help="preference pairs per step")
+    parser.add_argument("--length", type=int, default=256, help="tokens per sequence")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer (e.g. large GPU configs)")
+    args = parser.parse_args()
+    result = bench(args.layers, args.width, args.batch, args.length, args.repeats, not args.no_torch, args.dtype)
+    result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs)"
+    result["date"] = datetime.date.today().isoformat()
+    print(json.dumps(result, indent=2))
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = os.path.join(RESULTS, f"rm_train_step-{jax.devices()[0].platform}-{result['date']}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    workload = f"{result['model']} b{args.batch} t{args.length} {args.dtype}"
+    with open(stem + ".md", "w") as f:
+        f.write("| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n")
+        f.write(
+            f"| rm train step, standard, {workload} | {result['ours_standard_tokens_per_s']:.0f} | "
+            f"{result.get('torch_tokens_per_s', float('nan')):.0f} | "
+            f"{result.get('ratio_ours_over_torch', float('nan')):.2f} |\n"
+        )
+        inform_row = f"rm train step, InfoRM (latent {LATENT}), {workload}"
+        f.write(f"| {inform_row} | {result['ours_inform_tokens_per_s']:.0f} | - | - |\n")
+        f.write(f"\nInfoRM overhead over the standard RM step: {result['inform_overhead_pct']:+.1f}%\n")
+        if "mfu_inform" in result:
+            f.write(f"\nInfoRM step MFU (bf16 peak 989 TFLOP/s): {100 * result['mfu_inform']:.1f}%\n")
+        f.write(f"\nTRL: {result['trl']}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,19 @@ def make_attention_mask(positions: jnp.ndarray, key_valid: jnp.ndarray, window) 
     return (allowed & in_window)[:, None]
 
 
+def make_cache_attention_mask(query_slots: jnp.ndarray, key_valid: jnp.ndarray, window) -> jnp.ndarray:
+    """Mask for queries at cache slots `query_slots` [T] over keys in all slots; key_valid: [B, S] bool.
+
+    A query sees valid keys at slots up to its own and, when window > 0, fewer than `window` slots back
+    (real tokens of a row occupy consecutive slots, so slot distance is position distance).
+    Returns [B, 1, T, S] bool.
+    """
+    key_slots = jnp.arange(key_valid.shape[1])
+    distance = query_slots[:, None] - key_slots[None, :]
+    allowed = (distance >= 0) & jnp.where(window > 0, distance < window, True)
+    return (allowed[None] & key_valid[:, None, :])[:, None]
+
+
 def dot_product_attention(q, k, v, mask, *, impl: str = "einsum"):
     """Grouped-query attention. q: [B, T, Hq, D]; k, v: [B, S, Hkv, D]; mask: [B, 1, T, S] -> [B, T, Hq, D].
 
@@ -61,12 +74,22 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, hd
         self.impl = c.attention_impl
 
-    def __call__(self, x, cos, sin, mask):
-        """x: [B, T, D]; cos, sin: [B, T, R]; mask: [B, 1, T, T] bool -> [B, T, D]."""
+    def __call__(self, x, cos, sin, mask, kv=None, index=None):
+        """x: [B, T, D]; cos, sin: [B, T, R] -> [B, T, D].
+
+        Without a cache, mask is [B, 1, T, T]. With `kv` = (k, v) caches [B, S, Hkv, hd], the new keys and
+        values are written at slots [index, index + T), attention runs over all S slots (mask [B, 1, T, S])
+        and the result is (output, (k, v)) with the updated caches.
+        """
         b, t, _ = x.shape
         q = self.q(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = dot_product_attention(q, k, v, mask, impl=self.impl)
-        return self.o(out.reshape(b, t, self.num_heads * self.head_dim))
+        if kv is not None:
+            k_cache, v_cache = kv
+            k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
+        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, impl=self.impl)
+        out = self.o(out.reshape(b, t, self.num_heads * self.head_dim))
+        return out if kv is None else (out, (k, v))

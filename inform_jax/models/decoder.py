@@ -15,11 +15,24 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inform_jax.models.attention import Attention, make_attention_mask
+from inform_jax.models.attention import Attention, make_attention_mask, make_cache_attention_mask
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Embed, Linear, activation, make_norm
 from inform_jax.models.rope import inverse_frequencies, rope_tables
 from inform_jax.models.stacking import stack_modules
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for `max_length` slots.
+
+    k, v: [L, B, S, Hkv, hd]; mask: [B, S] int (1 where a slot holds a real token); index: scalar int32,
+    the next slot to write. Rows are written in lockstep; a row's padding occupies slots with mask 0.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    mask: jax.Array
+    index: jax.Array
 
 
 class DecoderOutput(NamedTuple):
@@ -36,6 +49,7 @@ class DecoderOutput(NamedTuple):
         output, entry l + 1 the output of block l (pre-norm). Block l's energy loss is entry l - entry l+1.
     hidden_states: with `output_hidden_states=True`, a tuple of L + 1 arrays [B, T, D] with exactly the
         meaning of transformers' `output_hidden_states=True` (the last one after the final norm); else None.
+    cache: the updated KVCache when the call was given one, else None.
     """
 
     logits: jax.Array | None
@@ -47,6 +61,7 @@ class DecoderOutput(NamedTuple):
     final_mlp_output: jax.Array
     residual_l1: jax.Array
     hidden_states: tuple[jax.Array, ...] | None = None
+    cache: KVCache | None = None
 
     def block_input(self, layer: int) -> jax.Array:
         """Residual stream entering block `layer`: [B, T, D] (needs output_hidden_states=True)."""
@@ -86,17 +101,19 @@ class Block(nnx.Module):
         self.mlp = MLP(c, rngs=rngs)
         self.parallel_residual = c.parallel_residual
 
-    def __call__(self, x, cos, sin, mask):
-        """x: [B, T, D] -> (output [B, T, D], mlp input [B, T, D], mlp output [B, T, D])."""
-        attn_out = self.attn(self.attn_norm(x), cos, sin, mask)
+    def __call__(self, x, cos, sin, mask, kv=None, index=None):
+        """x: [B, T, D] -> (output [B, T, D], mlp input [B, T, D], mlp output [B, T, D], updated kv or None)."""
+        attn_out = self.attn(self.attn_norm(x), cos, sin, mask, kv, index)
+        if kv is not None:
+            attn_out, kv = attn_out
         if self.parallel_residual:
             mlp_in = self.mlp_norm(x)
             mlp_out = self.mlp(mlp_in)
-            return x + attn_out + mlp_out, mlp_in, mlp_out
+            return x + attn_out + mlp_out, mlp_in, mlp_out, kv
         h = x + attn_out
         mlp_in = self.mlp_norm(h)
         mlp_out = self.mlp(mlp_in)
-        return h + mlp_out, mlp_in, mlp_out
+        return h + mlp_out, mlp_in, mlp_out, kv
 
 
 def _remat(fn, remat):
@@ -152,51 +169,93 @@ class CausalLM(nnx.Module):
         # A static tuple, not an array attribute: it is a constant of the architecture, not state.
         self.inv_freq = tuple(float(f) for f in inverse_frequencies(c))
 
+    def init_cache(self, batch_size: int, max_length: int, dtype=None) -> KVCache:
+        """An empty KV cache of `max_length` slots (prompt + generated tokens)."""
+        c = self.config
+        shape = (c.num_layers, batch_size, max_length, c.num_kv_heads, c.resolved_head_dim)
+        dtype = dtype or c.dtype
+        return KVCache(
+            k=jnp.zeros(shape, dtype),
+            v=jnp.zeros(shape, dtype),
+            mask=jnp.zeros((batch_size, max_length), jnp.int32),
+            index=jnp.zeros((), jnp.int32),
+        )
+
     def __call__(
         self,
         input_ids: jax.Array,
         attention_mask: jax.Array | None = None,
         *,
         positions: jax.Array | None = None,
+        cache: KVCache | None = None,
         output_hidden_states: bool = False,
         compute_logits: bool = True,
     ) -> DecoderOutput:
-        """input_ids: [B, T] int; attention_mask: [B, T] (1 = token, 0 = pad; left or right padding)."""
+        """input_ids: [B, T] int; attention_mask: [B, T] (1 = token, 0 = pad; left or right padding).
+
+        With `cache`, the T tokens are appended at slots [cache.index, cache.index + T) and attend to every
+        earlier valid slot (prefill, then one token per decode step); the output carries the updated cache.
+        """
         c = self.config
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        if positions is None:
-            positions = positions_from_mask(attention_mask)
-        key_valid = attention_mask.astype(bool)
+        attention_mask = attention_mask.astype(jnp.int32)
+        if cache is None:
+            if positions is None:
+                positions = positions_from_mask(attention_mask)
+            key_valid = attention_mask.astype(bool)
+
+            def mask_for(window):
+                return make_attention_mask(positions, key_valid, window)
+
+        else:
+            if positions is None:  # continue counting each row's real tokens
+                seen = jnp.sum(cache.mask, axis=1, keepdims=True)
+                positions = jnp.maximum(seen + jnp.cumsum(attention_mask, axis=1) - 1, 0)
+            cache_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, attention_mask, cache.index, axis=1)
+            query_slots = cache.index + jnp.arange(input_ids.shape[1])
+
+            def mask_for(window):
+                return make_cache_attention_mask(query_slots, cache_mask.astype(bool), window)
+
+        index = None if cache is None else cache.index
         cos, sin = rope_tables(positions, self.inv_freq)
         x = self.embed(input_ids)
         windows = jnp.asarray(c.layer_windows, jnp.int32)
 
-        def run_block(graphdef, state, carry, window):
+        def run_block(graphdef, state, carry, window, kv):
             block = nnx.merge(graphdef, state)
-            return block(carry[0], cos, sin, make_attention_mask(positions, key_valid, window))
+            out, mlp_in, mlp_out, kv = block(carry[0], cos, sin, mask_for(window), kv, index)
+            return (out, mlp_in, mlp_out), kv
 
         zeros = jnp.zeros_like(x)
         carry = (x, zeros, zeros)
+        layer_kv = None if cache is None else (cache.k, cache.v)
         if c.scan_layers:
             graphdef, state = nnx.split(self.layers)
 
             def body(carry, layer):
-                layer_state, window = layer
-                carry = run_block(graphdef, layer_state, carry, window)
-                return carry, (carry[0] if output_hidden_states else None, _l1(carry[0]))
+                layer_state, window, kv = layer
+                carry, kv = run_block(graphdef, layer_state, carry, window, kv)
+                return carry, (carry[0] if output_hidden_states else None, _l1(carry[0]), kv)
 
-            carry, (outputs, l1s) = jax.lax.scan(_remat(body, c.remat), carry, (state, windows))
+            carry, (outputs, l1s, new_kv) = jax.lax.scan(_remat(body, c.remat), carry, (state, windows, layer_kv))
             per_layer_outputs = list(outputs) if output_hidden_states else None
             residual_l1 = jnp.concatenate([_l1(x)[None], l1s], axis=0)
         else:
-            per_layer_outputs, l1s = [], [_l1(x)]
+            per_layer_outputs, l1s, kvs = [], [_l1(x)], []
             for i, block in enumerate(self.layers):
                 graphdef, state = nnx.split(block)
-                carry = _remat(functools.partial(run_block, graphdef), c.remat)(state, carry, windows[i])
+                kv = None if cache is None else (cache.k[i], cache.v[i])
+                carry, kv = _remat(functools.partial(run_block, graphdef), c.remat)(state, carry, windows[i], kv)
                 per_layer_outputs.append(carry[0])
                 l1s.append(_l1(carry[0]))
+                kvs.append(kv)
             residual_l1 = jnp.stack(l1s)
+            new_kv = None if cache is None else (jnp.stack([k for k, _ in kvs]), jnp.stack([v for _, v in kvs]))
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=new_kv[0], v=new_kv[1], mask=cache_mask, index=cache.index + input_ids.shape[1])
         block_out, mlp_in, mlp_out = carry
         final = self.final_norm(block_out)
         hidden_states = None
@@ -219,6 +278,7 @@ class CausalLM(nnx.Module):
             final_mlp_output=mlp_out,
             residual_l1=residual_l1,
             hidden_states=hidden_states,
+            cache=new_cache,
         )
 
 

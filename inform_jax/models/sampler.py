@@ -1,0 +1,123 @@
+"""Jitted generation: one prefill over the left-padded prompts, then a `lax.while_loop` of one-token decode
+steps over a preallocated KV cache. Static shapes throughout; stops at `max_new_tokens` or when every
+row has produced EOS.
+
+    out = generate(model, prompt_ids, prompt_mask, max_new_tokens=64, key=key, temperature=0.7, top_p=0.9)
+    out.tokens, out.mask, out.logprobs          # [B, N] each
+
+`logprobs` are the log-probabilities of the chosen tokens under the model's unmodified distribution
+(temperature 1, no top-k/top-p), the quantity PPO's importance ratio needs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from inform_jax.models.decoder import CausalLM
+
+
+class GenerateOutput(NamedTuple):
+    """tokens: [B, N] generated ids (pad after EOS); mask: [B, N] 1 for generated tokens, EOS included;
+    logprobs: [B, N] float32 (0 where mask is 0); sequences, sequence_mask: [B, P + N] prompt + response."""
+
+    tokens: jax.Array
+    mask: jax.Array
+    logprobs: jax.Array
+    sequences: jax.Array
+    sequence_mask: jax.Array
+
+
+def process_logits(logits, *, temperature: float, top_k: int, top_p: float):
+    """Sampling distribution's logits [B, V]: temperature, then top-k, then top-p (nucleus) filtering."""
+    logits = logits.astype(jnp.float32) / max(temperature, 1e-6)
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
+        cumulative = jnp.cumsum(probs, axis=-1) - probs
+        cutoff = jnp.min(jnp.where(cumulative < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return logits
+
+
+def _choose(logits, key, *, greedy, temperature, top_k, top_p):
+    """(token [B], its log-prob under the raw distribution [B])."""
+    if greedy:
+        token = jnp.argmax(logits, axis=-1)
+    else:
+        token = jax.random.categorical(key, process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p))
+    logprob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), token[:, None], axis=-1)
+    return token.astype(jnp.int32), logprob[:, 0]
+
+
+@functools.partial(
+    nnx.jit, static_argnames=("max_new_tokens", "greedy", "temperature", "top_k", "top_p", "eos_id", "pad_id")
+)
+def generate(
+    model: CausalLM,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    *,
+    max_new_tokens: int,
+    key: jax.Array | None = None,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> GenerateOutput:
+    """Sample up to `max_new_tokens` tokens after left-padded prompts [B, P] (mask 1 = token)."""
+    batch, prompt_len = prompt_ids.shape
+    if key is None:
+        if not greedy:
+            raise ValueError("sampling needs a PRNG key (or greedy=True)")
+        key = jax.random.key(0)
+    choose = functools.partial(_choose, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+    cache = model.init_cache(batch, prompt_len + max_new_tokens)
+    out = model(prompt_ids, prompt_mask, cache=cache)
+    key, sub = jax.random.split(key)
+    token, logprob = choose(out.logits[:, -1], sub)  # left padding: the last slot is each row's last token
+    tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
+    logprobs = jnp.zeros((batch, max_new_tokens), jnp.float32).at[:, 0].set(logprob)
+    mask = jnp.zeros((batch, max_new_tokens), jnp.int32).at[:, 0].set(1)
+    done = token == eos_id if eos_id is not None else jnp.zeros((batch,), bool)
+    graphdef, state = nnx.split(model)
+
+    def cond(carry):
+        step, *_, done, _ = carry
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, tokens, logprobs, mask, cache, done, key = carry
+        previous = tokens[:, step - 1]
+        alive = mask[:, step - 1]  # a finished row feeds a pad that no later token attends to
+        out = nnx.merge(graphdef, state)(previous[:, None], alive[:, None], cache=cache)
+        key, sub = jax.random.split(key)
+        token, logprob = choose(out.logits[:, -1], sub)
+        live = ~done
+        token = jnp.where(live, token, pad_id)
+        tokens = tokens.at[:, step].set(token)
+        logprobs = logprobs.at[:, step].set(jnp.where(live, logprob, 0.0))
+        mask = mask.at[:, step].set(live.astype(jnp.int32))
+        if eos_id is not None:
+            done = done | (token == eos_id)
+        return step + 1, tokens, logprobs, mask, out.cache, done, key
+
+    carry = (jnp.asarray(1), tokens, logprobs, mask, out.cache, done, key)
+    _, tokens, logprobs, mask, _, _, _ = jax.lax.while_loop(cond, body, carry)
+    return GenerateOutput(
+        tokens=tokens,
+        mask=mask,
+        logprobs=logprobs,
+        sequences=jnp.concatenate([prompt_ids.astype(jnp.int32), tokens], axis=1),
+        sequence_mask=jnp.concatenate([prompt_mask.astype(jnp.int32), mask], axis=1),
+    )

@@ -147,11 +147,12 @@ def _build(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
-def config_from_dict(values: dict) -> RMTrainConfig:
-    return _build(RMTrainConfig, values, "")
+def config_from_dict(values: dict, cls=None):
+    """A config dataclass (RMTrainConfig by default) from nested dicts; unknown keys raise with their name."""
+    return _build(cls or RMTrainConfig, values, "")
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> RMTrainConfig:
+def load_config(path: str | None, overrides: list[str] = (), cls=None):
     """Read a YAML file (or start from defaults) and apply `section.key=value` overrides (YAML-parsed values)."""
     values: dict = {}
     if path:
@@ -166,7 +167,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> RMTrainConfig:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
-    return config_from_dict(values)
+    return config_from_dict(values, cls)
 
 
 FIELD_HELP = {

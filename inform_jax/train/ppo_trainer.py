@@ -1,0 +1,418 @@
+"""PPO and EPPO over a device mesh: rollouts with the KV-cache sampler, one jitted scoring pass, jitted
+minibatch updates of actor and critic, orbax checkpoints with exact resume.
+
+Per iteration: B prompts -> responses (N tokens, EOS included in the action mask) -> one forward pass each
+of actor, reference and critic over [B, P + N] plus the reward -> per-token KL (k1/k2/k3, fixed or adaptive
+coefficient), sequence reward with optional length penalty (LP) or EPPO's energy penalty
+`r - eta * |dE_final^SFT(x) - dE_final^policy(x, y)|` (clamped), placed at the last response token ->
+GAE (reverse scan) -> `ppo.epochs` x `ppo.minibatches` clipped policy / value updates.
+
+dE^SFT(x) is the reference (SFT) model's final-layer energy on its own greedy response to x. With
+`energy.sft_energy: cached` it is computed once per prompt before training and stored beside the run,
+so EPPO costs one energy read per rollout over PPO (the policy energy comes from the scoring pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import yaml
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from inform_jax.losses import (
+    adaptive_kl_coef,
+    energy_from_output,
+    energy_penalty,
+    entropy,
+    gae,
+    kl_penalty,
+    layer_energy,
+    length_penalty,
+    masked_mean,
+    policy_loss,
+    token_rewards,
+    value_loss,
+    whiten,
+)
+from inform_jax.models import CausalLM, make_mesh, shard_module
+from inform_jax.models.layers import Linear
+from inform_jax.models.sampler import generate
+from inform_jax.models.sharding import BATCH_AXES
+from inform_jax.train.batches import batch_indices, take
+from inform_jax.train.metrics_log import MetricsLog, progress
+from inform_jax.train.ppo_config import PPOConfig
+
+# score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask) -> [B] rewards
+ScoreFn = Callable[..., jax.Array]
+Callback = tuple[int, Callable[["PPOTrainer", int, dict, dict], None]]
+
+
+class ValueModel(nnx.Module):
+    """Critic: a decoder backbone and a linear value head on every position. [B, T] -> [B, T] float32."""
+
+    def __init__(self, backbone: CausalLM, *, rngs: nnx.Rngs):
+        self.backbone = backbone
+        self.head = Linear(
+            backbone.config.hidden_size, 1, axes=("embed", None), use_bias=True, dtype=jnp.float32,
+            param_dtype=jnp.float32, std=0.0, rngs=rngs,
+        )  # fmt: skip
+
+    def __call__(self, input_ids, attention_mask):
+        out = self.backbone(input_ids, attention_mask, compute_logits=False)
+        return self.head(out.last_hidden_state.astype(jnp.float32))[..., 0]
+
+
+def reward_model_score_fn(reward_graphdef) -> ScoreFn:
+    """Score with a RewardModel / EnsembleRewardModel (InfoRM: latent mean; ODIN: quality head)."""
+
+    def score(params, prompt_ids, prompt_mask, response_ids, response_mask):
+        model = nnx.merge(reward_graphdef, params)
+        ids = jnp.concatenate([prompt_ids, response_ids], axis=1)
+        mask = jnp.concatenate([prompt_mask, response_mask], axis=1)
+        return model(ids, mask).reward
+
+    return score
+
+
+def callable_score_fn(fn: Callable) -> ScoreFn:
+    """Wrap fn(prompt_ids, prompt_mask, response_ids, response_mask) -> [B] (e.g. the world's gold reward)."""
+    return lambda params, *args: fn(*args)
+
+
+class Scored(NamedTuple):
+    """One jitted pass over a rollout: everything the rewards, advantages and logs need. [B, N] unless noted."""
+
+    logprobs: jax.Array
+    ref_logprobs: jax.Array
+    values: jax.Array
+    score: jax.Array  # [B] proxy reward
+    energy: jax.Array  # [B] policy final-layer energy (the configured site)
+    policy_layer_energy: jax.Array  # [B, L]
+    ref_layer_energy: jax.Array  # [B, L]
+
+
+def _response_logprobs(logits, sequences, prompt_len):
+    """Log-probs of the response tokens: logits at t - 1 predict token t. -> [B, N]."""
+    logprobs = jax.nn.log_softmax(logits[:, prompt_len - 1 : -1].astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logprobs, sequences[:, prompt_len:, None], axis=-1)[..., 0]
+
+
+class PPOTrainer:
+    def __init__(
+        self,
+        config: PPOConfig,
+        prompts: dict[str, np.ndarray],
+        policy: CausalLM,
+        *,
+        score_fn: ScoreFn,
+        reward_params=None,
+        critic: ValueModel | None = None,
+        gold_fn: Callable | None = None,
+        eos_id: int | None = None,
+        pad_id: int = 0,
+        mesh=None,
+        callbacks: list[Callback] = (),
+    ):
+        """prompts: left-padded `input_ids`, `attention_mask` [num_prompts, P]; policy: the SFT model (actor
+        init and frozen reference); score_fn/reward_params: the proxy reward; gold_fn: logged, not optimized."""
+        self.config = config
+        self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
+        self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
+        self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.callbacks = list(callbacks)
+        self.gold_fn = gold_fn
+        self.score_fn = score_fn
+        self.policy_config = policy.config
+        reference = shard_module(nnx.clone(policy), self.mesh, copy=True)
+        actor = shard_module(nnx.clone(policy), self.mesh, copy=True)
+        if critic is None:
+            backbone = nnx.clone(policy)
+            backbone.lm_head = None
+            critic = ValueModel(backbone, rngs=nnx.Rngs(config.train.seed))
+        critic = shard_module(critic, self.mesh, copy=True)
+        self.actor_graph, self.actor_params = nnx.split(actor)
+        self.ref_graph, self.ref_params = nnx.split(reference)
+        self.critic_graph, self.critic_params = nnx.split(critic)
+        self.reward_params = reward_params
+        p = config.ppo
+        self.actor_tx = optax.chain(optax.clip_by_global_norm(p.grad_clip), optax.adam(p.actor_lr, b1=0.9, b2=0.95))
+        self.critic_tx = optax.chain(optax.clip_by_global_norm(p.grad_clip), optax.adam(p.critic_lr, b1=0.9, b2=0.95))
+        self.actor_opt = self.actor_tx.init(self.actor_params)
+        self.critic_opt = self.critic_tx.init(self.critic_params)
+        self.kl_coef = float(config.kl.coef)
+        self.score_std = 1.0  # running std of proxy scores, for the LP baseline
+        self.iteration = 0
+        self.sft_energy: np.ndarray | None = None
+        self._score = jax.jit(self._score_impl)
+        self._update = jax.jit(self._update_impl, donate_argnums=(0, 1, 2, 3))
+        t = config.train
+        self.checkpoints = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
+            options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True),
+        )
+
+    # ------------------------------------------------------------------------------------ jitted pieces
+
+    def _energy_mask(self, response_tokens, response_mask):
+        """[B, P + N] mask of the response tokens whose energy counts: pads and EOS excluded."""
+        keep = response_mask.astype(bool)
+        if self.eos_id is not None:
+            keep &= response_tokens != self.eos_id
+        prompt_part = jnp.zeros((response_tokens.shape[0], self.prompt_len), jnp.int32)
+        return jnp.concatenate([prompt_part, keep.astype(jnp.int32)], axis=1)
+
+    def _score_impl(self, actor_params, ref_params, critic_params, reward_params, sequences, sequence_mask):
+        e = self.config.energy
+        p_len = self.prompt_len
+        response, response_mask = sequences[:, p_len:], sequence_mask[:, p_len:]
+        energy_mask = self._energy_mask(response, response_mask)
+        width = self.policy_config.hidden_size
+        actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
+        ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
+        values = nnx.merge(self.critic_graph, critic_params)(sequences, sequence_mask)[:, p_len - 1 : -1]
+        score = self.score_fn(reward_params, sequences[:, :p_len], sequence_mask[:, :p_len], response, response_mask)
+        return Scored(
+            logprobs=_response_logprobs(actor_out.logits, sequences, p_len),
+            ref_logprobs=_response_logprobs(ref_out.logits, sequences, p_len),
+            values=values,
+            score=score.astype(jnp.float32),
+            energy=energy_from_output(actor_out, energy_mask, site=e.site, normalize=e.normalize),
+            policy_layer_energy=layer_energy(actor_out.residual_l1, width, energy_mask, e.normalize),
+            ref_layer_energy=layer_energy(ref_out.residual_l1, width, energy_mask, e.normalize),
+        )
+
+    def _update_impl(self, actor_params, critic_params, actor_opt, critic_opt, batch):
+        p = self.config.ppo
+        p_len = self.prompt_len
+        mask = batch["response_mask"]
+
+        def loss_fn(params):
+            actor_params, critic_params = params
+            out = nnx.merge(self.actor_graph, actor_params)(batch["sequences"], batch["sequence_mask"])
+            logprobs = _response_logprobs(out.logits, batch["sequences"], p_len)
+            pg, aux = policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask, p.clip)
+            ent = entropy(out.logits[:, p_len - 1 : -1], mask)
+            values = nnx.merge(self.critic_graph, critic_params)(batch["sequences"], batch["sequence_mask"])
+            vf = value_loss(values[:, p_len - 1 : -1], batch["old_values"], batch["returns"], mask, p.value_clip)
+            return pg - p.entropy_coef * ent + vf, {"policy_loss": pg, "value_loss": vf, "entropy": ent, **aux}
+
+        (_, metrics), (actor_grads, critic_grads) = jax.value_and_grad(loss_fn, has_aux=True)(
+            (actor_params, critic_params)
+        )
+        updates, actor_opt = self.actor_tx.update(actor_grads, actor_opt, actor_params)
+        actor_params = optax.apply_updates(actor_params, updates)
+        updates, critic_opt = self.critic_tx.update(critic_grads, critic_opt, critic_params)
+        critic_params = optax.apply_updates(critic_params, updates)
+        return actor_params, critic_params, actor_opt, critic_opt, metrics
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _shard(self, tree):
+        def put(x):
+            spec = PartitionSpec(BATCH_AXES, *([None] * (x.ndim - 1)))
+            return jax.device_put(x, NamedSharding(self.mesh, spec))
+
+        return jax.tree.map(put, tree)
+
+    def _generate(self, graphdef, params, prompt_ids, prompt_mask, key, *, greedy=None):
+        r = self.config.rollout
+        model = nnx.merge(graphdef, params)
+        with jax.set_mesh(self.mesh):
+            return generate(
+                model, prompt_ids, prompt_mask, max_new_tokens=r.max_new_tokens, key=key,
+                greedy=r.greedy if greedy is None else greedy, temperature=r.temperature, top_k=r.top_k,
+                top_p=r.top_p, eos_id=self.eos_id, pad_id=self.pad_id,
+            )  # fmt: skip
+
+    def reference_energy(self, prompt_ids, prompt_mask) -> jax.Array:
+        """dE^SFT for each prompt: the reference model's final-layer energy on its own greedy response. [B]."""
+        e = self.config.energy
+        out = self._generate(self.ref_graph, self.ref_params, prompt_ids, prompt_mask, jax.random.key(0), greedy=True)
+        mask = self._energy_mask(out.tokens, out.mask)
+        ref_out = nnx.merge(self.ref_graph, self.ref_params)(out.sequences, out.sequence_mask)
+        return energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
+
+    def _sft_energy_cache(self) -> np.ndarray:
+        """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""
+        digest = hashlib.sha256(self.prompts["input_ids"].tobytes())
+        leaves = jax.tree.leaves(self.ref_params)
+        digest.update(np.asarray(jax.device_get(leaves[0])).tobytes()[:4096])
+        digest.update(repr(dataclasses.astuple(self.config.energy)[1:3]).encode())
+        path = os.path.join(self.config.train.output_dir, f"sft_energy-{digest.hexdigest()[:16]}.npy")
+        if os.path.exists(path):
+            return np.load(path)
+        size = self.config.rollout.batch_size
+        values = []
+        for start in range(0, self.num_prompts, size):
+            idx = np.arange(start, start + size) % self.num_prompts
+            batch = self._shard(take(self.prompts, idx))
+            values.append(np.asarray(self.reference_energy(batch["input_ids"], batch["attention_mask"])))
+        energy = np.concatenate(values)[: self.num_prompts]
+        os.makedirs(self.config.train.output_dir, exist_ok=True)
+        np.save(path, energy)
+        return energy
+
+    # ------------------------------------------------------------------------------------ one iteration
+
+    def iteration_step(self, iteration: int) -> tuple[dict, dict]:
+        """One rollout + update. Returns (metrics, rollout arrays) for logs and callbacks."""
+        c = self.config
+        timings = {}
+        start = time.perf_counter()
+        idx = batch_indices(self.num_prompts, c.rollout.batch_size, iteration, c.train.seed)
+        prompts = self._shard(take(self.prompts, idx))
+        key = jax.random.fold_in(jax.random.key(c.train.seed), iteration)
+        gen = self._generate(self.actor_graph, self.actor_params, prompts["input_ids"], prompts["attention_mask"], key)
+        jax.block_until_ready(gen.tokens)
+        timings["rollout_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with jax.set_mesh(self.mesh):
+            scored = self._score(
+                self.actor_params, self.ref_params, self.critic_params, self.reward_params, gen.sequences,
+                gen.sequence_mask,
+            )  # fmt: skip
+        mask = gen.mask
+        kl = kl_penalty(scored.logprobs, scored.ref_logprobs, c.kl.estimator) * mask
+        score = scored.score
+        lengths = jnp.sum(mask, axis=1)
+        if c.length_penalty.enabled:
+            self.score_std = 0.9 * self.score_std + 0.1 * float(jnp.std(scored.score))
+            score = length_penalty(score, lengths, c.rollout.max_new_tokens, self.score_std)
+        penalty = jnp.zeros_like(score)
+        if c.energy.eta > 0:
+            if c.energy.sft_energy == "cached":
+                sft_energy = jnp.asarray(self.sft_energy[idx])
+            else:
+                sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"])
+            penalized = energy_penalty(score, sft_energy, scored.energy, c.energy.eta, clamp=None)
+            penalty = score - penalized
+            score = penalized
+        rewards = token_rewards(score, kl, mask, self.kl_coef, clip=c.reward.clip)
+        advantages, returns = gae(rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam)
+        if c.ppo.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        jax.block_until_ready(advantages)
+        timings["scoring_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        batch = {
+            "sequences": gen.sequences, "sequence_mask": gen.sequence_mask, "response_mask": mask,
+            "old_logprobs": scored.logprobs, "old_values": scored.values, "advantages": advantages, "returns": returns,
+        }  # fmt: skip
+        update_metrics = []
+        size = c.rollout.batch_size // c.ppo.minibatches
+        for epoch in range(c.ppo.epochs):
+            order = np.random.default_rng([c.train.seed, iteration, epoch]).permutation(c.rollout.batch_size)
+            for m in range(c.ppo.minibatches):
+                rows = order[m * size : (m + 1) * size]
+                minibatch = self._shard({k: v[rows] for k, v in batch.items()})
+                with jax.set_mesh(self.mesh):
+                    self.actor_params, self.critic_params, self.actor_opt, self.critic_opt, metrics = self._update(
+                        self.actor_params, self.critic_params, self.actor_opt, self.critic_opt, minibatch
+                    )
+                update_metrics.append(metrics)
+        jax.block_until_ready(self.actor_params)
+        timings["update_s"] = time.perf_counter() - start
+        sequence_kl = jnp.sum(kl_penalty(scored.logprobs, scored.ref_logprobs, "k1") * mask, axis=1)
+        if c.kl.adaptive:
+            self.kl_coef = float(
+                adaptive_kl_coef(self.kl_coef, jnp.mean(sequence_kl), c.kl.target, c.kl.horizon, c.rollout.batch_size)
+            )
+        metrics = {
+            "proxy_reward": jnp.mean(scored.score),
+            "kl": jnp.mean(sequence_kl),
+            "kl_coef": self.kl_coef,
+            "response_length": jnp.mean(lengths),
+            "final_layer_energy": jnp.mean(scored.energy),
+            "energy_penalty": jnp.mean(penalty),
+            "shaped_reward": jnp.mean(score),
+            "value_mean": masked_mean(scored.values, mask),
+            **{k: jnp.mean(jnp.stack([m[k] for m in update_metrics])) for k in update_metrics[0]},
+            **timings,
+        }
+        for layer, (pol, ref) in enumerate(
+            zip(jnp.mean(scored.policy_layer_energy, 0), jnp.mean(scored.ref_layer_energy, 0), strict=True)
+        ):
+            metrics[f"energy_policy_layer{layer}"] = pol
+            metrics[f"energy_reference_layer{layer}"] = ref
+        if self.gold_fn is not None:
+            gold = self.gold_fn(prompts["input_ids"], prompts["attention_mask"], gen.tokens, gen.mask)
+            metrics["gold_reward"] = jnp.mean(gold)
+        rollout = {"prompt_index": idx, "tokens": gen.tokens, "mask": gen.mask, "score": scored.score,
+                   "energy": scored.energy}  # fmt: skip
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}, rollout
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def _state(self) -> dict:
+        return {
+            "actor": self.actor_params,
+            "critic": self.critic_params,
+            "actor_opt": self.actor_opt,
+            "critic_opt": self.critic_opt,
+            "scalars": jnp.asarray([self.kl_coef, self.score_std], jnp.float32),
+        }
+
+    def _restore(self) -> None:
+        latest = self.checkpoints.latest_step()
+        if latest is None:
+            return
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self._state())
+        restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
+        self.actor_params, self.critic_params = restored["actor"], restored["critic"]
+        self.actor_opt, self.critic_opt = restored["actor_opt"], restored["critic_opt"]
+        self.kl_coef, self.score_std = (float(x) for x in np.asarray(restored["scalars"]))
+        self.iteration = latest
+
+    def policy(self) -> CausalLM:
+        return nnx.merge(self.actor_graph, self.actor_params)
+
+    def fit(self, *, stop_after: int | None = None) -> CausalLM:
+        """Run to `train.iterations` (resuming from the latest checkpoint); returns the trained policy."""
+        t = self.config.train
+        os.makedirs(t.output_dir, exist_ok=True)
+        with open(os.path.join(t.output_dir, "config.yaml"), "w") as f:
+            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        self._restore()
+        if self.config.energy.eta > 0 and self.config.energy.sft_energy == "cached":
+            self.sft_energy = self._sft_energy_cache()
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.iteration > 0)
+        bar = progress(t.iterations, self.iteration, t.progress, "ppo" if self.config.energy.eta == 0 else "eppo")
+        done_here = 0
+        try:
+            while self.iteration < t.iterations:
+                metrics, rollout = self.iteration_step(self.iteration)
+                self.iteration += 1
+                done_here += 1
+                bar.update(1)
+                if not np.isfinite(metrics["policy_loss"]):
+                    raise RuntimeError(
+                        f"non-finite policy loss at iteration {self.iteration}; "
+                        f"last good checkpoint: {self.checkpoints.latest_step()}"
+                    )
+                if self.iteration % t.log_every == 0:
+                    log.write({"iteration": self.iteration, **metrics})
+                    bar.set_postfix(reward=f"{metrics['proxy_reward']:.3f}", kl=f"{metrics['kl']:.2f}")
+                for every, callback in self.callbacks:
+                    if self.iteration % every == 0:
+                        callback(self, self.iteration, rollout, metrics)
+                if self.iteration % t.save_every == 0 or self.iteration == t.iterations:
+                    self.checkpoints.save(self.iteration, args=ocp.args.StandardSave(self._state()))
+                if stop_after is not None and done_here >= stop_after:
+                    break
+        finally:
+            bar.close()
+            log.close()
+        self.checkpoints.wait_until_finished()
+        return self.policy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -96,12 +97,13 @@ def shard_module(module: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES, *, copy: b
     """Place every parameter of `module` on `mesh` by its logical axes (in place; returns the module).
 
     copy=True always makes new buffers, so that a jitted step that donates them cannot delete arrays
-    another module still shares (e.g. one cloned from the same SFT model).
+    another module still shares (e.g. one cloned from the same SFT model). (`device_put(..., may_alias=False)`
+    is not enough: a replicated placement may keep the source buffer as one of its shards.)
     """
     graphdef, state = nnx.split(module)
     shardings = state_shardings(state, mesh, rules)
     values = jax.tree.map(
-        lambda v, s: jax.device_put(v[...], s, may_alias=not copy),
+        lambda v, s: jax.device_put(jnp.array(v[...], copy=True) if copy else v[...], s),
         state,
         shardings,
         is_leaf=lambda x: isinstance(x, nnx.Variable),

@@ -59,6 +59,71 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if plan["fits"] is not False else 1
 
 
+def _ppo(args: argparse.Namespace) -> int:
+    import os
+
+    import jax
+    import numpy as np
+
+    from inform_jax.data.preference import load_prompts
+    from inform_jax.data.tokenize import tokenize_prompts
+    from inform_jax.models import from_pretrained, save_pretrained
+    from inform_jax.models.reward_model import load_reward_model
+    from inform_jax.train.config import load_config
+    from inform_jax.train.ppo_config import PPOConfig
+    from inform_jax.train.ppo_trainer import PPOTrainer, ValueModel, callable_score_fn, reward_model_score_fn
+    from inform_jax.train.rm_data import load_tokenizer
+    from inform_jax.train.rm_trainer import runtime_options
+
+    config = load_config(args.config, list(args.set or []), cls=PPOConfig)
+    if args.distributed:
+        jax.distributed.initialize()
+    if not config.policy.path or not config.data.prompts:
+        raise SystemExit("policy.path (the SFT model folder) and data.prompts are required")
+    tokenizer = load_tokenizer(config.data.tokenizer or config.policy.path)
+    texts, report = load_prompts(config.data.prompts, tokenizer=tokenizer)
+    print(report)
+    prompts, truncation = tokenize_prompts(texts, tokenizer, config.data.max_prompt_length)
+    print(truncation)
+    policy = from_pretrained(config.policy.path, **runtime_options(config.policy))
+    world = None
+    if config.reward.kind == "gold" or os.path.exists(os.path.join(os.path.dirname(config.data.prompts), "world.json")):
+        from inform_jax.data.synthetic import SyntheticWorld
+
+        world = SyntheticWorld()  # the synthetic world's files: its gold reward is logged (or optimized)
+    gold_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).gold)
+    critic = None
+    reward_params = None
+    if config.reward.kind == "gold":
+        if world is None:
+            raise SystemExit("reward.kind=gold needs the synthetic world's prompt files")
+        score_fn = callable_score_fn(gold_fn)
+    elif config.reward.kind == "model":
+        if not config.reward.path:
+            raise SystemExit("reward.path (a reward model folder from train-rm) is required")
+        reward_model = load_reward_model(config.reward.path, **runtime_options(config.policy))
+        from flax import nnx
+
+        reward_graph, reward_params = nnx.split(reward_model)
+        score_fn = reward_model_score_fn(reward_graph)
+        if config.ppo.critic_init == "reward_model":
+            backbone = reward_model.backbone if hasattr(reward_model, "backbone") else reward_model.member(0).backbone
+            critic = ValueModel(nnx.clone(backbone), rngs=nnx.Rngs(config.train.seed))
+    else:
+        raise SystemExit(f"reward.kind must be 'model' or 'gold', got {config.reward.kind!r}")
+    trainer = PPOTrainer(
+        config, {k: np.asarray(v) for k, v in prompts.items()}, policy, score_fn=score_fn,
+        reward_params=reward_params, critic=critic, gold_fn=gold_fn, eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id or 0,
+    )  # fmt: skip
+    final = trainer.fit()
+    out = os.path.join(config.train.output_dir, "final")
+    save_pretrained(final, out)
+    tokenizer.save_pretrained(out)
+    print(f"policy saved to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inform-jax",
@@ -108,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     plan.add_argument("--json", help="also write the plan as JSON to this file")
     plan.set_defaults(func=_plan)
+
+    ppo = sub.add_parser(
+        "ppo",
+        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
+        description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
+        "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
+        "final layer). See experiments/ppo/ for configs; keys: policy, reward, rollout, ppo, kl, energy, "
+        "length_penalty, data, train, mesh (inform_jax/train/ppo_config.py documents each).",
+    )
+    ppo.add_argument("--config", help="YAML config file")
+    ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    ppo.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    ppo.set_defaults(func=_ppo)
     return parser
 
 

@@ -55,7 +55,7 @@ class TrainingDivergedError(RuntimeError):
 Callback = tuple[int, Callable[["RewardModelTrainer", int], None]]
 
 
-def _runtime(section) -> dict:
+def runtime_options(section) -> dict:
     return dict(
         dtype=DTYPES[section.dtype],
         param_dtype=DTYPES[section.param_dtype],
@@ -73,18 +73,18 @@ def backbone_config(config: RMTrainConfig, *, preset_if_path_missing: bool = Fal
     """
     section = config.model
     if section.path and not (preset_if_path_missing and section.preset and not os.path.isdir(section.path)):
-        return config_from_pretrained(section.path, **_runtime(section))
+        return config_from_pretrained(section.path, **runtime_options(section))
     if section.preset:
-        return preset_config(section.preset, **section.config, **_runtime(section))
+        return preset_config(section.preset, **section.config, **runtime_options(section))
     if not section.config:
         raise ValueError("one of model.path, model.preset or model.config must be given")
-    return DecoderConfig(**section.config, **_runtime(section))
+    return DecoderConfig(**section.config, **runtime_options(section))
 
 
 def build_backbone(config: RMTrainConfig, seed: int) -> CausalLM:
     """The decoder without LM head: loaded from `model.path`, or randomly initialized."""
     if config.model.path:
-        return from_pretrained(config.model.path, lm_head=False, **_runtime(config.model))
+        return from_pretrained(config.model.path, lm_head=False, **runtime_options(config.model))
     return CausalLM(backbone_config(config), rngs=nnx.Rngs(seed), lm_head=False)
 
 

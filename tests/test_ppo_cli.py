@@ -1,0 +1,51 @@
+"""`inform-jax ppo` end to end on synthetic-world files: a saved SFT policy, a reward model folder."""
+
+import json
+
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from inform_jax.cli import main
+from inform_jax.data.synthetic import SyntheticWorld
+from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, save_pretrained
+from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
+from inform_jax.train.rm_data import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo_cli")
+    files = SyntheticWorld().write(root / "world", n_train=8, n_test=8, n_sft=8, n_prompts_train=32, n_prompts_test=8)
+    tokenizer = load_tokenizer(files["tokenizer"])
+    config = DecoderConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=4,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    save_pretrained(CausalLM(config, rngs=nnx.Rngs(0)), str(root / "sft"))
+    tokenizer.save_pretrained(str(root / "sft"))
+    reward = RewardModel.create(config, HeadConfig(kind="ib", latent_dim=8), rngs=nnx.Rngs(1))
+    save_reward_model(reward, str(root / "rm"))
+    return root, files
+
+
+@pytest.mark.parametrize("reward", ["model", "gold"])
+def test_ppo_command_runs_logs_and_saves_the_policy(setup, reward):
+    root, files = setup
+    out = root / f"run-{reward}"
+    code = main([
+        "ppo", "--set", f"policy.path={root / 'sft'}", "--set", "policy.dtype=float32",
+        "--set", f"reward.kind={reward}", "--set", f"reward.path={root / 'rm'}",
+        "--set", f"data.prompts={files['prompts_train.jsonl']}", "--set", "data.max_prompt_length=12",
+        "--set", "rollout.batch_size=8", "--set", "rollout.max_new_tokens=6", "--set", "energy.eta=2.0",
+        "--set", "train.iterations=2", "--set", f"train.output_dir={out}", "--set", "train.progress=false",
+        "--set", "mesh.fsdp=1",
+    ])  # fmt: skip
+    assert code == 0
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert {"proxy_reward", "gold_reward", "kl", "energy_penalty", "energy_policy_layer1", "clip_fraction"} <= set(
+        rows[0]
+    )
+    policy = from_pretrained(str(out / "final"))
+    assert policy(jnp.ones((1, 3), jnp.int32)).logits.shape == (1, 3, policy.config.vocab_size)

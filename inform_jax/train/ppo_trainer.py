@@ -157,6 +157,7 @@ class PPOTrainer:
         self.sft_energy: np.ndarray | None = None
         self._score = jax.jit(self._score_impl)
         self._update = jax.jit(self._update_impl, donate_argnums=(0, 1, 2, 3))
+        self._advantages = jax.jit(self._advantages_impl)
         t = config.train
         self.checkpoints = ocp.CheckpointManager(
             os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
@@ -192,6 +193,23 @@ class PPOTrainer:
             policy_layer_energy=layer_energy(actor_out.residual_l1, width, energy_mask, e.normalize),
             ref_layer_energy=layer_energy(ref_out.residual_l1, width, energy_mask, e.normalize),
         )
+
+    def _advantages_impl(self, scored: Scored, mask, sft_energy, kl_coef, score_std):
+        """Shaped sequence reward (LP or EPPO penalty), per-token rewards with KL, GAE, whitening; one jit."""
+        c = self.config
+        kl = kl_penalty(scored.logprobs, scored.ref_logprobs, c.kl.estimator) * mask
+        score = scored.score
+        if c.length_penalty.enabled:
+            score = length_penalty(score, jnp.sum(mask, axis=1), c.rollout.max_new_tokens, score_std)
+        penalty = jnp.zeros_like(score)
+        if c.energy.eta > 0:
+            penalized = energy_penalty(score, sft_energy, scored.energy, c.energy.eta, clamp=None)
+            penalty, score = score - penalized, penalized
+        rewards = token_rewards(score, kl, mask, kl_coef, clip=c.reward.clip)
+        advantages, returns = gae(rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam)
+        if c.ppo.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        return score, penalty, kl, advantages, returns
 
     def _update_impl(self, actor_params, critic_params, actor_opt, critic_opt, batch):
         p = self.config.ppo
@@ -284,25 +302,18 @@ class PPOTrainer:
                 gen.sequence_mask,
             )  # fmt: skip
         mask = gen.mask
-        kl = kl_penalty(scored.logprobs, scored.ref_logprobs, c.kl.estimator) * mask
-        score = scored.score
-        lengths = jnp.sum(mask, axis=1)
         if c.length_penalty.enabled:
             self.score_std = 0.9 * self.score_std + 0.1 * float(jnp.std(scored.score))
-            score = length_penalty(score, lengths, c.rollout.max_new_tokens, self.score_std)
-        penalty = jnp.zeros_like(score)
+        sft_energy = jnp.zeros_like(scored.score)
         if c.energy.eta > 0:
             if c.energy.sft_energy == "cached":
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
                 sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"])
-            penalized = energy_penalty(score, sft_energy, scored.energy, c.energy.eta, clamp=None)
-            penalty = score - penalized
-            score = penalized
-        rewards = token_rewards(score, kl, mask, self.kl_coef, clip=c.reward.clip)
-        advantages, returns = gae(rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam)
-        if c.ppo.whiten_advantages:
-            advantages = whiten(advantages, mask)
+        score, penalty, kl, advantages, returns = self._advantages(
+            scored, mask, sft_energy, jnp.float32(self.kl_coef), jnp.float32(self.score_std)
+        )
+        lengths = jnp.sum(mask, axis=1)
         jax.block_until_ready(advantages)
         timings["scoring_s"] = time.perf_counter() - start
         start = time.perf_counter()

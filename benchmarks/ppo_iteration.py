@@ -1,0 +1,107 @@
+"""A PPO iteration split into rollout / scoring / update time, and EPPO's overhead over PPO.
+
+Same tiny-to-small Llama policy, a reward model of the same size (InfoRM head), the same prompts; one
+process. EPPO variants: cached SFT energies (computed once per prompt before training, excluded from the
+per-iteration time, reported separately) and per-batch SFT regeneration (the authors' code).
+
+    python benchmarks/ppo_iteration.py                  # 4-layer 256-wide Llama, 32 prompts, 32 new tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from inform_jax.models import CausalLM, DecoderConfig, make_mesh
+from inform_jax.models.reward_model import HeadConfig, RewardModel
+from inform_jax.train.config import load_config
+from inform_jax.train.ppo_config import PPOConfig
+from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def run(variant: str, args, folder: str) -> dict:
+    config = DecoderConfig(
+        vocab_size=args.vocab, hidden_size=args.width, intermediate_size=2 * args.width, num_layers=args.layers,
+        num_heads=args.width // 64, num_kv_heads=args.width // 64,
+    )  # fmt: skip
+    eta, mode = {"ppo": (0.0, "cached"), "eppo-cached": (2.0, "cached"), "eppo-regenerate": (2.0, "regenerate")}[
+        variant
+    ]
+    ppo_config = load_config(
+        None,
+        [f"energy.eta={eta}", f"energy.sft_energy={mode}", f"rollout.batch_size={args.prompts}",
+         f"rollout.max_new_tokens={args.new_tokens}", f"train.iterations={args.iterations + 1}",
+         f"train.output_dir={folder}/{variant}", "train.progress=false", "train.save_every=100000"],
+        cls=PPOConfig,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    prompts = {
+        "input_ids": rng.integers(3, args.vocab, (4 * args.prompts, args.prompt_len)),
+        "attention_mask": np.ones((4 * args.prompts, args.prompt_len), np.int32),
+    }
+    reward = RewardModel.create(config, HeadConfig(kind="ib"), rngs=nnx.Rngs(1))
+    graph, params = nnx.split(reward)
+    trainer = PPOTrainer(
+        ppo_config, prompts, CausalLM(config, rngs=nnx.Rngs(0)), score_fn=reward_model_score_fn(graph),
+        reward_params=params, eos_id=None, mesh=make_mesh(devices=jax.devices()[:1]),
+    )  # fmt: skip
+    start = time.perf_counter()
+    if eta > 0 and mode == "cached":
+        trainer.sft_energy = trainer._sft_energy_cache()
+    cache_s = time.perf_counter() - start
+    trainer.iteration_step(0)  # compile
+    times = [trainer.iteration_step(i + 1)[0] for i in range(args.iterations)]
+    split = {k: float(np.median([t[k] for t in times])) for k in ("rollout_s", "scoring_s", "update_s")}
+    return {**split, "iteration_s": sum(split.values()), "sft_energy_cache_s": cache_s}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--iterations", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        results = {v: run(v, args, folder) for v in ("ppo", "eppo-cached", "eppo-regenerate")}
+    base = results["ppo"]["iteration_s"]
+    for v in ("eppo-cached", "eppo-regenerate"):
+        results[v]["overhead_pct"] = (results[v]["iteration_s"] / base - 1) * 100
+    out = {
+        "model": f"llama {args.layers}x{args.width}", "prompts": args.prompts, "new_tokens": args.new_tokens,
+        **results, "device": jax.devices()[0].device_kind, "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "date": datetime.date.today().isoformat(),
+    }  # fmt: skip
+    print(json.dumps(out, indent=2))
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = os.path.join(RESULTS, f"ppo_iteration-{jax.devices()[0].platform}-{out['date']}")
+    with open(stem + ".json", "w") as f:
+        json.dump(out, f, indent=2)
+    with open(stem + ".md", "w") as f:
+        f.write(
+            "| variant | rollout s | scoring s | update s | iteration s | overhead vs PPO |\n"
+            "|---|---|---|---|---|---|\n"
+        )
+        for v, r in results.items():
+            f.write(
+                f"| {v} | {r['rollout_s']:.3f} | {r['scoring_s']:.3f} | {r['update_s']:.3f} | {r['iteration_s']:.3f} "
+                f"| {r.get('overhead_pct', 0.0):+.1f}% |\n"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -11,32 +11,16 @@ benchmarks/results/. On a GPU it also reports bf16 tokens/s and MFU for a ~1B co
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import median_seconds, save_results
 from flax import nnx
 
 from inform_jax.models import from_pretrained
-
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` runs after one warm-up (compilation) run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def llama_config(layers: int, width: int, vocab: int = 32000):
@@ -75,7 +59,7 @@ def bench(layers, width, batch, length, repeats, torch_peer=True, dtype="float32
     ids, mask = jnp.asarray(ids_np), jnp.ones((batch, length), jnp.int32)
     forward = nnx.jit(lambda m, i, a: m(i, a).logits)
     tokens = batch * length
-    ours_s = _time(lambda: forward(ours, ids, mask).block_until_ready(), repeats)
+    ours_s = median_seconds(lambda: forward(ours, ids, mask).block_until_ready(), repeats)
     result = {
         "model": f"llama {layers}x{width}",
         "batch": batch,
@@ -94,7 +78,7 @@ def bench(layers, width, batch, length, repeats, torch_peer=True, dtype="float32
             with torch.inference_mode():
                 peer(ids_t, attention_mask=torch.ones_like(ids_t))
 
-        peer_s = _time(run_peer, repeats)
+        peer_s = median_seconds(run_peer, repeats)
         result["torch_tokens_per_s"] = tokens / peer_s
         result["ratio_ours_over_torch"] = peer_s / ours_s
     if jax.devices()[0].platform == "gpu":
@@ -115,20 +99,13 @@ def main():
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer (e.g. large GPU configs)")
     args = parser.parse_args()
     result = bench(args.layers, args.width, args.batch, args.length, args.repeats, not args.no_torch, args.dtype)
-    result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs)"
-    result["date"] = datetime.date.today().isoformat()
-    print(json.dumps(result, indent=2))
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, f"forward-{jax.devices()[0].platform}-{result['date']}")
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write("| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n")
-        f.write(
-            f"| forward {result['model']} b{args.batch} t{args.length} {args.dtype} | "
-            f"{result['ours_tokens_per_s']:.0f} | {result.get('torch_tokens_per_s', float('nan')):.0f} | "
-            f"{result.get('ratio_ours_over_torch', float('nan')):.2f} |\n"
-        )
+    markdown = (
+        "| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n"
+        f"| forward {result['model']} b{args.batch} t{args.length} {args.dtype} | "
+        f"{result['ours_tokens_per_s']:.0f} | {result.get('torch_tokens_per_s', float('nan')):.0f} | "
+        f"{result.get('ratio_ours_over_torch', float('nan')):.2f} |\n"
+    )
+    save_results("forward", result, markdown)
 
 
 if __name__ == "__main__":

@@ -9,31 +9,16 @@ token; tokens/s = batch * new tokens / seconds (median of repeats after a warm-u
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import median_seconds, save_results
 
 from inform_jax.models import from_pretrained
 from inform_jax.models.sampler import generate
-
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main():
@@ -94,21 +79,14 @@ def main():
         "ratio_ours_over_torch": peer_s / ours_s,
         "greedy_tokens_identical": same,
         "device": jax.devices()[0].device_kind,
-        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
-        "date": datetime.date.today().isoformat(),
     }
-    print(json.dumps(result, indent=2))
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, f"generate-{jax.devices()[0].platform}-{result['date']}")
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write("| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n")
-        f.write(
-            f"| greedy generate {result['model']} b{args.batch} p{args.prompt} n{args.new_tokens} | "
-            f"{result['ours_tokens_per_s']:.0f} | {result['torch_tokens_per_s']:.0f} | "
-            f"{result['ratio_ours_over_torch']:.2f} |\n"
-        )
+    markdown = (
+        "| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n"
+        f"| greedy generate {result['model']} b{args.batch} p{args.prompt} n{args.new_tokens} | "
+        f"{result['ours_tokens_per_s']:.0f} | {result['torch_tokens_per_s']:.0f} | "
+        f"{result['ratio_ours_over_torch']:.2f} |\n"
+    )
+    save_results("generate", result, markdown)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,12 @@ per-iteration time, reported separately) and per-batch SFT regeneration (the aut
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import tempfile
 import time
 
 import jax
 import numpy as np
+from _common import save_results
 from flax import nnx
 
 from inform_jax.models import CausalLM, DecoderConfig, make_mesh
@@ -26,8 +23,6 @@ from inform_jax.models.reward_model import HeadConfig, RewardModel
 from inform_jax.train.config import load_config
 from inform_jax.train.ppo_config import PPOConfig
 from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
-
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def run(variant: str, args, folder: str) -> dict:
@@ -83,24 +78,17 @@ def main():
         results[v]["overhead_pct"] = (results[v]["iteration_s"] / base - 1) * 100
     out = {
         "model": f"llama {args.layers}x{args.width}", "prompts": args.prompts, "new_tokens": args.new_tokens,
-        **results, "device": jax.devices()[0].device_kind, "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
-        "date": datetime.date.today().isoformat(),
+        **results, "device": jax.devices()[0].device_kind,
     }  # fmt: skip
-    print(json.dumps(out, indent=2))
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, f"ppo_iteration-{jax.devices()[0].platform}-{out['date']}")
-    with open(stem + ".json", "w") as f:
-        json.dump(out, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write(
-            "| variant | rollout s | scoring s | update s | iteration s | overhead vs PPO |\n"
-            "|---|---|---|---|---|---|\n"
+    lines = [
+        "| variant | rollout s | scoring s | update s | iteration s | overhead vs PPO |\n|---|---|---|---|---|---|\n"
+    ]
+    for v, r in results.items():
+        lines.append(
+            f"| {v} | {r['rollout_s']:.3f} | {r['scoring_s']:.3f} | {r['update_s']:.3f} | {r['iteration_s']:.3f} "
+            f"| {r.get('overhead_pct', 0.0):+.1f}% |\n"
         )
-        for v, r in results.items():
-            f.write(
-                f"| {v} | {r['rollout_s']:.3f} | {r['scoring_s']:.3f} | {r['update_s']:.3f} | {r['iteration_s']:.3f} "
-                f"| {r.get('overhead_pct', 0.0):+.1f}% |\n"
-            )
+    save_results("ppo_iteration", out, "".join(lines))
 
 
 if __name__ == "__main__":

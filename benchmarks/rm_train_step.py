@@ -25,38 +25,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
 import math
 import os
-import platform
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import median_seconds, save_results
 
 from inform_jax.models import make_mesh
 from inform_jax.train.config import config_from_dict
 from inform_jax.train.rm_trainer import RewardModelTrainer
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 VOCAB = 32000
 PAD = 0  # never drawn as a token, so both models pool the last position
 LATENT = 128
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` runs after one warm-up (compilation) run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def model_sizes(layers: int, width: int) -> dict:
@@ -147,7 +132,7 @@ def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int) 
             step[0] += 1
             return metrics
 
-        seconds = _time(run, repeats)
+        seconds = median_seconds(run, repeats)
         loss = float(run()["loss"])
         trainer.checkpoints.close()
     return {"seconds": seconds, "params": counts[0], "matmul_params": counts[1], "loss": loss}
@@ -195,7 +180,7 @@ def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
         opt.zero_grad()
         return loss.item()  # waits for the step (and for the GPU)
 
-    seconds = _time(step, repeats)
+    seconds = median_seconds(step, repeats)
     return {
         "seconds": seconds,
         "device": device,
@@ -274,27 +259,19 @@ def main():
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer (e.g. large GPU configs)")
     args = parser.parse_args()
     result = bench(args.layers, args.width, args.batch, args.length, args.repeats, not args.no_torch, args.dtype)
-    result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs)"
-    result["date"] = datetime.date.today().isoformat()
-    print(json.dumps(result, indent=2))
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, f"rm_train_step-{jax.devices()[0].platform}-{result['date']}")
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=2)
     workload = f"{result['model']} b{args.batch} t{args.length} {args.dtype}"
-    with open(stem + ".md", "w") as f:
-        f.write("| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n")
-        f.write(
-            f"| rm train step, standard, {workload} | {result['ours_standard_tokens_per_s']:.0f} | "
-            f"{result.get('torch_tokens_per_s', float('nan')):.0f} | "
-            f"{result.get('ratio_ours_over_torch', float('nan')):.2f} |\n"
-        )
-        inform_row = f"rm train step, InfoRM (latent {LATENT}), {workload}"
-        f.write(f"| {inform_row} | {result['ours_inform_tokens_per_s']:.0f} | - | - |\n")
-        f.write(f"\nInfoRM overhead over the standard RM step: {result['inform_overhead_pct']:+.1f}%\n")
-        if "mfu_inform" in result:
-            f.write(f"\nInfoRM step MFU (bf16 peak 989 TFLOP/s): {100 * result['mfu_inform']:.1f}%\n")
-        f.write(f"\nTRL: {result['trl']}\n")
+    lines = [
+        "| workload | ours tokens/s | torch tokens/s | ratio |\n|---|---|---|---|\n",
+        f"| rm train step, standard, {workload} | {result['ours_standard_tokens_per_s']:.0f} | "
+        f"{result.get('torch_tokens_per_s', float('nan')):.0f} | "
+        f"{result.get('ratio_ours_over_torch', float('nan')):.2f} |\n",
+        f"| rm train step, InfoRM (latent {LATENT}), {workload} | {result['ours_inform_tokens_per_s']:.0f} | - | - |\n",
+        f"\nInfoRM overhead over the standard RM step: {result['inform_overhead_pct']:+.1f}%\n",
+    ]
+    if "mfu_inform" in result:
+        lines.append(f"\nInfoRM step MFU (bf16 peak 989 TFLOP/s): {100 * result['mfu_inform']:.1f}%\n")
+    lines.append(f"\nTRL: {result['trl']}\n")
+    save_results("rm_train_step", result, "".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""Shared by the benchmark scripts: median timing and writing results (JSON + markdown) with machine and date."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` runs after one warm-up (compilation) run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def stamp(result: dict) -> dict:
+    """Add the machine and date to a result."""
+    result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs)"
+    result["date"] = datetime.date.today().isoformat()
+    return result
+
+
+def save_results(name: str, result: dict, markdown: str) -> str:
+    """Print the result and write benchmarks/results/<name>-<platform>-<date>.{json,md}; returns the stem."""
+    stamp(result)
+    print(json.dumps(result, indent=2))
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = os.path.join(RESULTS, f"{name}-{jax.devices()[0].platform}-{result['date']}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown)
+    return stem

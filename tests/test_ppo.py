@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from inform_jax.losses import energy_from_output
 from inform_jax.models import CausalLM, DecoderConfig, make_mesh
 from inform_jax.train.config import load_config
 from inform_jax.train.ppo_config import PPOConfig
@@ -114,6 +115,23 @@ def test_eppo_caches_sft_energies_once_per_prompt(tmp_path):
     batch = prompts()
     direct = trainer.reference_energy(jnp.asarray(batch["input_ids"][:16]), jnp.asarray(batch["attention_mask"][:16]))
     np.testing.assert_allclose(np.load(cached[0])[:16], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_sft_energy_is_the_mean_over_samples(tmp_path):
+    trainer = make_trainer(tmp_path, "energy.eta=2.0", "energy.sft_samples=3")
+    batch = prompts()
+    ids, mask = jnp.asarray(batch["input_ids"][:8]), jnp.asarray(batch["attention_mask"][:8])
+    key = jax.random.key(5)
+    mean = trainer.reference_energy(ids, mask, key)
+    draws = []
+    for i in range(3):  # the k draws, rebuilt directly: sample i uses fold_in(key, i)
+        out = trainer._generate(
+            trainer.ref_graph, trainer.ref_params, ids, mask, jax.random.fold_in(key, i), greedy=False
+        )
+        ref = nnx.merge(trainer.ref_graph, trainer.ref_params)(out.sequences, out.sequence_mask)
+        draws.append(np.asarray(energy_from_output(ref, trainer._energy_mask(out.tokens, out.mask))))
+    np.testing.assert_allclose(mean, np.mean(draws, axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(draws[0], draws[1])  # the samples differ, so the mean is not one of them
 
 
 def test_killed_ppo_run_resumes_exactly(tmp_path):

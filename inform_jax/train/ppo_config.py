@@ -61,6 +61,7 @@ class EnergySection:
     site: str = "residual"  # "residual" (the paper's) | "mlp" (the authors' code)
     normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for)
     sft_energy: str = "cached"  # "cached": once per prompt from the SFT model's greedy response | "regenerate"
+    sft_samples: int = 0  # 0: the SFT model's greedy response; k > 0: average over k sampled responses
 
 
 @dataclasses.dataclass

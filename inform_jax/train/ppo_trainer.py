@@ -254,20 +254,33 @@ class PPOTrainer:
                 top_p=r.top_p, eos_id=self.eos_id, pad_id=self.pad_id,
             )  # fmt: skip
 
-    def reference_energy(self, prompt_ids, prompt_mask) -> jax.Array:
-        """dE^SFT for each prompt: the reference model's final-layer energy on its own greedy response. [B]."""
+    def reference_energy(self, prompt_ids, prompt_mask, key=None) -> jax.Array:
+        """dE^SFT for each prompt: the reference model's final-layer energy on its own response. [B].
+
+        Greedy by default (then it depends on the prompt alone); with `energy.sft_samples` = k > 0, the mean
+        over k responses sampled with the rollout settings.
+        """
         e = self.config.energy
-        out = self._generate(self.ref_graph, self.ref_params, prompt_ids, prompt_mask, jax.random.key(0), greedy=True)
-        mask = self._energy_mask(out.tokens, out.mask)
-        ref_out = nnx.merge(self.ref_graph, self.ref_params)(out.sequences, out.sequence_mask)
-        return energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
+        samples = max(e.sft_samples, 1)
+        key = jax.random.key(self.config.train.seed) if key is None else key
+        total = 0.0
+        for i in range(samples):
+            out = self._generate(
+                self.ref_graph, self.ref_params, prompt_ids, prompt_mask, jax.random.fold_in(key, i),
+                greedy=e.sft_samples == 0,
+            )  # fmt: skip
+            mask = self._energy_mask(out.tokens, out.mask)
+            ref_out = nnx.merge(self.ref_graph, self.ref_params)(out.sequences, out.sequence_mask)
+            total = total + energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
+        return total / samples
 
     def _sft_energy_cache(self) -> np.ndarray:
         """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""
         digest = hashlib.sha256(self.prompts["input_ids"].tobytes())
         leaves = jax.tree.leaves(self.ref_params)
         digest.update(np.asarray(jax.device_get(leaves[0])).tobytes()[:4096])
-        digest.update(repr(dataclasses.astuple(self.config.energy)[1:3]).encode())
+        e = self.config.energy
+        digest.update(repr((e.site, e.normalize, e.sft_samples, dataclasses.astuple(self.config.rollout))).encode())
         path = os.path.join(self.config.train.output_dir, f"sft_energy-{digest.hexdigest()[:16]}.npy")
         if os.path.exists(path):
             return np.load(path)
@@ -309,7 +322,7 @@ class PPOTrainer:
             if c.energy.sft_energy == "cached":
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
-                sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"])
+                sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"], key)
         score, penalty, kl, advantages, returns = self._advantages(
             scored, mask, sft_energy, jnp.float32(self.kl_coef), jnp.float32(self.score_std)
         )

@@ -129,7 +129,7 @@ def test_sampled_sft_energy_is_the_mean_over_samples(tmp_path):
             trainer.ref_graph, trainer.ref_params, ids, mask, jax.random.fold_in(key, i), greedy=False
         )
         ref = nnx.merge(trainer.ref_graph, trainer.ref_params)(out.sequences, out.sequence_mask)
-        draws.append(np.asarray(energy_from_output(ref, trainer._energy_mask(out.tokens, out.mask))))
+        draws.append(np.asarray(energy_from_output(ref, trainer._energy_mask(out.sequences, out.sequence_mask))))
     np.testing.assert_allclose(mean, np.mean(draws, axis=0), rtol=1e-5, atol=1e-6)
     assert not np.allclose(draws[0], draws[1])  # the samples differ, so the mean is not one of them
 

@@ -70,9 +70,7 @@ def test_sharded_train_steps_equal_single_device(tmp_path, method):
     sharded = RewardModelTrainer(
         make_config(tmp_path / "sharded", method, train=dict(max_steps=3)), data, mesh=make_mesh(data=2, fsdp=4)
     )
-    assert "fsdp" in str(jax.tree.leaves(sharded.params)[0].sharding.spec) or any(
-        "fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(sharded.params)
-    )
+    assert any("fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(sharded.params))  # really sharded
     single.fit()
     sharded.fit()
     assert_same_params(single, sharded)

@@ -41,6 +41,7 @@ from inform_jax.losses import (
     length_penalty,
     masked_mean,
     policy_loss,
+    response_token_mask,
     token_rewards,
     value_loss,
     whiten,
@@ -166,19 +167,15 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ jitted pieces
 
-    def _energy_mask(self, response_tokens, response_mask):
+    def _energy_mask(self, sequences, sequence_mask):
         """[B, P + N] mask of the response tokens whose energy counts: pads and EOS excluded."""
-        keep = response_mask.astype(bool)
-        if self.eos_id is not None:
-            keep &= response_tokens != self.eos_id
-        prompt_part = jnp.zeros((response_tokens.shape[0], self.prompt_len), jnp.int32)
-        return jnp.concatenate([prompt_part, keep.astype(jnp.int32)], axis=1)
+        return response_token_mask(sequences, sequence_mask, self.prompt_len, self.eos_id).astype(jnp.int32)
 
     def _score_impl(self, actor_params, ref_params, critic_params, reward_params, sequences, sequence_mask):
         e = self.config.energy
         p_len = self.prompt_len
         response, response_mask = sequences[:, p_len:], sequence_mask[:, p_len:]
-        energy_mask = self._energy_mask(response, response_mask)
+        energy_mask = self._energy_mask(sequences, sequence_mask)
         width = self.policy_config.hidden_size
         actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
         ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
@@ -269,7 +266,7 @@ class PPOTrainer:
                 self.ref_graph, self.ref_params, prompt_ids, prompt_mask, jax.random.fold_in(key, i),
                 greedy=e.sft_samples == 0,
             )  # fmt: skip
-            mask = self._energy_mask(out.tokens, out.mask)
+            mask = self._energy_mask(out.sequences, out.sequence_mask)
             ref_out = nnx.merge(self.ref_graph, self.ref_params)(out.sequences, out.sequence_mask)
             total = total + energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
         return total / samples

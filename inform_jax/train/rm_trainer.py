@@ -13,7 +13,6 @@ are checkpointed with the parameters.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -203,12 +202,16 @@ class RewardModelTrainer:
         self.pair_weights = np.asarray(restored["pair_weights"])
         self.step = latest
 
-    def _save(self, metrics: dict) -> None:
-        if not np.isfinite(float(metrics["loss"])):
+    def _check_finite(self, loss) -> None:
+        """Stop on a NaN / infinite loss; the checkpoints on disk are all from finite steps."""
+        if not np.isfinite(float(loss)):
             raise TrainingDivergedError(
-                f"loss is {float(metrics['loss'])} at step {self.step}; "
+                f"loss is {float(loss)} at step {self.step}; "
                 f"last good checkpoint: step {self.checkpoints.latest_step()}"
             )
+
+    def _save(self, metrics: dict) -> None:
+        self._check_finite(metrics["loss"])
         state = {"params": self.params, "opt_state": self.opt_state, "pair_weights": jnp.asarray(self.pair_weights)}
         self.checkpoints.save(self.step, args=ocp.args.StandardSave(state))
 
@@ -239,11 +242,7 @@ class RewardModelTrainer:
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == self.total_steps:
                     record = jax.device_get(metrics)
-                    if not np.isfinite(float(record["loss"])):
-                        raise TrainingDivergedError(
-                            f"loss is {float(record['loss'])} at step {self.step}; "
-                            f"last good checkpoint: step {self.checkpoints.latest_step()}"
-                        )
+                    self._check_finite(record["loss"])
                     elapsed = time.perf_counter() - start
                     log.write({"step": self.step, "split": "train", **record, "seconds": elapsed})
                     bar.set_postfix(loss=f"{float(record['loss']):.4f}", acc=f"{float(record['accuracy']):.3f}")
@@ -284,8 +283,3 @@ def preference_metrics(scores: dict[str, np.ndarray], response_lengths: np.ndarr
     if "kl_chosen" in scores:
         out["kl"] = float(0.5 * (scores["kl_chosen"].mean() + scores["kl_rejected"].mean()))
     return out
-
-
-def save_json(path: str, value) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2)

@@ -38,6 +38,8 @@ def _train_rm(args: argparse.Namespace) -> int:
     held_out = prepare_pairs(config.data.eval, tokenizer, config.data) if config.data.eval else None
     trainer = RewardModelTrainer(config, train, held_out)
     trainer.fit()
+    if jax.process_index() == 0:  # the final folder is then self-contained for `detect` and `ppo`
+        tokenizer.save_pretrained(f"{config.train.output_dir}/final")
     if held_out is not None:
         print("held-out:", trainer.evaluate())
     print(f"reward model saved to {config.train.output_dir}/final")
@@ -124,6 +126,23 @@ def _ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from inform_jax.detect.report import DetectOptions, run_detect
+
+    options = DetectOptions(
+        clustering=args.clustering, k=args.k, k_rule=args.k_rule, k_range=tuple(args.k_range), eps=args.eps,
+        min_samples=args.min_samples, projection=args.projection, alpha=args.alpha,
+        plot_projection=args.plot_projection, rise=args.rise, threshold=args.threshold, seed=args.seed,
+    )  # fmt: skip
+    run_detect(
+        args.rm, args.sft, args.rlhf, args.out, steps=args.steps, control_rm=args.control_rm, feature=args.feature,
+        tokenizer=args.tokenizer,
+        max_length=args.max_length if args.max_length == "auto" else int(args.max_length),
+        batch_size=args.batch_size, options=options,
+    )  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inform-jax",
@@ -186,6 +205,40 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     ppo.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
     ppo.set_defaults(func=_ppo)
+
+    detect = sub.add_parser(
+        "detect",
+        help="Detect overoptimization: CSI, MOP and AUROC of RLHF vs SFT outputs in a reward model's latent space.",
+        description="Embed (prompt, response) JSONL files (columns prompt, response, optional boolean 'hacked') "
+        "with a reward model (InfoRM: IB latent means; standard RM: final hidden state), then report the Cluster "
+        "Separation Index with its per-cluster table, the Mahalanobis outlier proportion (MOP), and with labels "
+        "the AUROC of distance-to-SFT. Several --rlhf files (checkpoints, with --steps) add CSI over steps and "
+        "CSI-guided checkpoint selection. Writes report.json and PNG figures to --out.",
+    )
+    detect.add_argument("--rm", required=True, help="reward model folder (train-rm output, e.g. RUN/final)")
+    detect.add_argument("--sft", required=True, help="SFT responses file (prompt, response)")
+    detect.add_argument("--rlhf", required=True, nargs="+", help="RLHF responses file(s), one per checkpoint")
+    detect.add_argument("--out", required=True, help="output folder")
+    detect.add_argument("--steps", type=int, nargs="+", help="RL step of each --rlhf file (default 0, 1, ...)")
+    detect.add_argument("--control-rm", help="a second reward model analyzed the same way (the paper's control)")
+    detect.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    detect.add_argument("--feature", default="auto", choices=["auto", "latent", "hidden"],
+                        help="auto: IB latent mean for InfoRM, final hidden state otherwise")  # fmt: skip
+    detect.add_argument("--clustering", default="kmeans", choices=["kmeans", "dbscan"])
+    detect.add_argument("--k", type=int, help="k-means k (default: chosen by --k-rule)")
+    detect.add_argument("--k-rule", default="silhouette", choices=["silhouette", "sqrt"])
+    detect.add_argument("--k-range", type=int, nargs=2, default=[2, 10], metavar=("MIN", "MAX"))
+    detect.add_argument("--eps", type=float, help="DBSCAN eps (default: k-distance knee)")
+    detect.add_argument("--min-samples", type=int, default=5, help="DBSCAN min_samples (default 5)")
+    detect.add_argument("--projection", choices=["tsne"], help="cluster in a 2-D t-SNE projection")
+    detect.add_argument("--plot-projection", default="tsne", choices=["tsne", "pca"])
+    detect.add_argument("--alpha", type=float, default=0.1, help="MOP chi-square test level (default 0.1)")
+    detect.add_argument("--rise", type=float, default=0.5, help="selection: CSI threshold (1 + rise) * first CSI")
+    detect.add_argument("--threshold", type=float, help="selection: an absolute CSI threshold instead")
+    detect.add_argument("--max-length", default="auto", help="token length (default auto)")
+    detect.add_argument("--batch-size", type=int, default=32)
+    detect.add_argument("--seed", type=int, default=0)
+    detect.set_defaults(func=_detect)
     return parser
 
 

@@ -440,3 +440,64 @@ def load_prompts(
         return prompt
 
     return _collect(path, "prompts", rows, parse, skip_malformed)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseRow:
+    """One (prompt, response) sample, e.g. a policy's generation to score or embed. ``label``: the optional
+    per-sample label (e.g. ``hacked``), None when the file has no label column."""
+
+    prompt: str
+    response: str
+    label: bool | None = None
+    source: str = ""
+    row: int = -1
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _get_label(row: Mapping[str, Any], column: str) -> bool:
+    value = row.get(column)
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise _RowError(WRONG_TYPE, f"label column '{column}' should be true/false or 0/1, got {value!r}")
+
+
+def load_responses(
+    path: str | os.PathLike,
+    *,
+    prompt_column: str = "prompt",
+    response_column: str = "response",
+    label_column: str | None = "hacked",
+    tokenizer: Any = None,
+    skip_malformed: bool = False,
+) -> tuple[list[ResponseRow], LoadReport]:
+    """Load (prompt, response) rows, with an optional boolean label column; returns ``(rows, report)``.
+
+    The prompt may be a string or a list of messages (rendered as in :func:`load_prompts`); the response is a
+    string completion. ``label_column`` is read when the file has it (every row then needs true/false or 0/1),
+    and ignored when the file lacks it; pass None to never read labels.
+    """
+    path = os.fspath(path)
+    columns, rows = read_rows(path)
+    for column in (prompt_column, response_column):
+        if column not in columns:
+            raise PreferenceDataError(f"{path}: no column '{column}'; the file has {list(columns)}", path=path)
+    has_label = label_column is not None and label_column in columns
+    used = {prompt_column, response_column, label_column}
+
+    def parse(i: int, row: Mapping[str, Any]) -> ResponseRow:
+        if isinstance(row.get(prompt_column), list):
+            messages = _get_messages(row, prompt_column)
+            if not messages:
+                raise _RowError(EMPTY_PROMPT, f"prompt '{prompt_column}' has no messages")
+            prompt = render_prompt(messages, tokenizer)
+        else:
+            prompt = _get_str(row, prompt_column)
+        response = _get_str(row, response_column)
+        if not response.strip():
+            raise _RowError(EMPTY_RESPONSE, f"column '{response_column}' is blank")
+        label = _get_label(row, label_column) if has_label else None
+        extra = {k: v for k, v in row.items() if k not in used}
+        return ResponseRow(prompt, response, label, source=path, row=i, extra=extra)
+
+    return _collect(path, "responses", rows, parse, skip_malformed)

@@ -246,19 +246,26 @@ def tokenize_prompts(
 
 
 def tokenize_sft(
-    examples: Sequence[tuple[str, str]], tokenizer: Any, max_length: int, *, add_eos: bool = True
+    examples: Sequence[tuple[str, str]],
+    tokenizer: Any,
+    max_length: MaxLength,
+    *,
+    add_eos: bool = True,
+    max_length_cap: int | None = None,
 ) -> tuple[dict[str, np.ndarray], TruncationReport]:
-    """Tokenize (prompt, response) demonstrations for supervised fine-tuning, right-padded.
+    """Tokenize (prompt, response) sequences (SFT demonstrations, responses to embed), right-padded.
 
-    Returns int32 ``input_ids``, ``attention_mask`` and ``loss_mask`` [N, max_length]; ``loss_mask`` marks
-    the response tokens (and eos), the ones whose next-token prediction is trained. Truncation keeps the
-    end, as for pairs, and is counted in the report.
+    Returns int32 ``input_ids``, ``attention_mask`` and ``loss_mask`` [N, L]; ``loss_mask`` marks
+    the response tokens (and eos), the ones whose next-token prediction is trained. ``max_length`` may be
+    ``"auto"`` as in :func:`tokenize_pairs`. Truncation keeps the end, as for pairs, and is counted in the report.
     """
     prompts = _encode(tokenizer, [p for p, _ in examples], add_special_tokens=True)
     responses = _encode(tokenizer, [r for _, r in examples], add_special_tokens=False)
     eos = getattr(tokenizer, "eos_token_id", None)
     if add_eos and eos is not None:
         responses = [r if r and r[-1] == eos else [*r, eos] for r in responses]
+    longest = max((len(p) + len(r) for p, r in zip(prompts, responses, strict=True)), default=0)
+    max_length = resolve_max_length(longest, max_length, max_length_cap)
     report = TruncationReport(max_length=max_length, sequences=len(examples))
     seqs, loss_masks = [], []
     bos = getattr(tokenizer, "bos_token_id", None)

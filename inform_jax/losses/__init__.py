@@ -10,6 +10,16 @@ from inform_jax.losses.energy import (
 )
 from inform_jax.losses.ensemble import AGGREGATIONS, aggregate_rewards
 from inform_jax.losses.ib import KL_REDUCTIONS, gaussian_kl, inform_loss, reparameterize
+from inform_jax.losses.mahalanobis import (
+    COVARIANCES,
+    GaussianReference,
+    empirical_covariance,
+    fit_gaussian_reference,
+    ibl_penalty,
+    ledoit_wolf_covariance,
+    mahalanobis_distance,
+    squared_mahalanobis,
+)
 from inform_jax.losses.odin import odin_loss, pearson_correlation
 from inform_jax.losses.ppo import (
     KL_ESTIMATORS,
@@ -59,4 +69,12 @@ __all__ = [
     "preference_accuracy",
     "reparameterize",
     "reward_margin",
+    "COVARIANCES",
+    "GaussianReference",
+    "empirical_covariance",
+    "fit_gaussian_reference",
+    "ibl_penalty",
+    "ledoit_wolf_covariance",
+    "mahalanobis_distance",
+    "squared_mahalanobis",
 ]

@@ -94,6 +94,7 @@ def _ppo(args: argparse.Namespace) -> int:
 
         world = SyntheticWorld()  # the synthetic world's files: its gold reward is logged (or optimized)
     gold_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).gold)
+    hacked_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).hacked)
     critic = None
     reward_params = None
     if config.reward.kind == "gold":
@@ -115,8 +116,8 @@ def _ppo(args: argparse.Namespace) -> int:
         raise SystemExit(f"reward.kind must be 'model' or 'gold', got {config.reward.kind!r}")
     trainer = PPOTrainer(
         config, {k: np.asarray(v) for k, v in prompts.items()}, policy, score_fn=score_fn,
-        reward_params=reward_params, critic=critic, gold_fn=gold_fn, eos_id=tokenizer.eos_token_id,
-        pad_id=tokenizer.pad_token_id or 0,
+        reward_params=reward_params, critic=critic, gold_fn=gold_fn, hacked_fn=hacked_fn,
+        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id or 0,
     )  # fmt: skip
     final = trainer.fit()
     out = os.path.join(config.train.output_dir, "final")
@@ -198,8 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
         description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
         "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
-        "final layer). See experiments/ppo/ for configs; keys: policy, reward, rollout, ppo, kl, energy, "
-        "length_penalty, data, train, mesh (inform_jax/train/ppo_config.py documents each).",
+        "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
+        "latents), and CSI / MOP detection every detect.every iterations. See experiments/ppo/ for configs; keys: "
+        "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
+        "(inform_jax/train/ppo_config.py documents each).",
     )
     ppo.add_argument("--config", help="YAML config file")
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

@@ -3,6 +3,7 @@
 import json
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -49,3 +50,25 @@ def test_ppo_command_runs_logs_and_saves_the_policy(setup, reward):
     )
     policy = from_pretrained(str(out / "final"))
     assert policy(jnp.ones((1, 3), jnp.int32)).logits.shape == (1, 3, policy.config.vocab_size)
+
+
+def test_ppo_with_ibl_penalty_and_detection_logs_csi_and_mop(setup):
+    root, files = setup
+    out = root / "run-ibl"
+    code = main([
+        "ppo", "--set", f"policy.path={root / 'sft'}", "--set", "policy.dtype=float32",
+        "--set", f"reward.path={root / 'rm'}", "--set", f"data.prompts={files['prompts_train.jsonl']}",
+        "--set", "data.max_prompt_length=12", "--set", "rollout.batch_size=8", "--set", "rollout.max_new_tokens=6",
+        "--set", "ibl.coef=0.5", "--set", "ibl.covariance=ledoit_wolf", "--set", "detect.every=2",
+        "--set", "detect.num_prompts=16", "--set", "detect.k=3",
+        "--set", "train.iterations=2", "--set", f"train.output_dir={out}", "--set", "train.progress=false",
+        "--set", "mesh.fsdp=1",
+    ])  # fmt: skip
+    assert code == 0
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert rows[0]["ibl_penalty"] > 0 and rows[0]["energy_penalty"] == 0
+    assert "csi" not in rows[0] and rows[1]["csi"] > 0 and 0 <= rows[1]["mop"] <= 1
+    assert 0 <= rows[1]["detect_hacked_fraction"] <= 1
+    saved = np.load(out / "detect" / "step_2.npz")
+    assert saved["latents"].shape == (16, 8) and saved["hacked"].shape == (16,)
+    assert np.load(out / "detect" / "sft_latents.npy").shape == (16, 8)

@@ -65,6 +65,30 @@ class EnergySection:
 
 
 @dataclasses.dataclass
+class IBLSection:
+    """InfoRM journal extension's IBL: r - coef * Mahalanobis(latent; SFT latents), latents of the reward model
+    (InfoRM: IB latent mean; standard RM: final hidden state) on the SFT model's greedy responses to the prompts."""
+
+    coef: float = 0.0  # 0 = off
+    covariance: str = "empirical"  # "empirical" (the authors': sample covariance + ridge I) | "ledoit_wolf"
+    ridge: float = 1e-6
+    max_prompts: int = 0  # SFT responses used to fit the distribution: the first N prompts (0 = all)
+
+
+@dataclasses.dataclass
+class DetectSection:
+    """Overoptimization detection during training: every `every` iterations, the policy's greedy responses to the
+    first `num_prompts` prompts are embedded by the reward model and compared with the SFT model's (CSI, MOP),
+    logged as csi, csi_per_sample, mop; latents saved under train.output_dir/detect/ for plots."""
+
+    every: int = 0  # 0 = off
+    num_prompts: int = 64
+    k: int | None = None  # k-means k; None: the k_rule
+    k_rule: str = "silhouette"
+    alpha: float = 0.1  # MOP test level
+
+
+@dataclasses.dataclass
 class LengthPenaltySection:
     enabled: bool = False  # the LP baseline: r + sigma_running * (1 - L / N)
 
@@ -96,6 +120,8 @@ class PPOConfig:
     kl: KLSection = dataclasses.field(default_factory=KLSection)
     energy: EnergySection = dataclasses.field(default_factory=EnergySection)
     length_penalty: LengthPenaltySection = dataclasses.field(default_factory=LengthPenaltySection)
+    ibl: IBLSection = dataclasses.field(default_factory=IBLSection)
+    detect: DetectSection = dataclasses.field(default_factory=DetectSection)
     data: PPODataSection = dataclasses.field(default_factory=PPODataSection)
     train: PPOTrainSection = dataclasses.field(default_factory=PPOTrainSection)
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
@@ -105,6 +131,10 @@ class PPOConfig:
             raise ValueError("rollout.batch_size must be a multiple of ppo.minibatches")
         if self.energy.sft_energy not in ("cached", "regenerate"):
             raise ValueError(f"energy.sft_energy must be 'cached' or 'regenerate', got {self.energy.sft_energy!r}")
+        if self.ibl.covariance not in ("empirical", "ledoit_wolf"):
+            raise ValueError(f"ibl.covariance must be 'empirical' or 'ledoit_wolf', got {self.ibl.covariance!r}")
+        if self.detect.every < 0 or self.detect.num_prompts < 3:
+            raise ValueError("detect.every must be >= 0 and detect.num_prompts >= 3")
         if self.ppo.critic_init not in ("sft", "reward_model"):
             raise ValueError(f"ppo.critic_init must be 'sft' or 'reward_model', got {self.ppo.critic_init!r}")
 

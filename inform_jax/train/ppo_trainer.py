@@ -3,7 +3,7 @@ minibatch updates of actor and critic, orbax checkpoints with exact resume.
 
 Per iteration: B prompts -> responses (N tokens, EOS included in the action mask) -> one forward pass each
 of actor, reference and critic over [B, P + N] plus the reward -> per-token KL (k1/k2/k3, fixed or adaptive
-coefficient), sequence reward with optional length penalty (LP) or EPPO's energy penalty
+coefficient), sequence reward with optional length penalty (LP), IBL's latent-outlier penalty, or EPPO's energy penalty
 `r - eta * |dE_final^SFT(x) - dE_final^policy(x, y)|` (clamped), placed at the last response token ->
 GAE (reverse scan) -> `ppo.epochs` x `ppo.minibatches` clipped policy / value updates.
 
@@ -31,11 +31,14 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from inform_jax.losses import (
+    GaussianReference,
     adaptive_kl_coef,
     energy_from_output,
     energy_penalty,
     entropy,
+    fit_gaussian_reference,
     gae,
+    ibl_penalty,
     kl_penalty,
     layer_energy,
     length_penalty,
@@ -48,11 +51,13 @@ from inform_jax.losses import (
 )
 from inform_jax.models import CausalLM, make_mesh, shard_module
 from inform_jax.models.layers import Linear
+from inform_jax.models.reward_model import EnsembleRewardModel
 from inform_jax.models.sampler import generate
 from inform_jax.models.sharding import BATCH_AXES
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.metrics_log import MetricsLog, progress
 from inform_jax.train.ppo_config import PPOConfig
+from inform_jax.train.ppo_detect import TrainingDetector
 
 # score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask) -> [B] rewards
 ScoreFn = Callable[..., jax.Array]
@@ -75,13 +80,21 @@ class ValueModel(nnx.Module):
 
 
 def reward_model_score_fn(reward_graphdef) -> ScoreFn:
-    """Score with a RewardModel / EnsembleRewardModel (InfoRM: latent mean; ODIN: quality head)."""
+    """Score with a RewardModel / EnsembleRewardModel (InfoRM: latent mean; ODIN: quality head).
+
+    Returns (reward [B], features [B, F]): a single model's detection features (InfoRM: IB latent mean; other
+    heads: the final hidden state), used by IBL and CSI/MOP; None for ensembles.
+    """
 
     def score(params, prompt_ids, prompt_mask, response_ids, response_mask):
         model = nnx.merge(reward_graphdef, params)
         ids = jnp.concatenate([prompt_ids, response_ids], axis=1)
         mask = jnp.concatenate([prompt_mask, response_mask], axis=1)
-        return model(ids, mask).reward
+        out = model(ids, mask)
+        if isinstance(model, EnsembleRewardModel):
+            return out.reward, None
+        features = out.head.latent_mean if out.head.latent_mean is not None else out.backbone.pooled_hidden
+        return out.reward, features.astype(jnp.float32)
 
     return score
 
@@ -89,6 +102,11 @@ def reward_model_score_fn(reward_graphdef) -> ScoreFn:
 def callable_score_fn(fn: Callable) -> ScoreFn:
     """Wrap fn(prompt_ids, prompt_mask, response_ids, response_mask) -> [B] (e.g. the world's gold reward)."""
     return lambda params, *args: fn(*args)
+
+
+def _split_score(out) -> tuple[jax.Array, jax.Array | None]:
+    """A score function's output: [B] rewards, or (rewards [B], features [B, F] or None)."""
+    return tuple(out) if isinstance(out, tuple) else (out, None)
 
 
 class Scored(NamedTuple):
@@ -101,6 +119,7 @@ class Scored(NamedTuple):
     energy: jax.Array  # [B] policy final-layer energy (the configured site)
     policy_layer_energy: jax.Array  # [B, L]
     ref_layer_energy: jax.Array  # [B, L]
+    features: jax.Array | None  # [B, F] the reward model's detection features (IBL), None without them
 
 
 def _response_logprobs(logits, sequences, prompt_len):
@@ -120,13 +139,16 @@ class PPOTrainer:
         reward_params=None,
         critic: ValueModel | None = None,
         gold_fn: Callable | None = None,
+        hacked_fn: Callable | None = None,
         eos_id: int | None = None,
         pad_id: int = 0,
         mesh=None,
         callbacks: list[Callback] = (),
     ):
         """prompts: left-padded `input_ids`, `attention_mask` [num_prompts, P]; policy: the SFT model (actor
-        init and frozen reference); score_fn/reward_params: the proxy reward; gold_fn: logged, not optimized."""
+        init and frozen reference); score_fn/reward_params: the proxy reward, returning [B] rewards or (rewards,
+        features [B, F]) (features are needed by IBL and detection); gold_fn ([B] float) and hacked_fn ([B] bool,
+        e.g. the synthetic world's judge): logged, not optimized."""
         self.config = config
         self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
         self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
@@ -134,6 +156,7 @@ class PPOTrainer:
         self.eos_id, self.pad_id = eos_id, pad_id
         self.callbacks = list(callbacks)
         self.gold_fn = gold_fn
+        self.hacked_fn = hacked_fn
         self.score_fn = score_fn
         self.policy_config = policy.config
         reference = shard_module(nnx.clone(policy), self.mesh, copy=True)
@@ -156,9 +179,12 @@ class PPOTrainer:
         self.score_std = 1.0  # running std of proxy scores, for the LP baseline
         self.iteration = 0
         self.sft_energy: np.ndarray | None = None
+        self.ibl_reference: GaussianReference | None = None
+        self.detector = None if config.detect.every == 0 else TrainingDetector(self)
         self._score = jax.jit(self._score_impl)
         self._update = jax.jit(self._update_impl, donate_argnums=(0, 1, 2, 3))
         self._advantages = jax.jit(self._advantages_impl)
+        self._features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
         t = config.train
         self.checkpoints = ocp.CheckpointManager(
             os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
@@ -180,7 +206,9 @@ class PPOTrainer:
         actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
         ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
         values = nnx.merge(self.critic_graph, critic_params)(sequences, sequence_mask)[:, p_len - 1 : -1]
-        score = self.score_fn(reward_params, sequences[:, :p_len], sequence_mask[:, :p_len], response, response_mask)
+        score, features = _split_score(
+            self.score_fn(reward_params, sequences[:, :p_len], sequence_mask[:, :p_len], response, response_mask)
+        )
         return Scored(
             logprobs=_response_logprobs(actor_out.logits, sequences, p_len),
             ref_logprobs=_response_logprobs(ref_out.logits, sequences, p_len),
@@ -189,24 +217,28 @@ class PPOTrainer:
             energy=energy_from_output(actor_out, energy_mask, site=e.site, normalize=e.normalize),
             policy_layer_energy=layer_energy(actor_out.residual_l1, width, energy_mask, e.normalize),
             ref_layer_energy=layer_energy(ref_out.residual_l1, width, energy_mask, e.normalize),
+            features=features,
         )
 
-    def _advantages_impl(self, scored: Scored, mask, sft_energy, kl_coef, score_std):
-        """Shaped sequence reward (LP or EPPO penalty), per-token rewards with KL, GAE, whitening; one jit."""
+    def _advantages_impl(self, scored: Scored, mask, sft_energy, ibl_reference, kl_coef, score_std):
+        """Shaped sequence reward (LP, EPPO and IBL penalties), per-token rewards with KL, GAE, whitening; one jit."""
         c = self.config
         kl = kl_penalty(scored.logprobs, scored.ref_logprobs, c.kl.estimator) * mask
         score = scored.score
         if c.length_penalty.enabled:
             score = length_penalty(score, jnp.sum(mask, axis=1), c.rollout.max_new_tokens, score_std)
-        penalty = jnp.zeros_like(score)
+        penalties = {"energy_penalty": jnp.zeros_like(score), "ibl_penalty": jnp.zeros_like(score)}
         if c.energy.eta > 0:
             penalized = energy_penalty(score, sft_energy, scored.energy, c.energy.eta, clamp=None)
-            penalty, score = score - penalized, penalized
+            penalties["energy_penalty"], score = score - penalized, penalized
+        if c.ibl.coef > 0:
+            penalized = ibl_penalty(score, scored.features, ibl_reference, c.ibl.coef)
+            penalties["ibl_penalty"], score = score - penalized, penalized
         rewards = token_rewards(score, kl, mask, kl_coef, clip=c.reward.clip)
         advantages, returns = gae(rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam)
         if c.ppo.whiten_advantages:
             advantages = whiten(advantages, mask)
-        return score, penalty, kl, advantages, returns
+        return score, penalties, kl, advantages, returns
 
     def _update_impl(self, actor_params, critic_params, actor_opt, critic_opt, batch):
         p = self.config.ppo
@@ -271,26 +303,75 @@ class PPOTrainer:
             total = total + energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
         return total / samples
 
-    def _sft_energy_cache(self) -> np.ndarray:
-        """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""
+    def _cache_path(self, name: str, *settings) -> str:
+        """A file in the run folder keyed by the prompts, the SFT model and ``settings`` (so a changed input
+        never reuses a stale cache)."""
         digest = hashlib.sha256(self.prompts["input_ids"].tobytes())
         leaves = jax.tree.leaves(self.ref_params)
         digest.update(np.asarray(jax.device_get(leaves[0])).tobytes()[:4096])
-        e = self.config.energy
-        digest.update(repr((e.site, e.normalize, e.sft_samples, dataclasses.astuple(self.config.rollout))).encode())
-        path = os.path.join(self.config.train.output_dir, f"sft_energy-{digest.hexdigest()[:16]}.npy")
-        if os.path.exists(path):
-            return np.load(path)
+        digest.update(repr(settings).encode())
+        return os.path.join(self.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
+
+    def _over_prompts(self, count: int, fn) -> np.ndarray:
+        """fn(prompt batch) -> [B, ...] over the first ``count`` prompts in rollout-sized batches (the last one
+        wraps around, so every batch has the compiled shape); returns the [count, ...] concatenation."""
         size = self.config.rollout.batch_size
         values = []
-        for start in range(0, self.num_prompts, size):
-            idx = np.arange(start, start + size) % self.num_prompts
-            batch = self._shard(take(self.prompts, idx))
-            values.append(np.asarray(self.reference_energy(batch["input_ids"], batch["attention_mask"])))
-        energy = np.concatenate(values)[: self.num_prompts]
+        for start in range(0, count, size):
+            idx = np.arange(start, start + size) % count
+            values.append(np.asarray(fn(self._shard(take(self.prompts, idx)))))
+        return np.concatenate(values)[:count]
+
+    def _sft_energy_cache(self) -> np.ndarray:
+        """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""
+        e = self.config.energy
+        path = self._cache_path(
+            "sft_energy", e.site, e.normalize, e.sft_samples, dataclasses.astuple(self.config.rollout)
+        )
+        if os.path.exists(path):
+            return np.load(path)
+        energy = self._over_prompts(
+            self.num_prompts, lambda batch: self.reference_energy(batch["input_ids"], batch["attention_mask"])
+        )
         os.makedirs(self.config.train.output_dir, exist_ok=True)
         np.save(path, energy)
         return energy
+
+    def greedy_features(self, graphdef, params, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Reward-model features [count, F] of greedy responses (of the model ``graphdef``/``params``) to the
+        first ``count`` prompts, and the hacked labels [count] when a hacked_fn is given (else None)."""
+
+        def run(batch):
+            gen = self._generate(
+                graphdef, params, batch["input_ids"], batch["attention_mask"], jax.random.key(0), greedy=True
+            )
+            with jax.set_mesh(self.mesh):
+                features = self._features(
+                    self.reward_params, batch["input_ids"], batch["attention_mask"], gen.tokens, gen.mask
+                )
+            if features is None:
+                raise ValueError(
+                    "ibl and detect need reward-model features: a single reward model (not an ensemble or a "
+                    "callable score) whose score function returns (rewards, features)"
+                )
+            hacked = (
+                jnp.zeros(features.shape[:1], bool) if self.hacked_fn is None
+                else self.hacked_fn(batch["input_ids"], batch["attention_mask"], gen.tokens, gen.mask)
+            )  # fmt: skip
+            return jnp.concatenate([features, hacked[:, None].astype(features.dtype)], axis=1)
+
+        both = self._over_prompts(count, run)
+        return both[:, :-1], (both[:, -1] > 0.5 if self.hacked_fn is not None else None)
+
+    def sft_features(self, count: int) -> np.ndarray:
+        """Features [count, F] of the SFT model's greedy responses to the first ``count`` prompts, cached."""
+        path = self._cache_path("sft_features", count, dataclasses.astuple(self.config.rollout))
+        if os.path.exists(path):
+            return np.load(path)
+        features, _ = self.greedy_features(self.ref_graph, self.ref_params, count)
+        os.makedirs(self.config.train.output_dir, exist_ok=True)
+        np.save(path, features)
+        return features
 
     # ------------------------------------------------------------------------------------ one iteration
 
@@ -320,8 +401,8 @@ class PPOTrainer:
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
                 sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"], key)
-        score, penalty, kl, advantages, returns = self._advantages(
-            scored, mask, sft_energy, jnp.float32(self.kl_coef), jnp.float32(self.score_std)
+        score, penalties, kl, advantages, returns = self._advantages(
+            scored, mask, sft_energy, self.ibl_reference, jnp.float32(self.kl_coef), jnp.float32(self.score_std)
         )
         lengths = jnp.sum(mask, axis=1)
         jax.block_until_ready(advantages)
@@ -356,7 +437,7 @@ class PPOTrainer:
             "kl_coef": self.kl_coef,
             "response_length": jnp.mean(lengths),
             "final_layer_energy": jnp.mean(scored.energy),
-            "energy_penalty": jnp.mean(penalty),
+            **{name: jnp.mean(value) for name, value in penalties.items()},
             "shaped_reward": jnp.mean(score),
             "value_mean": masked_mean(scored.values, mask),
             **{k: jnp.mean(jnp.stack([m[k] for m in update_metrics])) for k in update_metrics[0]},
@@ -370,6 +451,9 @@ class PPOTrainer:
         if self.gold_fn is not None:
             gold = self.gold_fn(prompts["input_ids"], prompts["attention_mask"], gen.tokens, gen.mask)
             metrics["gold_reward"] = jnp.mean(gold)
+        if self.hacked_fn is not None:
+            hacked = self.hacked_fn(prompts["input_ids"], prompts["attention_mask"], gen.tokens, gen.mask)
+            metrics["hacked_fraction"] = jnp.mean(hacked.astype(jnp.float32))
         rollout = {"prompt_index": idx, "tokens": gen.tokens, "mask": gen.mask, "score": scored.score,
                    "energy": scored.energy}  # fmt: skip
         return {k: float(v) for k, v in jax.device_get(metrics).items()}, rollout
@@ -408,6 +492,17 @@ class PPOTrainer:
         self._restore()
         if self.config.energy.eta > 0 and self.config.energy.sft_energy == "cached":
             self.sft_energy = self._sft_energy_cache()
+        if self.config.ibl.coef > 0:
+            b = self.config.ibl
+            count = self.num_prompts if b.max_prompts <= 0 else min(b.max_prompts, self.num_prompts)
+            self.ibl_reference = fit_gaussian_reference(
+                jnp.asarray(self.sft_features(count)), covariance=b.covariance, ridge=b.ridge
+            )
+            if not bool(jnp.all(jnp.isfinite(self.ibl_reference.precision))):
+                raise ValueError(
+                    f"IBL: the {b.covariance} covariance of {count} SFT latents is singular; use "
+                    "ibl.covariance=ledoit_wolf, a larger ibl.ridge, or more prompts than latent dimensions"
+                )
         log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.iteration > 0)
         bar = progress(t.iterations, self.iteration, t.progress, "ppo" if self.config.energy.eta == 0 else "eppo")
         done_here = 0
@@ -422,6 +517,8 @@ class PPOTrainer:
                         f"non-finite policy loss at iteration {self.iteration}; "
                         f"last good checkpoint: {self.checkpoints.latest_step()}"
                     )
+                if self.detector is not None and self.iteration % self.config.detect.every == 0:
+                    metrics.update(self.detector(self.iteration))
                 if self.iteration % t.log_every == 0:
                     log.write({"iteration": self.iteration, **metrics})
                     bar.set_postfix(reward=f"{metrics['proxy_reward']:.3f}", kl=f"{metrics['kl']:.2f}")

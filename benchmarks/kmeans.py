@@ -3,7 +3,7 @@
 Same k, restarts (n_init) and iteration cap; times are medians after a warm-up (compile) run; the
 inertias are reported so speed is not bought with worse clusterings.
 
-    python benchmarks/kmeans.py                   # 20000 x 128 latents (InfoRM-sized), k 8, 4 restarts
+    python benchmarks/kmeans.py                   # 100000 x 128 latents (InfoRM-sized), k 16, 4 restarts
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from inform_jax.detect.kmeans import kmeans
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--n", type=int, default=100000)
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--restarts", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)

@@ -88,3 +88,34 @@ def test_no_recompile_same_shapes():
     size = _kmeans_jit._cache_size()
     kmeans(jax.random.key(1), rng.normal(size=(300, 4)), 3, tol=1e-5)
     assert _kmeans_jit._cache_size() == size
+
+
+def test_jit_and_eager_agree():
+    x, _ = make_blobs(n_samples=60, centers=3, n_features=2, random_state=7)
+    jitted = kmeans(jax.random.key(3), x, 3, restarts=2, iterations=20)
+    with jax.disable_jit():
+        eager = kmeans(jax.random.key(3), x, 3, restarts=2, iterations=20)
+    np.testing.assert_array_equal(np.asarray(jitted.labels), np.asarray(eager.labels))
+    np.testing.assert_allclose(float(jitted.inertia), float(eager.inertia), rtol=1e-5)
+
+
+def test_sharded_latents_match_single_device():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    x, _ = make_blobs(n_samples=400, centers=5, n_features=8, random_state=2)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    sharded = jax.device_put(jnp.asarray(x, jnp.float32), NamedSharding(mesh, PartitionSpec("data", None)))
+    assert len(sharded.sharding.device_set) == 8
+    single = kmeans(jax.random.key(0), x, 5)
+    multi = kmeans(jax.random.key(0), sharded, 5)
+    assert adjusted_rand_score(np.asarray(single.labels), np.asarray(multi.labels)) == 1.0
+    np.testing.assert_allclose(float(multi.inertia), float(single.inertia), rtol=1e-5)
+
+
+def test_more_clusters_than_distinct_points_stays_finite():
+    x = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)  # 3 distinct points, k = 5
+    res = kmeans(jax.random.key(0), x, 5)
+    assert np.all(np.isfinite(np.asarray(res.centroids)))
+    assert float(res.inertia) == pytest.approx(0.0, abs=1e-5)
+    sk = KMeans(5, n_init=4, random_state=0).fit(x)
+    assert float(res.inertia) == pytest.approx(sk.inertia_, abs=1e-5)

@@ -133,7 +133,8 @@ def kmeans(
 
     Args:
       key: PRNG key; split into one key per restart.
-      x: [N, D] array-like, cast to float32. Must be finite, with 1 <= k <= N.
+      x: [N, D] array-like, cast to float32. Must be finite, with 1 <= k <= N. A jax.Array sharded over its rows
+        (a mesh's data axis) is clustered in place: the distances and centroid sums run sharded under jit.
       k: number of clusters (static).
       iterations: max Lloyd iterations per restart (static).
       restarts: independent k-means++ initialisations, run in parallel with vmap (static).
@@ -146,14 +147,15 @@ def kmeans(
     Raises:
       ValueError: for non-2-D or empty x, non-finite values, k < 1, k > N, or non-positive iterations/restarts.
     """
-    # Validate on the host: inside jit these would be silent garbage (NaN centroids, out-of-range top_k).
-    x_np = np.asarray(x)
-    if x_np.ndim != 2:
-        raise ValueError(f"kmeans expects 2-D input [N, D], got shape {x_np.shape}")
-    n = x_np.shape[0]
-    if n == 0 or x_np.shape[1] == 0:
-        raise ValueError(f"kmeans got empty input of shape {x_np.shape}")
-    if not np.all(np.isfinite(x_np)):
+    # Validate before jit: inside it these would be silent garbage (NaN centroids, out-of-range top_k). A
+    # jax.Array stays where it is (e.g. sharded over a mesh's data axis): the check runs as a jax reduction.
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"kmeans expects 2-D input [N, D], got shape {x.shape}")
+    n = x.shape[0]
+    if n == 0 or x.shape[1] == 0:
+        raise ValueError(f"kmeans got empty input of shape {x.shape}")
+    if not bool(jnp.all(jnp.isfinite(x)) if isinstance(x, jax.Array) else np.all(np.isfinite(x))):
         raise ValueError("kmeans input contains NaN or inf")
     k = int(k)
     if k < 1:
@@ -168,7 +170,7 @@ def kmeans(
         raise ValueError(f"local_trials must be >= 1, got {local_trials}")
     return _kmeans_jit(
         key,
-        jnp.asarray(x_np, jnp.float32),
+        x.astype(jnp.float32) if isinstance(x, jax.Array) else jnp.asarray(x, jnp.float32),
         k=k,
         iterations=int(iterations),
         restarts=int(restarts),

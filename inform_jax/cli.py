@@ -17,6 +17,7 @@ def _train_rm(args: argparse.Namespace) -> int:
     import jax
 
     from inform_jax.train.config import load_config
+    from inform_jax.train.decomposition import method_callbacks, method_data_transform
     from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
     from inform_jax.train.rm_trainer import RewardModelTrainer
 
@@ -34,9 +35,11 @@ def _train_rm(args: argparse.Namespace) -> int:
     if not tokenizer_path:
         raise SystemExit("data.tokenizer (or model.path) is required to tokenize the data")
     tokenizer = load_tokenizer(tokenizer_path)
-    train = prepare_pairs(config.data.train, tokenizer, config.data)
+    transform = method_data_transform(config)
+    train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform)
     held_out = prepare_pairs(config.data.eval, tokenizer, config.data) if config.data.eval else None
-    trainer = RewardModelTrainer(config, train, held_out)
+    callbacks = method_callbacks(config, train, tokenizer.pad_token_id or 0)
+    trainer = RewardModelTrainer(config, train, held_out, callbacks=callbacks)
     trainer.fit()
     if jax.process_index() == 0:  # the final folder is then self-contained for `detect` and `ppo`
         tokenizer.save_pretrained(f"{config.train.output_dir}/final")
@@ -144,6 +147,32 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decompose(args: argparse.Namespace) -> int:
+    from inform_jax.train.decomposition_report import run_decompose
+
+    run_decompose(
+        args.rm, args.data, args.out, tokenizer=args.tokenizer, color=args.color, num_prompts=args.num_prompts,
+        estimator=args.estimator, weights=args.weights, tau=args.tau, max_length=args.max_length, seed=args.seed,
+    )  # fmt: skip
+    return 0
+
+
+def _evaluate_rm(args: argparse.Namespace) -> int:
+    import json
+
+    from inform_jax.train.decomposition_report import run_evaluate
+
+    report = run_evaluate(
+        args.rm, args.data, tokenizer=args.tokenizer, subset_column=args.subset_column, max_length=args.max_length,
+        diagnostics=not args.no_diagnostics,
+    )  # fmt: skip
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inform-jax",
@@ -242,6 +271,40 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch-size", type=int, default=32)
     detect.add_argument("--seed", type=int, default=0)
     detect.set_defaults(func=_detect)
+
+    decompose = sub.add_parser(
+        "decompose",
+        help="Per-pair prompt-free (dr2) and prompt-related (dr1) reward gaps, with the quadrant plot.",
+        description="Score each pair's responses under its own prompt and N prompts of other pairs, estimate the "
+        "prompt-free gap dr2 (root of sum_i w_i sigmoid(dr_i - c) = 1/2, or the logit estimator) and dr1 = dr - "
+        "dr2. Writes pairs.jsonl, summary.json (quadrant shares, prompt diagnostics) and quadrants.png.",
+    )
+    decompose.add_argument("--rm", required=True, help="reward model folder")
+    decompose.add_argument("--data", required=True, help="preference file (hh, prompt or messages format)")
+    decompose.add_argument("--out", required=True, help="output folder")
+    decompose.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    decompose.add_argument("--color", default="length",
+                           help="red points: 'length' (chosen longer) or a boolean column name")  # fmt: skip
+    decompose.add_argument("--num-prompts", type=int, default=8)
+    decompose.add_argument("--estimator", default="bisection", choices=["bisection", "logit"])
+    decompose.add_argument("--weights", default="uniform", choices=["uniform", "reward"])
+    decompose.add_argument("--tau", type=float, default=1.0)
+    decompose.add_argument("--max-length", type=int, default=512)
+    decompose.add_argument("--seed", type=int, default=0)
+    decompose.set_defaults(func=_decompose)
+
+    evaluate = sub.add_parser(
+        "evaluate-rm",
+        help="Accuracy per subset and category of RewardBench-format files, and the prompt diagnostics.",
+    )
+    evaluate.add_argument("--rm", required=True, help="reward model folder")
+    evaluate.add_argument("--data", required=True, help="file with prompt, chosen, rejected (and subset)")
+    evaluate.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    evaluate.add_argument("--subset-column", default="subset")
+    evaluate.add_argument("--max-length", type=int, default=2048)
+    evaluate.add_argument("--no-diagnostics", action="store_true", help="skip the prompt-swap diagnostics")
+    evaluate.add_argument("--out", help="also write the report as JSON here")
+    evaluate.set_defaults(func=_evaluate_rm)
     return parser
 
 

@@ -1,5 +1,14 @@
 """Pure jnp loss functions (no Flax import): jittable, vmappable, differentiable."""
 
+from inform_jax.losses.decomposition import (
+    IMPORTANCE_KINDS,
+    PRIORITY_SCHEMES,
+    importance_weights,
+    priority_weights,
+    prompt_free_gap,
+    prompt_free_gap_logit,
+    prompt_related_gap,
+)
 from inform_jax.losses.energy import (
     ENERGY_SITES,
     energy_from_output,
@@ -77,4 +86,11 @@ __all__ = [
     "ledoit_wolf_covariance",
     "mahalanobis_distance",
     "squared_mahalanobis",
+    "IMPORTANCE_KINDS",
+    "PRIORITY_SCHEMES",
+    "importance_weights",
+    "priority_weights",
+    "prompt_free_gap",
+    "prompt_free_gap_logit",
+    "prompt_related_gap",
 ]

@@ -22,7 +22,11 @@ METHODS = {
     "warm": ("scalar", "warm"),
     "inform+ensemble": ("ib", "ensemble"),
     "inform+warm": ("ib", "warm"),
+    "dir": ("scalar", "single"),  # prioritized by the prompt-free gap (reward decomposition)
+    "inform+dir": ("ib", "single"),
+    "rrm": ("scalar", "single"),  # RRM: pairs augmented with other prompts' responses as rejected
 }
+PRIORITIZED_METHODS = ("dir", "inform+dir")
 
 
 @dataclasses.dataclass
@@ -63,6 +67,22 @@ class DataSection:
     tokenizer: str | None = None  # defaults to model.path
     max_length: int = 2048
     skip_malformed: bool = False
+
+
+@dataclasses.dataclass
+class DecompositionSection:
+    """Prioritized training (methods dir, inform+dir) and the RRM baseline (method rrm)."""
+
+    num_prompts: int = 8  # other prompts per pair to estimate the prompt-free gap dr2
+    estimator: str = "bisection"  # "bisection": root of sum_i w_i sigmoid(dr_i - c) = 1/2 | "logit"
+    weights: str = "uniform"  # importance weights: "uniform" (P(X)) | "reward" (softmax of (r_w + r_l) / tau)
+    tau: float = 1.0
+    priority: str = "keep_lowest"  # "keep_lowest" (the lowest keep_fraction of dr2) | "sigmoid" (sigmoid(-dr2/tau))
+    keep_fraction: float = 0.5
+    priority_tau: float = 1.0
+    warmup_steps: int = 50  # plain BT before the first reweighting
+    refresh_every: int = 50  # steps between dr2 refreshes
+    rrm_augment: float = 1.0  # RRM: augmented pairs per original pair
 
 
 @dataclasses.dataclass
@@ -107,6 +127,7 @@ class RMTrainConfig:
     head: HeadSection = dataclasses.field(default_factory=HeadSection)
     loss: LossSection = dataclasses.field(default_factory=LossSection)
     data: DataSection = dataclasses.field(default_factory=DataSection)
+    decomposition: DecompositionSection = dataclasses.field(default_factory=DecompositionSection)
     optim: OptimSection = dataclasses.field(default_factory=OptimSection)
     train: TrainSection = dataclasses.field(default_factory=TrainSection)
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
@@ -114,6 +135,13 @@ class RMTrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        d = self.decomposition
+        if d.estimator not in ("bisection", "logit") or d.weights not in ("uniform", "reward"):
+            raise ValueError("decomposition.estimator must be bisection|logit and decomposition.weights uniform|reward")
+        if d.priority not in ("keep_lowest", "sigmoid") or not 0 < d.keep_fraction <= 1 or d.refresh_every < 1:
+            raise ValueError(
+                "decomposition.priority must be keep_lowest|sigmoid, keep_fraction in (0, 1], refresh_every >= 1"
+            )
         if self.train.batch_size % self.train.grad_accum:
             raise ValueError(
                 f"train.batch_size={self.train.batch_size} must be a multiple of "
@@ -171,7 +199,7 @@ def load_config(path: str | None, overrides: list[str] = (), cls=None):
 
 
 FIELD_HELP = {
-    "method": "standard | inform | odin | ensemble | warm | inform+ensemble | inform+warm",
+    "method": "standard | inform | odin | ensemble | warm | inform+ensemble | inform+warm | dir | inform+dir | rrm",
     "model.path": "local Hugging Face folder (usually the SFT model); the backbone loads from it",
     "model.preset": "architecture preset for random init / planning (e.g. llama-3-8b, pythia-1.4b)",
     "model.config": "DecoderConfig fields for random init (override the preset)",
@@ -196,6 +224,16 @@ FIELD_HELP = {
     "data.tokenizer": "tokenizer folder (default model.path)",
     "data.max_length": "tokens per sequence; longer ones lose prompt tokens first (counted)",
     "data.skip_malformed": "skip and count malformed rows instead of stopping",
+    "decomposition.num_prompts": "dir: other prompts per pair for the prompt-free gap dr2",
+    "decomposition.estimator": "dir: bisection (root of sum w sigmoid(dr - c) = 1/2) | logit (logit of mean sigmoid)",
+    "decomposition.weights": "dir: importance weights uniform | reward (softmax of (r_w + r_l) / tau)",
+    "decomposition.tau": "dir: temperature of the reward importance weights",
+    "decomposition.priority": "dir: keep_lowest (lowest keep_fraction of dr2) | sigmoid (sigmoid(-dr2 / tau))",
+    "decomposition.keep_fraction": "dir: fraction of pairs kept by keep_lowest",
+    "decomposition.priority_tau": "dir: temperature of the sigmoid priority",
+    "decomposition.warmup_steps": "dir: plain Bradley-Terry steps before the first reweighting",
+    "decomposition.refresh_every": "dir: steps between dr2 refreshes from the current model",
+    "decomposition.rrm_augment": "rrm: augmented pairs (other prompts' responses as rejected) per pair",
     "optim.lr": "peak learning rate",
     "optim.warmup_ratio": "linear warmup fraction of the steps",
     "optim.min_lr_ratio": "cosine decay floor, as a fraction of lr",

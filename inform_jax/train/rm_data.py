@@ -14,11 +14,15 @@ def load_tokenizer(path: str):
     return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def prepare_pairs(path: str, tokenizer, section, *, log=print) -> dict[str, np.ndarray]:
-    """Load, validate and tokenize a preference file. `section`: a DataSection (format, max_length, skip).
+def prepare_pairs(
+    path: str, tokenizer, section, *, log=print, transform=None, return_pairs: bool = False
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], list]:
+    """Load, validate and tokenize a preference file. `section`: a DataSection (format, max_length, skip);
+    `transform`: an optional function of the loaded pair list (e.g. RRM augmentation) applied before tokenizing.
 
     Returns `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask`
-    [N, T] (right-padded) and `response_lengths` [N, 2] (response tokens kept in each sequence).
+    [N, T] (right-padded), `prompt_lengths` and `response_lengths` [N, 2] (prompt / response tokens kept in each
+    sequence); with `return_pairs`, also the list of PreferencePair rows the arrays were made from.
     """
     pairs, report = load_preferences(
         path, format=section.format, tokenizer=tokenizer, skip_malformed=section.skip_malformed
@@ -26,8 +30,12 @@ def prepare_pairs(path: str, tokenizer, section, *, log=print) -> dict[str, np.n
     log(str(report))
     if not pairs:
         raise ValueError(f"{path}: no usable preference pairs")
+    if transform is not None:
+        before = len(pairs)
+        pairs = transform(pairs)
+        log(f"{path}: {before} pairs -> {len(pairs)} after {getattr(transform, '__name__', 'transform')}")
     arrays, truncation = tokenize_pairs(pairs, tokenizer, section.max_length)
     log(str(truncation))
     lengths = np.stack([arrays["chosen_attention_mask"].sum(1), arrays["rejected_attention_mask"].sum(1)], axis=1)
     arrays["response_lengths"] = (lengths - arrays["prompt_lengths"]).astype(np.int32)
-    return arrays
+    return (arrays, pairs) if return_pairs else arrays

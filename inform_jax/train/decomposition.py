@@ -1,0 +1,231 @@
+"""Reward decomposition in practice: score each pair's responses under other prompts in one jitted pass, estimate
+the prompt-free gap dr2 and the prompt-related gap dr1, reweight training pairs by dr2, and the prompt
+diagnostics (REFERENCE.md section 4; the math is in :mod:`inform_jax.losses.decomposition`).
+
+Sequences are spliced on the device from already tokenized pairs (right-padded ``[prompt | response | pad]``
+rows with their prompt lengths): prompt j's tokens followed by response i's tokens, the prompt's start cut
+when the two do not fit (the response, where the reward is read, is never cut).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from inform_jax.losses.decomposition import (
+    importance_weights,
+    priority_weights,
+    prompt_free_gap,
+    prompt_free_gap_logit,
+)
+
+ESTIMATORS = ("bisection", "logit")
+
+
+class PairTokens:
+    """Token sources for splicing, from tokenized pairs (``prepare_pairs`` output, M pairs, length T).
+
+    prompts: the chosen rows with their prompt lengths; responses: chosen rows (index i) and rejected rows
+    (index M + i) with each response's start and length.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], pad_id: int = 0):
+        if "prompt_lengths" not in arrays:
+            raise ValueError("decomposition needs the pairs' prompt_lengths (prepare_pairs output)")
+        plen = np.asarray(arrays["prompt_lengths"])
+        chosen_len = np.asarray(arrays["chosen_attention_mask"]).sum(1)
+        rejected_len = np.asarray(arrays["rejected_attention_mask"]).sum(1)
+        self.num_pairs = plen.shape[0]
+        self.length = np.asarray(arrays["chosen_input_ids"]).shape[1]
+        self.pad_id = pad_id
+        self.prompt_ids = jnp.asarray(arrays["chosen_input_ids"], jnp.int32)
+        self.prompt_len = jnp.asarray(plen[:, 0], jnp.int32)
+        self.response_ids = jnp.asarray(
+            np.concatenate([arrays["chosen_input_ids"], arrays["rejected_input_ids"]]), jnp.int32
+        )
+        self.response_start = jnp.asarray(np.concatenate([plen[:, 0], plen[:, 1]]), jnp.int32)
+        self.response_len = jnp.asarray(np.concatenate([chosen_len - plen[:, 0], rejected_len - plen[:, 1]]), jnp.int32)
+
+
+def splice(prompt_ids, prompt_len, response_ids, response_start, response_len, pad_id: int):
+    """One sequence: a prompt's tokens then a response's, right-padded. ids rows [T]; returns (ids [T], mask [T])."""
+    length = prompt_ids.shape[0]
+    kept = jnp.minimum(prompt_len, length - response_len)
+    t = jnp.arange(length)
+    in_prompt = t < kept
+    in_response = (t >= kept) & (t < kept + response_len)
+    prompt_tok = prompt_ids[jnp.clip(prompt_len - kept + t, 0, length - 1)]
+    response_tok = response_ids[jnp.clip(response_start + t - kept, 0, length - 1)]
+    ids = jnp.where(in_prompt, prompt_tok, jnp.where(in_response, response_tok, pad_id))
+    return ids, (in_prompt | in_response).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "pad_id"))
+def _score_spliced(graphdef, params, sources, prompt_idx, response_idx, pad_id):
+    prompt_ids, prompt_len, response_ids, response_start, response_len = sources
+    ids, mask = jax.vmap(lambda p, r: splice(
+        prompt_ids[p], prompt_len[p], response_ids[r], response_start[r], response_len[r], pad_id
+    ))(prompt_idx, response_idx)  # fmt: skip
+    return nnx.merge(graphdef, params)(ids, mask).reward.astype(jnp.float32)
+
+
+def score_spliced(model, tokens: PairTokens, prompt_idx, response_idx, *, batch_size: int = 256) -> np.ndarray:
+    """Rewards [L] of (prompt prompt_idx[l], response response_idx[l]) for L index pairs, in fixed-size jitted
+    batches (the last wraps around). Response indices: i = pair i's chosen, M + i = pair i's rejected."""
+    prompt_idx = np.asarray(prompt_idx, np.int32).reshape(-1)
+    response_idx = np.asarray(response_idx, np.int32).reshape(-1)
+    n = prompt_idx.size
+    batch_size = max(1, min(batch_size, n))
+    graphdef, params = nnx.split(model)
+    sources = (tokens.prompt_ids, tokens.prompt_len, tokens.response_ids, tokens.response_start, tokens.response_len)
+    out = []
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, start + batch_size) % n
+        out.append(_score_spliced(graphdef, params, sources, prompt_idx[rows], response_idx[rows], tokens.pad_id))
+    return np.asarray(jnp.concatenate(out))[:n]
+
+
+def other_prompts(num_pairs: int, num_prompts: int, seed: int) -> np.ndarray:
+    """[M, N] indices of N prompts per pair drawn uniformly from the other pairs' prompts (P(X) over pairs)."""
+    if num_pairs < 2:
+        raise ValueError(f"decomposition needs at least 2 pairs to swap prompts, got {num_pairs}")
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, num_pairs - 1, size=(num_pairs, num_prompts))
+    return draw + (draw >= np.arange(num_pairs)[:, None])  # skip the pair's own index
+
+
+def decompose(
+    model,
+    tokens: PairTokens,
+    *,
+    num_prompts: int = 8,
+    estimator: str = "bisection",
+    weights: str = "uniform",
+    tau: float = 1.0,
+    seed: int = 0,
+    pairs: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Per-pair gaps of ``model``: dr (true prompt) [P], dr2 (prompt-free) [P], dr1 = dr - dr2 [P], and the
+    gaps under the N other prompts ``dr_other`` [P, N] with their weights [P, N].
+
+    One batched pass scores y_w and y_l under the true prompt and N prompts drawn from the other pairs.
+    ``estimator``: "bisection" (root of sum_i w_i sigmoid(dr_i - c) = 1/2) or "logit" (logit of the weighted
+    mean sigmoid); ``weights``: "uniform" or "reward" (see :func:`inform_jax.losses.decomposition.importance_weights`).
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    m = tokens.num_pairs
+    pairs = np.arange(m) if pairs is None else np.asarray(pairs)
+    prompts = np.concatenate([pairs[:, None], other_prompts(m, num_prompts, seed)[pairs]], axis=1)  # [P, 1 + N]
+    chosen = np.broadcast_to(pairs[:, None], prompts.shape)
+    r_w = score_spliced(model, tokens, prompts, chosen, batch_size=batch_size).reshape(prompts.shape)
+    r_l = score_spliced(model, tokens, prompts, chosen + m, batch_size=batch_size).reshape(prompts.shape)
+    dr = r_w - r_l
+    w = importance_weights(jnp.asarray(r_w[:, 1:]), jnp.asarray(r_l[:, 1:]), kind=weights, tau=tau)
+    gap = prompt_free_gap if estimator == "bisection" else prompt_free_gap_logit
+    dr2 = np.asarray(gap(jnp.asarray(dr[:, 1:]), w))
+    return {"dr": dr[:, 0], "dr2": dr2, "dr1": dr[:, 0] - dr2, "dr_other": dr[:, 1:], "weights": np.asarray(w)}
+
+
+def prompt_diagnostics(model, tokens: PairTokens, *, num_prompts: int = 8, seed: int = 0) -> dict[str, float]:
+    """The paper's diagnostics of how much a reward model uses the prompt.
+
+    - gap_true_mean / gap_true_std: r(x, y_w) - r(x, y_l) with each pair's own prompt x;
+    - gap_other_mean / gap_other_std: the same gap with N random other prompts (a model that ignores the
+      prompt keeps it unchanged); gap_change: the mean |gap_true - gap_other|;
+    - swapped_accuracy: how often r(x_i, y_w^i) > r(x_i, y_w^j) for a random other pair j, i.e. the pair's
+      own chosen response beats another prompt's chosen response under x_i (0.5 for a prompt-blind model).
+    """
+    parts = decompose(model, tokens, num_prompts=num_prompts, seed=seed)
+    m = tokens.num_pairs
+    own = np.arange(m)
+    other = other_prompts(m, 1, seed + 1)[:, 0]
+    r_own = score_spliced(model, tokens, own, own)
+    r_swapped = score_spliced(model, tokens, own, other)
+    return {
+        "gap_true_mean": float(parts["dr"].mean()),
+        "gap_true_std": float(parts["dr"].std()),
+        "gap_other_mean": float(parts["dr_other"].mean()),
+        "gap_other_std": float(parts["dr_other"].std()),
+        "gap_change": float(np.abs(parts["dr"][:, None] - parts["dr_other"]).mean()),
+        "swapped_accuracy": float(np.mean(r_own > r_swapped)),
+    }
+
+
+class PromptFreePriority:
+    """A reward-model trainer callback: at every step that is a multiple of ``refresh_every`` and at least
+    ``warmup_steps`` (plain BT before), estimate dr2 for every training pair with the current model (other prompts
+    drawn with seed ``seed + step``) and set ``trainer.pair_weights``, used from the next step on, to
+    :func:`inform_jax.losses.decomposition.priority_weights` of it. The weights are checkpointed with the model,
+    so a resumed run continues with the weights of its last refresh; each refresh is saved to
+    ``output_dir/decomposition/step_<s>.npz``."""
+
+    def __init__(self, section, tokens: PairTokens, output_dir: str, seed: int = 0):
+        self.section = section
+        self.tokens = tokens
+        self.folder = os.path.join(output_dir, "decomposition")
+        self.seed = seed
+
+    @property
+    def every(self) -> int:
+        return self.section.refresh_every
+
+    def __call__(self, trainer, step: int) -> None:
+        s = self.section
+        if step < s.warmup_steps:
+            return
+        parts = decompose(
+            trainer.current_model(), self.tokens, num_prompts=s.num_prompts, estimator=s.estimator,
+            weights=s.weights, tau=s.tau, seed=self.seed + step,
+        )  # fmt: skip
+        weights = np.asarray(
+            priority_weights(jnp.asarray(parts["dr2"]), scheme=s.priority, keep_fraction=s.keep_fraction,
+                             tau=s.priority_tau)
+        )  # fmt: skip
+        trainer.pair_weights = weights.astype(np.float32)
+        os.makedirs(self.folder, exist_ok=True)
+        np.savez(os.path.join(self.folder, f"step_{step}.npz"), dr=parts["dr"], dr2=parts["dr2"], weights=weights)
+
+
+def summarize(parts: dict[str, Any]) -> dict[str, float]:
+    """Quadrant counts of (dr1, dr2) and their means, for logs and reports."""
+    dr1, dr2 = np.asarray(parts["dr1"]), np.asarray(parts["dr2"])
+    return {
+        "dr1_mean": float(dr1.mean()),
+        "dr2_mean": float(dr2.mean()),
+        "quadrant_++": float(np.mean((dr1 > 0) & (dr2 > 0))),
+        "quadrant_+-": float(np.mean((dr1 > 0) & (dr2 <= 0))),
+        "quadrant_-+": float(np.mean((dr1 <= 0) & (dr2 > 0))),
+        "quadrant_--": float(np.mean((dr1 <= 0) & (dr2 <= 0))),
+    }
+
+
+def method_data_transform(config):
+    """The pair-list transform a reward-model method needs before tokenizing (RRM augmentation), or None."""
+    if config.method != "rrm":
+        return None
+    from inform_jax.data.rrm import rrm_augment
+
+    def rrm(pairs):
+        return rrm_augment(pairs, factor=config.decomposition.rrm_augment, seed=config.train.seed)
+
+    return rrm
+
+
+def method_callbacks(config, train_arrays: dict[str, np.ndarray], pad_id: int = 0) -> list:
+    """Trainer callbacks a reward-model method needs: the prompt-free priority for dir / inform+dir."""
+    from inform_jax.train.config import PRIORITIZED_METHODS
+
+    if config.method not in PRIORITIZED_METHODS:
+        return []
+    priority = PromptFreePriority(
+        config.decomposition, PairTokens(train_arrays, pad_id), config.train.output_dir, seed=config.train.seed
+    )
+    return [(priority.every, priority)]

@@ -52,6 +52,12 @@ def test_bad_override_names_the_key():
         load_config(None, ["optim.learning_rate=1e-5"])
     with pytest.raises(ValueError, match="method must be one of"):
         load_config(None, ["method=ppo"])
+    # YAML 1.1 reads 1e-5 (no dot) as a string: a float field must still get a float, and junk must name the key.
+    assert load_config(None, ["optim.lr=1e-5"]).optim.lr == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="'optim.lr': expected a number"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ValueError, match="'train.batch_size': expected an integer"):
+        load_config(None, ["train.batch_size=1.5"])
 
 
 def test_every_example_config_parses():

@@ -35,11 +35,19 @@ from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
 from inform_jax.train.rm_eval import pair_scores
 from inform_jax.train.rm_trainer import RewardModelTrainer
 
-METHODS = ("standard", "rrm", "dir")
+# study name -> (train-rm method, decomposition overrides). The dir variants compare the estimators and weights.
+METHODS = {
+    "standard": ("standard", {}),
+    "rrm": ("rrm", {}),
+    "dir": ("dir", {}),
+    "dir-logit": ("dir", {"estimator": "logit"}),
+    "dir-reward-weights": ("dir", {"weights": "reward"}),
+}
 COLOR_LABELS = {"length": ("|y_w| > |y_l|", "|y_w| <= |y_l|"), "adversarial": ("adversarial", "bias-aligned")}
 
 
-def run_config(method: str, files: dict, kind: str, seed: int, steps: int, out: str, smoke: bool) -> dict:
+def run_config(name: str, files: dict, kind: str, seed: int, steps: int, out: str, smoke: bool) -> dict:
+    method, overrides = METHODS[name]
     model = dict(hidden_size=32 if smoke else 64, intermediate_size=64 if smoke else 128, num_layers=2, num_heads=4,
                  num_kv_heads=4, vocab_size=len(load_tokenizer(files["tokenizer"])))  # fmt: skip
     return dict(
@@ -51,7 +59,9 @@ def run_config(method: str, files: dict, kind: str, seed: int, steps: int, out: 
             tokenizer=files["tokenizer"],
             max_length=24,
         ),  # fmt: skip
-        decomposition=dict(num_prompts=4 if smoke else 8, warmup_steps=steps // 3, refresh_every=max(steps // 6, 1)),
+        decomposition=dict(
+            num_prompts=4 if smoke else 8, warmup_steps=steps // 3, refresh_every=max(steps // 6, 1), **overrides
+        ),  # fmt: skip
         optim=dict(lr=1e-3, warmup_ratio=0.05),
         train=dict(
             batch_size=32,
@@ -82,7 +92,7 @@ def train_one(method, files, kind, seed, steps, out, smoke, log):
     correct = chosen > rejected
     adversarial = np.array([bool(p.extra["adversarial"]) for p in pairs])
     result = {
-        "method": method, "set": kind, "seed": seed, "steps": steps,
+        "method": method, "set": kind, "seed": seed, "steps": steps, "config": METHODS[method],
         "debiased_accuracy": float(correct.mean()),
         "aligned_accuracy": float(correct[~adversarial].mean()),
         "adversarial_accuracy": float(correct[adversarial].mean()),

@@ -8,6 +8,7 @@ and the paper's bottleneck (latent 128, beta 0.1, full KL summed over latent dim
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
@@ -171,8 +172,29 @@ def _build(cls, values: dict, where: str):
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}{key}.")
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(value, hint, where + key)
     return cls(**kwargs)
+
+
+def _coerce(value, hint, name: str):
+    """Numbers as the field's type. YAML 1.1 reads `1e-4` (no dot) as a string; a float field takes it as a float.
+    A value that is not a number where one is required is an error naming the key."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None or isinstance(value, bool) or not ({float, int} & set(allowed)):
+        return value
+    if float in allowed and isinstance(value, int | float | str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif int in allowed and isinstance(value, int):
+        return value
+    elif int in allowed and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if str in allowed:
+        return value
+    kind = "a number" if float in allowed else "an integer"
+    raise ValueError(f"config key {name!r}: expected {kind}, got {value!r}")
 
 
 def config_from_dict(values: dict, cls=None):

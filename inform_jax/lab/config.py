@@ -1,0 +1,75 @@
+"""Settings of the reward-hacking laboratory (`inform-jax demo`): the default run, `--quick`, and overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+# name -> (proxy reward model, PPO settings). The labels are the papers' method names.
+METHODS: dict[str, tuple[str, dict]] = {
+    "PPO": ("standard", {}),
+    "PPO w/ KL": ("standard", {"kl_coef": "kl"}),
+    "InfoRM": ("inform", {}),
+    "Ensemble RM": ("ensemble", {}),
+    "EPPO": ("standard", {"eta": "eta"}),
+}
+
+
+@dataclasses.dataclass
+class LabConfig:
+    seed: int = 0
+    # the world and its data
+    label_noise: float = 0.25
+    n_pairs: int = 3000
+    n_sft: int = 2000
+    n_prompts: int = 512
+    n_eval_prompts: int = 64
+    # models (one Llama-style size for policy, critic and reward models)
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    max_length: int = 48
+    prompt_length: int = 16
+    new_tokens: int = 24
+    # SFT and reward models
+    sft_steps: int = 400
+    sft_lr: float = 3e-3
+    rm_steps: int = 300
+    rm_lr: float = 1e-3
+    rm_batch: int = 32
+    latent_dim: int = 32
+    inform_beta: float = 0.01
+    ensemble_members: int = 3
+    # RL
+    ppo_iterations: int = 80
+    ppo_batch: int = 32
+    actor_lr: float = 1e-4
+    kl: float = 0.05  # per-token KL coefficient of "PPO w/ KL"
+    eta: float = 2.0  # EPPO
+    detect_every: int = 10  # CSI of the policy's outputs in InfoRM's latent space every N iterations
+    # judging
+    tie_margin: float = 0.05  # |gold(a) - gold(b)| <= margin is a tie
+    methods: tuple[str, ...] = tuple(METHODS)
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown lab methods {unknown}; known: {list(METHODS)}")
+
+    def digest(self, *fields: str) -> str:
+        """A short hash of the named fields (cache keys: a stage is reused only if its inputs are unchanged)."""
+        values = {f: getattr(self, f) for f in fields}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+QUICK = dict(
+    n_pairs=1200, n_sft=800, n_prompts=128, n_eval_prompts=32, hidden_size=32, intermediate_size=64, sft_steps=200,
+    rm_steps=120, ensemble_members=2, ppo_iterations=16, ppo_batch=16, detect_every=8,
+)  # fmt: skip
+
+WORLD_FIELDS = ("seed", "label_noise", "n_pairs", "n_sft", "n_prompts", "n_eval_prompts")
+MODEL_FIELDS = (*WORLD_FIELDS, "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length")
+SFT_FIELDS = (*MODEL_FIELDS, "sft_steps", "sft_lr")
+RM_FIELDS = (*SFT_FIELDS, "rm_steps", "rm_lr", "rm_batch", "latent_dim", "inform_beta", "ensemble_members")

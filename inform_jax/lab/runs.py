@@ -1,0 +1,90 @@
+"""One RL run of the laboratory: PPO (or EPPO, or PPO w/ KL) against a proxy reward model, with the gold reward,
+per-sample energies and hacking labels, and CSI in InfoRM's latent space recorded along the way."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from inform_jax.detect.csi import csi
+from inform_jax.lab.stages import Lab
+from inform_jax.models import CausalLM
+from inform_jax.train.config import load_config
+from inform_jax.train.ppo_config import PPOConfig
+from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _latents(graphdef, params, prompt_ids, prompt_mask, tokens, mask):
+    model = nnx.merge(graphdef, params)
+    out = model(jnp.concatenate([prompt_ids, tokens], 1), jnp.concatenate([prompt_mask, mask], 1))
+    return out.head.latent_mean
+
+
+class LatentProbe:
+    """InfoRM's latent means of greedy responses to the lab's evaluation prompts (the detection space)."""
+
+    def __init__(self, lab: Lab, inform_rm):
+        self.lab = lab
+        self.graphdef, self.params = nnx.split(inform_rm)
+
+    def __call__(self, policy: CausalLM) -> dict[str, np.ndarray]:
+        prompts = self.lab.eval_prompts
+        out = self.lab.greedy(policy, prompts)
+        latents = _latents(self.graphdef, self.params, jnp.asarray(prompts["input_ids"]),
+                           jnp.asarray(prompts["attention_mask"]), out.tokens, out.mask)  # fmt: skip
+        scores = self.lab.judge_scores(prompts, out.tokens, out.mask)
+        return {"latents": np.asarray(latents), "tokens": np.asarray(out.tokens), "mask": np.asarray(out.mask),
+                **scores}  # fmt: skip
+
+
+def run_method(
+    lab: Lab, name: str, policy: CausalLM, reward_model, overrides: dict, probe: LatentProbe, sft_latents, out_dir: str
+) -> dict[str, Any]:
+    """Train one policy; returns metrics per iteration, the detection series, per-sample energies with hacking
+    labels (first and last quarter of the run), and the final policy's probe outputs."""
+    c = lab.config
+    settings = {
+        "train.output_dir": out_dir, "train.progress": "false", "train.save_every": 10**9, "train.seed": c.seed,
+        "train.iterations": c.ppo_iterations, "rollout.batch_size": c.ppo_batch,
+        "rollout.max_new_tokens": c.new_tokens, "ppo.actor_lr": c.actor_lr, "ppo.critic_lr": c.actor_lr,
+        "ppo.epochs": 2, "ppo.minibatches": 2, "mesh.fsdp": 1, "policy.dtype": "float32", **overrides,
+    }  # fmt: skip
+    config = load_config(None, [f"{k}={v}" for k, v in settings.items()], cls=PPOConfig)
+    graphdef, params = nnx.split(reward_model)
+    samples: list[dict] = []
+    detection: list[dict] = []
+    quarter = max(c.ppo_iterations // 4, 1)
+
+    def record_samples(trainer, iteration, rollout, metrics):
+        if iteration <= quarter or iteration > c.ppo_iterations - quarter:
+            prompts = {k: v[rollout["prompt_index"]] for k, v in trainer.prompts.items()}
+            scores = lab.judge_scores(prompts, rollout["tokens"], rollout["mask"])
+            samples.append({"iteration": iteration, "energy": np.asarray(rollout["energy"]).tolist(),
+                            "hacked": scores["hacked"].tolist(), "gold": scores["gold"].tolist()})  # fmt: skip
+
+    def detect(trainer, iteration, rollout, metrics):
+        probe_out = probe(trainer.policy())
+        result = csi(probe_out["latents"], sft_latents, k=4, key=jax.random.key(iteration))
+        detection.append({"iteration": iteration, "csi": result.csi, "csi_per_sample": result.csi_per_sample,
+                          "hacked_fraction": float(probe_out["hacked"].mean()),
+                          "gold": float(probe_out["gold"].mean())})  # fmt: skip
+
+    trainer = PPOTrainer(
+        config, lab.prompts, policy, score_fn=reward_model_score_fn(graphdef), reward_params=params,
+        gold_fn=lab.gold, hacked_fn=lab.hacked, eos_id=lab.tokenizer.eos_token_id,
+        pad_id=lab.tokenizer.pad_token_id, mesh=lab.mesh,
+        callbacks=[(1, record_samples), (c.detect_every, detect)],
+    )  # fmt: skip
+    final = trainer.fit()
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        metrics = [json.loads(line) for line in f]
+    return {"name": name, "metrics": metrics, "detection": detection, "samples": samples, "final": probe(final),
+            "policy": final}  # fmt: skip

@@ -1,0 +1,189 @@
+"""The laboratory's stages, each cached on disk under a key of the settings it depends on: the synthetic world's
+files, the SFT policy, the proxy reward models, PPO runs against them, and the final policies' greedy outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from inform_jax.data.synthetic import SyntheticWorld
+from inform_jax.lab.config import METHODS, RM_FIELDS, SFT_FIELDS, WORLD_FIELDS, LabConfig
+from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, make_mesh, save_pretrained
+from inform_jax.models.reward_model import (
+    EnsembleRewardModel,
+    HeadConfig,
+    RewardModel,
+    load_reward_model,
+    save_reward_model,
+)
+
+
+class Lab:
+    """Holds the world, the tokenizer and the single-device mesh the stages share."""
+
+    def __init__(self, config: LabConfig, cache_dir: str, log: Callable[[str], None] = print):
+        self.config = config
+        self.cache_dir = cache_dir
+        self.log = log
+        self.world = SyntheticWorld()
+        self.scorer = self.world.id_scorer()
+        self.mesh = make_mesh(devices=jax.devices()[:1])
+        self.files = self._world_files()
+        from inform_jax.train.rm_data import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.files["tokenizer"])
+        self.prompts = self._prompts("prompts_train.jsonl", self.config.n_prompts)
+        self.eval_prompts = self._prompts("prompts_test.jsonl", self.config.n_eval_prompts)
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def _world_files(self) -> dict[str, str]:
+        c = self.config
+        folder = os.path.join(self.cache_dir, f"world-{c.digest(*WORLD_FIELDS)}")
+        index = os.path.join(folder, "files.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                return json.load(f)
+        self.log(f"writing the synthetic world ({c.n_pairs} pairs at {c.label_noise:.0%} label noise)")
+        files = self.world.write(
+            folder, n_train=c.n_pairs, n_test=200, n_sft=c.n_sft, n_prompts_train=c.n_prompts,
+            n_prompts_test=c.n_eval_prompts, label_noise=c.label_noise, seed=c.seed,
+        )  # fmt: skip
+        with open(index, "w") as f:
+            json.dump(files, f)
+        return files
+
+    def _prompts(self, name: str, n: int) -> dict[str, np.ndarray]:
+        from inform_jax.data.preference import load_prompts
+        from inform_jax.data.tokenize import tokenize_prompts
+
+        texts, _ = load_prompts(self.files[name])
+        arrays, _ = tokenize_prompts(texts[:n], self.tokenizer, self.config.prompt_length)
+        return arrays
+
+    def gold(self, prompt_ids, prompt_mask, response_ids, response_mask) -> jax.Array:
+        return self.scorer(prompt_ids, prompt_mask, response_ids, response_mask).gold
+
+    def hacked(self, prompt_ids, prompt_mask, response_ids, response_mask) -> jax.Array:
+        return self.scorer(prompt_ids, prompt_mask, response_ids, response_mask).hacked
+
+    # ------------------------------------------------------------------------------------------ models
+
+    def decoder_config(self) -> DecoderConfig:
+        c, tok = self.config, self.tokenizer
+        return DecoderConfig(
+            vocab_size=len(tok), hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+            num_layers=c.num_layers, num_heads=c.num_heads, num_kv_heads=c.num_heads, scan_layers=True,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        )  # fmt: skip
+
+    def sft_policy(self) -> CausalLM:
+        """The SFT policy: next-token training on the world's demonstrations (cached)."""
+        c = self.config
+        folder = os.path.join(self.cache_dir, f"sft-{c.digest(*SFT_FIELDS)}")
+        if os.path.exists(os.path.join(folder, "config.json")):
+            return from_pretrained(folder, dtype=jnp.float32, scan_layers=True)
+        from inform_jax.data.tokenize import tokenize_sft
+        from inform_jax.train.sft import train_sft
+
+        with open(self.files["sft.jsonl"]) as f:
+            demos = [(row["prompt"], row["response"]) for row in map(json.loads, f)]
+        arrays, _ = tokenize_sft(demos, self.tokenizer, c.max_length)
+        model = CausalLM(self.decoder_config(), rngs=nnx.Rngs(c.seed))
+        self.log(f"training the SFT policy ({c.sft_steps} steps)")
+        losses = train_sft(model, arrays, steps=c.sft_steps, batch_size=32, lr=c.sft_lr, seed=c.seed)
+        self.log(f"  SFT loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}")
+        save_pretrained(model, folder)
+        return model
+
+    def reward_model(self, kind: str, sft: CausalLM) -> RewardModel | EnsembleRewardModel:
+        """A proxy reward model trained on the noisy preference pairs from the SFT backbone: "standard",
+        "inform" (IB head, beta ``inform_beta``) or "ensemble" (members trained with different seeds, mean)."""
+        c = self.config
+        folder = os.path.join(self.cache_dir, f"rm-{kind}-{c.digest(*RM_FIELDS)}")
+        final = os.path.join(folder, "final")
+        if os.path.exists(os.path.join(final, "reward_config.json")) or os.path.exists(
+            os.path.join(final, "ensemble.json")
+        ):
+            return load_reward_model(final, dtype=jnp.float32, scan_layers=True)
+        if kind == "ensemble":
+            members = [self._train_rm("standard", sft, os.path.join(folder, f"member{i}"), c.seed + 1 + i)
+                       for i in range(c.ensemble_members)]  # fmt: skip
+            model = EnsembleRewardModel(members, "mean")
+        else:
+            model = self._train_rm(kind, sft, folder, c.seed + 1)
+        save_reward_model(model, final)
+        return model
+
+    def _train_rm(self, kind: str, sft: CausalLM, folder: str, seed: int) -> RewardModel:
+        from inform_jax.train.config import config_from_dict
+        from inform_jax.train.rm_data import prepare_pairs
+        from inform_jax.train.rm_trainer import RewardModelTrainer
+
+        c = self.config
+        config = config_from_dict(dict(
+            method=kind, head=dict(latent_dim=c.latent_dim), loss=dict(beta=c.inform_beta),
+            data=dict(train=self.files["prefs_train.jsonl"], eval=self.files["prefs_test.jsonl"],
+                      max_length=c.max_length),
+            optim=dict(lr=c.rm_lr, warmup_ratio=0.05),
+            train=dict(batch_size=c.rm_batch, max_steps=c.rm_steps, eval_every=10**9, save_every=10**9,
+                       log_every=max(c.rm_steps // 4, 1), output_dir=folder, progress=False, seed=seed),
+        ))  # fmt: skip
+        quiet = lambda *_: None  # noqa: E731
+        train = prepare_pairs(config.data.train, self.tokenizer, config.data, log=quiet)
+        test = prepare_pairs(config.data.eval, self.tokenizer, config.data, log=quiet)
+        backbone = nnx.clone(sft)
+        backbone.lm_head = None  # the reward head reads the final-norm hidden state
+        model = RewardModel(backbone, HeadConfig(kind=config.head_kind, latent_dim=c.latent_dim), rngs=nnx.Rngs(seed))
+        self.log(f"training the {kind} reward model ({c.rm_steps} steps, seed {seed})")
+        trainer = RewardModelTrainer(config, train, test, model=model, mesh=self.mesh)
+        trainer.fit()
+        metrics = trainer.evaluate()
+        self.log(f"  held-out (noise-free) accuracy {metrics['accuracy']:.3f}")
+        with open(os.path.join(folder, "eval.json"), "w") as f:
+            json.dump(metrics, f)
+        return trainer.export_model()
+
+    # ------------------------------------------------------------------------------------------ outputs
+
+    def greedy(self, policy: CausalLM, prompts: dict[str, np.ndarray]):
+        """Greedy responses (tokens, mask [N, new_tokens]) of ``policy`` to ``prompts``."""
+        from inform_jax.models.sampler import generate
+
+        out = generate(
+            policy, jnp.asarray(prompts["input_ids"]), jnp.asarray(prompts["attention_mask"]),
+            max_new_tokens=self.config.new_tokens, greedy=True, eos_id=self.tokenizer.eos_token_id,
+            pad_id=self.tokenizer.pad_token_id,
+        )  # fmt: skip
+        return out
+
+    def judge_scores(self, prompts, tokens, mask) -> dict[str, np.ndarray]:
+        ids, pmask = jnp.asarray(prompts["input_ids"]), jnp.asarray(prompts["attention_mask"])
+        scores = self.scorer(ids, pmask, tokens, mask)
+        return {"gold": np.asarray(scores.gold), "hacked": np.asarray(scores.hacked)}
+
+
+def method_runs(config: LabConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, reward model kind, PPO overrides) for each configured method."""
+    runs = []
+    for name in config.methods:
+        kind, settings = METHODS[name]
+        overrides = {}
+        if settings.get("kl_coef"):
+            overrides["kl.coef"] = config.kl
+        if settings.get("eta"):
+            overrides["energy.eta"] = config.eta
+        runs.append((name, kind, overrides))
+    return runs
+
+
+def as_dict(config: LabConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -7,9 +7,18 @@ import sys
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from inform_jax.demo import run_forward_example
+    if args.forward:
+        from inform_jax.demo import run_forward_example
 
-    run_forward_example(seed=args.seed)
+        run_forward_example(seed=args.seed)
+        return 0
+    from inform_jax.lab.demo import demo_config, run_demo
+
+    config = demo_config(
+        args.quick, seed=args.seed, ppo_iterations=args.iterations, hidden_size=args.hidden_size,
+        label_noise=args.label_noise, methods=tuple(args.methods) if args.methods else None,
+    )  # fmt: skip
+    run_demo(config, args.out, cache_dir=args.cache)
     return 0
 
 
@@ -181,12 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
-        help="Run the built-in example on a tiny random model (no downloads).",
-        description="For now: a forward pass of tiny random Llama and Pythia models, printing what one pass "
-        "exposes (logits, per-layer energy loss, pooled reward features). The reward-hacking laboratory "
-        "replaces it in a later release.",
+        help="The reward-hacking laboratory on the synthetic world (no downloads; minutes on a laptop).",
+        description="Trains an SFT policy and proxy reward models (standard, InfoRM, ensemble) on the synthetic "
+        "world at 25%% label noise, runs PPO against each, PPO with a KL penalty and EPPO, and writes a report "
+        "folder: gold and proxy reward against KL, final-layer energy loss, SFT vs RLHF outputs in InfoRM's latent "
+        "space with CSI, win / tie / lose by the gold judge (report.md, report.html, metrics.json, config.json). "
+        "The SFT policy and reward models are cached under --cache.",
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed for the tiny models (default 0)")
+    demo.add_argument("--quick", action="store_true", help="a smaller laboratory (under 2 minutes)")
+    demo.add_argument("--out", default="inform-jax-lab", help="report folder (default ./inform-jax-lab)")
+    demo.add_argument("--cache", help="cache folder for the world, SFT policy and reward models "
+                      "(default ~/.cache/inform-jax/lab)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=0, help="seed of the world, models and RL (default 0)")
+    demo.add_argument("--iterations", type=int, help="RL iterations per method (default 80; --quick 16)")
+    demo.add_argument("--hidden-size", type=int, help="model width (default 64; --quick 32)")
+    demo.add_argument("--label-noise", type=float, help="preference label noise (default 0.25)")
+    demo.add_argument("--methods", nargs="+", help="subset of: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO")
+    demo.add_argument("--forward", action="store_true", help="only print one forward pass of tiny random models")
     demo.set_defaults(func=_demo)
 
     from inform_jax.train.config import describe_fields

@@ -182,7 +182,7 @@ def test_toy_studies_smoke(tmp_path):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert module.main(["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work")]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     methods = ("standard", "rrm", "dir", "dir-logit", "dir-reward-weights")
     assert len(result["runs"]) == 10

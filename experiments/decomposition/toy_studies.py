@@ -9,7 +9,8 @@ training pairs under the plain BT model (before) and the prioritized model (afte
     python experiments/decomposition/toy_studies.py                 # 3 seeds, both sets, ~10 min on 2 cores
     python experiments/decomposition/toy_studies.py --smoke         # one tiny run per method, seconds
 
-Writes results.json, RESULTS.md and quadrant PNGs under --out (default experiments/decomposition/results).
+Writes results.json, RESULTS.md and quadrant PNGs under --out (default experiments/decomposition/results); the
+generated data and training runs go to --work (default a temporary folder).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import jax
@@ -124,9 +126,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--bias", type=float, default=0.85, help="share of training pairs the response-only rule fits")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "latest"))
+    parser.add_argument("--work", help="folder for the generated data and training runs (default: a temp folder)")
     parser.add_argument("--smoke", action="store_true", help="one seed, tiny sets and models, few steps")
     args = parser.parse_args(argv)
+    work = args.work or tempfile.mkdtemp(prefix="toy-studies-")
     if args.smoke:
         args.seeds, args.steps = args.seeds[:1], 12
     os.makedirs(args.out, exist_ok=True)
@@ -134,13 +138,13 @@ def main(argv=None) -> int:
     runs, figures, started = [], {}, time.perf_counter()
     for seed in args.seeds:
         files = write_toy_sets(
-            world, os.path.join(args.out, "data", f"seed{seed}"), n_train=64 if args.smoke else 1024,
+            world, os.path.join(work, "data", f"seed{seed}"), n_train=64 if args.smoke else 1024,
             n_test=32 if args.smoke else 256, bias=args.bias, seed=seed,
         )  # fmt: skip
         for kind in TOY_SETS:
             models = {}
             for method in METHODS:
-                run_dir = os.path.join(args.out, "runs", f"{kind}-{method}-seed{seed}")
+                run_dir = os.path.join(work, "runs", f"{kind}-{method}-seed{seed}")
                 models[method], result, tokenizer = train_one(
                     method, files, kind, seed, args.steps, run_dir, args.smoke, print
                 )

@@ -21,6 +21,11 @@ class LabConfig:
     seed: int = 0
     # the world and its data
     label_noise: float = 0.25
+    # share of training pairs whose gold-preferred side also scores higher on the spurious features (length,
+    # filler, repetition) that a proxy can latch on to
+    spurious_correlation: float = 0.6
+    # behaviour mix of the SFT demonstrations (over synthetic_config.BEHAVIOUR_NAMES): None = the world's default
+    sft_behaviour_probs: tuple[float, ...] | None = None
     n_pairs: int = 3000
     n_sft: int = 2000
     n_prompts: int = 512
@@ -65,11 +70,14 @@ class LabConfig:
 
 
 QUICK = dict(
-    n_pairs=1200, n_sft=800, n_prompts=128, n_eval_prompts=32, hidden_size=32, intermediate_size=64, sft_steps=200,
-    rm_steps=120, ensemble_members=2, ppo_iterations=16, ppo_batch=16, detect_every=8,
+    n_pairs=800, n_sft=600, n_prompts=96, n_eval_prompts=24, hidden_size=32, intermediate_size=64, sft_steps=150,
+    rm_steps=80, ensemble_members=2, ppo_iterations=12, ppo_batch=16, new_tokens=16, detect_every=6,
 )  # fmt: skip
 
-WORLD_FIELDS = ("seed", "label_noise", "n_pairs", "n_sft", "n_prompts", "n_eval_prompts")
+WORLD_FIELDS = (
+    "seed", "label_noise", "spurious_correlation", "sft_behaviour_probs", "n_pairs", "n_sft", "n_prompts",
+    "n_eval_prompts",
+)  # fmt: skip
 MODEL_FIELDS = (*WORLD_FIELDS, "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length")
 SFT_FIELDS = (*MODEL_FIELDS, "sft_steps", "sft_lr")
 RM_FIELDS = (*SFT_FIELDS, "rm_steps", "rm_lr", "rm_batch", "latent_dim", "inform_beta", "ensemble_members")

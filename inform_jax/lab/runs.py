@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -51,8 +53,11 @@ def run_method(
     """Train one policy; returns metrics per iteration, the detection series, per-sample energies with hacking
     labels (first and last quarter of the run), and the final policy's probe outputs."""
     c = lab.config
+    # A run is minutes long and its per-sample records live in memory: start it afresh rather than resume it.
+    shutil.rmtree(out_dir, ignore_errors=True)
     settings = {
-        "train.output_dir": out_dir, "train.progress": "false", "train.save_every": 10**9, "train.seed": c.seed,
+        "train.output_dir": out_dir, "train.progress": str(sys.stderr.isatty()).lower(), "train.seed": c.seed,
+        "train.save_every": 10**9,
         "train.iterations": c.ppo_iterations, "rollout.batch_size": c.ppo_batch,
         "rollout.max_new_tokens": c.new_tokens, "ppo.actor_lr": c.actor_lr, "ppo.critic_lr": c.actor_lr,
         "ppo.epochs": 2, "ppo.minibatches": 2, "mesh.fsdp": 1, "policy.dtype": "float32", **overrides,

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from inform_jax.data.synthetic import SyntheticWorld
+from inform_jax.data.synthetic_config import WorldConfig
 from inform_jax.lab.config import METHODS, RM_FIELDS, SFT_FIELDS, WORLD_FIELDS, LabConfig
 from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, make_mesh, save_pretrained
 from inform_jax.models.reward_model import (
@@ -33,7 +34,12 @@ class Lab:
         self.config = config
         self.cache_dir = cache_dir
         self.log = log
-        self.world = SyntheticWorld()
+        world_config = (
+            WorldConfig()
+            if config.sft_behaviour_probs is None
+            else WorldConfig(sft_behaviour_probs=tuple(config.sft_behaviour_probs))
+        )
+        self.world = SyntheticWorld(world_config)
         self.scorer = self.world.id_scorer()
         self.mesh = make_mesh(devices=jax.devices()[:1])
         self.files = self._world_files()
@@ -55,7 +61,8 @@ class Lab:
         self.log(f"writing the synthetic world ({c.n_pairs} pairs at {c.label_noise:.0%} label noise)")
         files = self.world.write(
             folder, n_train=c.n_pairs, n_test=200, n_sft=c.n_sft, n_prompts_train=c.n_prompts,
-            n_prompts_test=c.n_eval_prompts, label_noise=c.label_noise, seed=c.seed,
+            n_prompts_test=c.n_eval_prompts, label_noise=c.label_noise,
+            spurious_correlation=c.spurious_correlation, seed=c.seed,
         )  # fmt: skip
         with open(index, "w") as f:
             json.dump(files, f)
@@ -109,17 +116,12 @@ class Lab:
         "inform" (IB head, beta ``inform_beta``) or "ensemble" (members trained with different seeds, mean)."""
         c = self.config
         folder = os.path.join(self.cache_dir, f"rm-{kind}-{c.digest(*RM_FIELDS)}")
-        final = os.path.join(folder, "final")
+        final = os.path.join(folder, "model")  # written last: its presence means the stage finished
         if os.path.exists(os.path.join(final, "reward_config.json")) or os.path.exists(
             os.path.join(final, "ensemble.json")
         ):
             return load_reward_model(final, dtype=jnp.float32, scan_layers=True)
-        if kind == "ensemble":
-            members = [self._train_rm("standard", sft, os.path.join(folder, f"member{i}"), c.seed + 1 + i)
-                       for i in range(c.ensemble_members)]  # fmt: skip
-            model = EnsembleRewardModel(members, "mean")
-        else:
-            model = self._train_rm(kind, sft, folder, c.seed + 1)
+        model = self._train_rm(kind, sft, os.path.join(folder, "train"), c.seed + 1)
         save_reward_model(model, final)
         return model
 
@@ -129,8 +131,12 @@ class Lab:
         from inform_jax.train.rm_trainer import RewardModelTrainer
 
         c = self.config
+        # The ensemble's members train in one vmapped program with one data order each (the WARM scheme); the
+        # ensemble keeps them apart and averages their rewards (no weight averaging).
+        method = "warm" if kind == "ensemble" else kind
         config = config_from_dict(dict(
-            method=kind, head=dict(latent_dim=c.latent_dim), loss=dict(beta=c.inform_beta),
+            method=method, head=dict(latent_dim=c.latent_dim),
+            loss=dict(beta=c.inform_beta, num_members=c.ensemble_members, aggregation="mean"),
             data=dict(train=self.files["prefs_train.jsonl"], eval=self.files["prefs_test.jsonl"],
                       max_length=c.max_length),
             optim=dict(lr=c.rm_lr, warmup_ratio=0.05),
@@ -140,17 +146,25 @@ class Lab:
         quiet = lambda *_: None  # noqa: E731
         train = prepare_pairs(config.data.train, self.tokenizer, config.data, log=quiet)
         test = prepare_pairs(config.data.eval, self.tokenizer, config.data, log=quiet)
-        backbone = nnx.clone(sft)
-        backbone.lm_head = None  # the reward head reads the final-norm hidden state
-        model = RewardModel(backbone, HeadConfig(kind=config.head_kind, latent_dim=c.latent_dim), rngs=nnx.Rngs(seed))
-        self.log(f"training the {kind} reward model ({c.rm_steps} steps, seed {seed})")
+        head = HeadConfig(kind=config.head_kind, latent_dim=c.latent_dim)
+
+        def member(i: int) -> RewardModel:
+            backbone = nnx.clone(sft)
+            backbone.lm_head = None  # the reward head reads the final-norm hidden state
+            return RewardModel(backbone, head, rngs=nnx.Rngs(seed + i))
+
+        model = (
+            EnsembleRewardModel([member(i) for i in range(c.ensemble_members)], "mean")
+            if kind == "ensemble" else member(0)
+        )  # fmt: skip
+        self.log(f"training the {kind} reward model ({c.rm_steps} steps)")
         trainer = RewardModelTrainer(config, train, test, model=model, mesh=self.mesh)
         trainer.fit()
         metrics = trainer.evaluate()
         self.log(f"  held-out (noise-free) accuracy {metrics['accuracy']:.3f}")
         with open(os.path.join(folder, "eval.json"), "w") as f:
             json.dump(metrics, f)
-        return trainer.export_model()
+        return trainer.current_model()
 
     # ------------------------------------------------------------------------------------------ outputs
 

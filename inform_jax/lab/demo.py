@@ -1,0 +1,104 @@
+"""`inform-jax demo`: the reward-hacking laboratory on the synthetic world, end to end on a laptop.
+
+SFT policy -> proxy reward models (standard, InfoRM, ensemble) trained on noisy preferences -> PPO against each,
+PPO with a KL penalty, and EPPO -> figures, win / tie / lose by the gold judge, report.md and report.html.
+The SFT policy and the reward models are cached (``--cache``), so a second run only repeats the RL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from inform_jax.lab.config import QUICK, LabConfig
+from inform_jax.lab.figures import (
+    csi_over_steps,
+    energy_hacked_vs_normal,
+    energy_over_steps,
+    gold_and_proxy_vs_kl,
+    latent_panels,
+    win_tie_lose,
+)
+from inform_jax.lab.report import overoptimization, win_tables, write_report
+from inform_jax.lab.runs import LatentProbe, run_method
+from inform_jax.lab.stages import Lab, method_runs
+
+
+def default_cache() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "inform-jax", "lab")
+
+
+def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, log=print) -> dict[str, Any]:
+    """Run the laboratory and write the report folder; returns {"report": html path, "summary": numbers}."""
+    start = time.perf_counter()
+    os.makedirs(out_dir, exist_ok=True)
+    lab = Lab(config, cache_dir or default_cache(), log=log)
+    sft = lab.sft_policy()
+    runs = method_runs(config)
+    kinds = sorted({kind for _, kind, _ in runs} | {"inform"})  # InfoRM embeds outputs for detection
+    reward_models = {kind: lab.reward_model(kind, sft) for kind in kinds}
+    probe = LatentProbe(lab, reward_models["inform"])
+    sft_final = probe(sft)
+    results = {}
+    for i, (name, kind, overrides) in enumerate(runs):
+        log(f"[{i + 1}/{len(runs)}] RL: {name} against the {kind} reward model"
+            + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""))  # fmt: skip
+        slug = name.lower().replace(" ", "-").replace("/", "")
+        results[name] = run_method(lab, name, sft, reward_models[kind], overrides, probe, sft_final["latents"],
+                                   os.path.join(out_dir, "runs", slug))  # fmt: skip
+        o = overoptimization(results[name]["metrics"], window=_window(config))
+        log(
+            f"  gold {o['gold_start']:.3f} -> peak {o['gold_peak']:.3f} at KL {o['kl_at_gold_peak']:.2f} -> "
+            f"{o['gold_final']:.3f} at KL {o['kl_final']:.2f}; proxy {o['proxy_start']:.3f} -> {o['proxy_final']:.3f}"
+        )
+    window = _window(config)
+    summary = {
+        "window": window,
+        "overoptimization": {n: overoptimization(r["metrics"], window) for n, r in results.items()},
+        "win_tie_lose": win_tables(results, sft_final, config.tie_margin),
+        "final_gold": {n: float(np.mean(r["final"]["gold"])) for n, r in results.items()}
+        | {"SFT": float(np.mean(sft_final["gold"]))},
+        "final_hacked_fraction": {n: float(np.mean(r["final"]["hacked"])) for n, r in results.items()}
+        | {"SFT": float(np.mean(sft_final["hacked"]))},
+        "detection": {n: r["detection"] for n, r in results.items()},
+        "metrics": {n: r["metrics"] for n, r in results.items()},
+    }
+    figures = {
+        "gold_proxy": gold_and_proxy_vs_kl(os.path.join(out_dir, "gold-proxy-vs-kl.png"), results),
+        "energy": energy_over_steps(
+            os.path.join(out_dir, "energy-over-steps.png"), results, window, config.num_layers
+        ),  # fmt: skip
+        "energy_hist": energy_hacked_vs_normal(
+            os.path.join(out_dir, "energy-hacked-vs-normal.png"),
+            results[next(iter(results))]["samples"],
+            f"{next(iter(results))}: final-layer energy loss, last quarter of RL",
+        ),
+        "latents": latent_panels(out_dir, results, sft_final["latents"], config.seed),
+        "csi": csi_over_steps(os.path.join(out_dir, "csi-over-steps.png"), results),
+        "wins": {
+            opponent: win_tie_lose(
+                os.path.join(out_dir, f"wins-{opponent.split()[-1].lower()}.png"), table, opponent.split()[-1]
+            )
+            for opponent, table in summary["win_tie_lose"].items()
+        },  # fmt: skip
+    }
+    seconds = time.perf_counter() - start
+    summary["seconds"] = seconds
+    report = write_report(out_dir, summary, figures, dataclasses.asdict(config), seconds)
+    log(f"done in {seconds / 60:.1f} min; report: {report}")
+    return {"report": report, "summary": summary}
+
+
+def _window(config: LabConfig) -> int:
+    """Iterations averaged in the summary numbers: rollout batches are small, single iterations noisy."""
+    return max(config.ppo_iterations // 8, 3)
+
+
+def demo_config(quick: bool, **overrides) -> LabConfig:
+    """The default laboratory, or the ``--quick`` one, with any field overridden."""
+    values = {**(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return LabConfig(**values)

@@ -1,0 +1,155 @@
+"""The laboratory's numbers and pages: overoptimization summary per method, win / tie / lose tables, report.md and
+report.html with the figures and what each shows."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from inform_jax.lab.figures import smooth
+from inform_jax.lab.judge import compare_scores
+
+
+def overoptimization(metrics: list[dict], window: int, drop: float = 0.05) -> dict[str, Any]:
+    """Peak of the smoothed gold reward, the KL there, the final values, and whether gold turned down (final
+    smoothed gold more than ``drop`` below the peak) while the proxy kept rising."""
+    gold = smooth([r["gold_reward"] for r in metrics], window)
+    proxy = smooth([r["proxy_reward"] for r in metrics], window)
+    kl = smooth([r["kl"] for r in metrics], window)
+    peak = int(np.argmax(gold))
+    return {
+        "gold_start": float(gold[0]), "gold_peak": float(gold[peak]), "gold_final": float(gold[-1]),
+        "kl_at_gold_peak": float(kl[peak]), "iteration_at_gold_peak": int(metrics[peak]["iteration"]),
+        "kl_final": float(kl[-1]), "proxy_start": float(proxy[0]), "proxy_final": float(proxy[-1]),
+        "proxy_at_gold_peak": float(proxy[peak]),
+        "gold_turned_down": bool(gold[-1] < gold[peak] - drop),
+        "proxy_rose_after_gold_peak": bool(proxy[-1] > proxy[peak]),
+        "hacked_fraction_final": float(np.mean([r.get("hacked_fraction", np.nan) for r in metrics[-window:]])),
+    }  # fmt: skip
+
+
+def win_tables(results: dict[str, dict], sft_final: dict, margin: float) -> dict[str, dict]:
+    """Each final policy's greedy outputs on the evaluation prompts against the SFT policy's and against the
+    standard-RM PPO policy's, judged by the gold reward with the tie margin (both orders; see lab.judge)."""
+    tables = {"vs SFT": {}}
+    for name, result in results.items():
+        tables["vs SFT"][name] = compare_scores(result["final"]["gold"], sft_final["gold"], margin=margin)
+    if "PPO" in results:
+        tables["vs PPO"] = {
+            name: compare_scores(result["final"]["gold"], results["PPO"]["final"]["gold"], margin=margin)
+            for name, result in results.items()
+            if name != "PPO"
+        }
+    return tables
+
+
+EXPLANATIONS = {
+    "gold_proxy": "Gold reward (what the world's judge wants) and proxy reward (what the reward model says) against "
+    "the KL divergence of the policy from the SFT model, one panel per method: points are RL iterations, lines "
+    "the means over equal-count KL bins. "
+    "Reward hacking shows as a proxy that keeps rising while gold peaks and falls (the InfoRM paper's simulated "
+    "RLHF figure, at laptop scale).",
+    "energy": "The final decoder layer's energy loss (mean absolute residual-stream input minus output, per "
+    "response token) of each policy's rollouts over RL; dotted: the SFT model on the same rollouts. EPPO penalizes "
+    "the policy's departure from the SFT level (the EPPO paper's Fig. 1).",
+    "energy_hist": "Distribution of that energy loss for responses the world's judge labels as hacked vs normal, "
+    "from the PPO run's last quarter (the EPPO paper's Fig. 2).",
+    "latents": "The final policy's and the SFT policy's greedy outputs on held-out prompts, embedded by InfoRM "
+    "(IB latent means) and projected with t-SNE; crosses: outputs the judge labels hacked. Overoptimized outputs "
+    "sit away from the SFT outputs (the InfoRM paper's detection figure).",
+    "csi": "CSI (sum over k-means clusters of size x distance of the centroid to the nearest SFT output) of those "
+    "embeddings over RL: it rises when outputs leave the SFT distribution.",
+    "wins": "Win / tie / lose of each final policy's greedy responses on held-out prompts, judged by the gold "
+    "reward in both presentation orders, tie when the gold rewards differ by at most {margin}.",
+}
+
+
+def _table_md(table: dict[str, dict]) -> list[str]:
+    lines = ["| method | win | tie | lose | win rate |", "|---|---|---|---|---|"]
+    for name, r in table.items():
+        lines.append(f"| {name} | {r['win']:.2f} | {r['tie']:.2f} | {r['lose']:.2f} | {r['win_rate']:.2f} |")
+    return lines
+
+
+def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any], config: dict, seconds: float) -> str:
+    """report.md, report.html, metrics.json, config.json under ``out_dir``; returns the HTML path."""
+    window, margin = summary["window"], config["tie_margin"]
+    over = summary["overoptimization"]
+    md = ["# inform-jax reward-hacking laboratory", "",
+          f"Synthetic world at {config['label_noise']:.0%} label noise, seed {config['seed']}; policy "
+          f"{config['num_layers']}x{config['hidden_size']} decoder; {config['ppo_iterations']} RL iterations of "
+          f"{config['ppo_batch']} prompts per method; {seconds / 60:.1f} min in all. Numbers are what this run "
+          "measured, not the papers' claims.", "",
+          "## Overoptimization per method", "",
+          "| method | gold start | gold peak | KL at peak | gold final | KL final | proxy final | turned down | "
+          "hacked (last) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, o in over.items():
+        md.append(f"| {name} | {o['gold_start']:.3f} | {o['gold_peak']:.3f} | {o['kl_at_gold_peak']:.2f} | "
+                  f"{o['gold_final']:.3f} | {o['kl_final']:.2f} | {o['proxy_final']:.3f} | "
+                  f"{'yes' if o['gold_turned_down'] else 'no'} | {o['hacked_fraction_final']:.2f} |")  # fmt: skip
+    sections = [
+        ("Gold and proxy reward against KL", "gold_proxy", [figures["gold_proxy"]]),
+        ("Final-layer energy loss over RL", "energy", [figures["energy"]]),
+        ("Energy loss of hacked vs normal responses", "energy_hist", [figures["energy_hist"]]),
+        ("SFT vs RLHF outputs in InfoRM's latent space", "latents", list(figures["latents"].values())),
+        ("CSI over RL", "csi", [figures["csi"]]),
+        ("Win / tie / lose (gold judge)", "wins", list(figures["wins"].values())),
+    ]
+    for title, key, paths in sections:
+        md += ["", f"## {title}", "", EXPLANATIONS[key].format(window=window, margin=margin), ""]
+        md += [f"![{title}]({os.path.basename(p)})" for p in paths]
+        if key == "wins":
+            for opponent, table in summary["win_tie_lose"].items():
+                md += ["", f"**{opponent}**", "", *_table_md(table)]
+    md += ["", "Files: `metrics.json` (every number above and the per-iteration metrics), `config.json` (the "
+           "settings), `runs/<method>/metrics.jsonl`.", ""]  # fmt: skip
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(md))
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return _write_html(out_dir, md)
+
+
+def _write_html(out_dir: str, md: list[str]) -> str:
+    """A plain HTML rendering of report.md (headings, tables, images, paragraphs); no extra dependency."""
+    body, table = [], []
+
+    def flush_table():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append(f"<table><tr>{head}</tr>{rest}</table>")
+            table.clear()
+
+    for line in md:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("!["):
+            src = line[line.rindex("](") + 2 : -1]  # the alt text may itself hold parentheses
+            body.append(f'<p><img src="{html.escape(src)}" style="max-width:100%"></p>')
+        elif line.startswith("**"):
+            body.append(f"<h3>{html.escape(line.strip('*'))}</h3>")
+        elif line:
+            body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+    flush_table()
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:3px 8px}"
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>inform-jax lab</title><style>{style}</style>"
+    page += "</head><body>" + "\n".join(body) + "</body></html>"
+    path = os.path.join(out_dir, "report.html")
+    with open(path, "w") as f:
+        f.write(page)
+    return path

@@ -59,7 +59,8 @@ def test_outlier_cluster_raises_csi_more_than_fresh_in_distribution_samples():
         outliers = base.copy()
         outliers[:40] = 5.0 + rng.normal(scale=0.3, size=(40, 8))
         key = jax.random.key(seed)
-        wins += csi(outliers, sft, key=key).csi > 2 * csi(fresh, sft, key=key).csi
+        # k by the sqrt rule: one k-means per set keeps this Monte-Carlo test fast (the silhouette rule is tested below)
+        wins += csi(outliers, sft, key=key, k_rule="sqrt").csi > 2 * csi(fresh, sft, key=key, k_rule="sqrt").csi
     assert wins == 5
 
 
@@ -72,8 +73,8 @@ def test_silhouette_matches_scikit_learn():
 
 def test_choose_k_rules():
     x, _ = make_blobs(n_samples=300, centers=[[0, 0], [10, 0], [0, 10], [10, 10]], cluster_std=0.5, random_state=0)
-    k, scores = choose_k(jax.random.key(0), x, k_range=(2, 8))
-    assert k == 4 and set(scores) == set(range(2, 9))
+    k, scores = choose_k(jax.random.key(0), x, k_range=(2, 6))
+    assert k == 4 and set(scores) == set(range(2, 7))
     assert choose_k(jax.random.key(0), x, rule="sqrt")[0] == round(np.sqrt(150))
     assert choose_k(jax.random.key(0), x[:5], k_range=(2, 10))[0] in range(2, 5)  # never N
     with pytest.raises(ValueError, match="k_rule"):

@@ -1,0 +1,156 @@
+"""Smoke runs of the real-scale experiment configs: each config end to end on a tiny random checkpoint of the same
+architecture family and a 5-row fixture in the dataset's real format (tests/fixtures/), in seconds.
+
+    python experiments/smoke.py                                   # every config under experiments/rm and /ppo
+    python experiments/smoke.py experiments/rm/llama3-8b-hh-inform.yaml
+
+Only paths, sizes and step counts are overridden; the method, losses, optimizer and data format are the
+config's own, so a smoke run exercises the code path the real run takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+HH_PAIRS = os.path.join(FIXTURES, "hh_rlhf.jsonl")
+HH_PROMPTS = os.path.join(FIXTURES, "hh_prompts.jsonl")
+ALPACAFARM = os.path.join(FIXTURES, "alpacafarm_human_preference.json")
+
+
+def configs() -> list[str]:
+    return sorted(glob.glob(os.path.join(ROOT, "experiments", "rm", "*.yaml"))
+                  + glob.glob(os.path.join(ROOT, "experiments", "ppo", "*.yaml")))  # fmt: skip
+
+
+def _texts(path: str) -> list[str]:
+    with open(path) as f:
+        rows = json.load(f) if path.endswith(".json") else [json.loads(line) for line in f if line.strip()]
+    return [str(v) for row in rows for v in row.values()]
+
+
+def _convert_alpacafarm(work: str) -> str:
+    spec = importlib.util.spec_from_file_location("convert", os.path.join(ROOT, "experiments", "rm",
+                                                                          "convert_alpacafarm.py"))  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    target = os.path.join(work, "alpacafarm.jsonl")
+    module.main(ALPACAFARM, target)
+    return target
+
+
+def tiny_checkpoint(folder: str, preset: str | None, texts: list[str]) -> str:
+    """A random 2-layer model of the preset's architecture family with a word tokenizer over ``texts``."""
+    from flax import nnx
+
+    from inform_jax.data.testing import make_word_tokenizer
+    from inform_jax.models import CausalLM, DecoderConfig, save_pretrained
+    from inform_jax.models.presets import preset_config
+    from inform_jax.train.rm_data import load_tokenizer
+
+    make_word_tokenizer(folder, texts, chat_template=False)
+    tokenizer = load_tokenizer(folder)
+    base = preset_config(preset) if preset else DecoderConfig()
+    config = dataclasses.replace(
+        base, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=2 if base.num_kv_heads < base.num_heads else 4, head_dim=None,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
+    save_pretrained(CausalLM(config, rngs=nnx.Rngs(0)), folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def smoke_rm(config_path: str, work: str) -> dict:
+    from inform_jax.cli import main
+
+    with open(config_path) as f:
+        raw = yaml.safe_load(f)
+    data = HH_PAIRS if raw["data"].get("format") == "hh" else _convert_alpacafarm(work)
+    model = tiny_checkpoint(os.path.join(work, "model"), raw["model"].get("preset"), _texts(data))
+    out = os.path.join(work, "run")
+    overrides = {
+        "model.path": model, "model.dtype": "float32", "model.remat": "false", "data.train": data, "data.eval": data,
+        "data.tokenizer": model, "data.max_length": 96, "train.batch_size": 4, "train.max_steps": 2,
+        "train.eval_every": 2, "train.eval_batch_size": 4, "train.save_every": 1000, "train.progress": "false",
+        "train.output_dir": out, "head.latent_dim": 8, "mesh.fsdp": 1,
+    }  # fmt: skip
+    args = ["train-rm", "--config", config_path]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    code = main(args)
+    return {"config": config_path, "code": code, "final": os.path.join(out, "final")}
+
+
+def smoke_ppo(config_path: str, work: str) -> dict:
+    from flax import nnx
+
+    from inform_jax.cli import main
+    from inform_jax.models import from_pretrained
+    from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
+
+    with open(config_path) as f:
+        raw = yaml.safe_load(f)
+    synthetic = "runs/world" in str(raw["data"].get("prompts"))
+    if synthetic:
+        from inform_jax.data.synthetic import SyntheticWorld
+
+        files = SyntheticWorld().write(os.path.join(work, "world"), n_train=5, n_test=5, n_sft=5, n_prompts_train=5,
+                                       n_prompts_test=5)  # fmt: skip
+        prompts = files["prompts_train.jsonl"]
+        with open(os.path.join(files["world.json"])) as f:
+            texts = json.load(f)["vocabulary"]
+        model = tiny_checkpoint(os.path.join(work, "policy"), None, texts)
+    else:
+        prompts = HH_PROMPTS
+        model = tiny_checkpoint(os.path.join(work, "policy"), "llama-3-8b", _texts(HH_PAIRS))
+    backbone = from_pretrained(model, lm_head=False)
+    reward = RewardModel(backbone, HeadConfig(kind="ib", latent_dim=8), rngs=nnx.Rngs(1))
+    save_reward_model(reward, os.path.join(work, "rm"))
+    out = os.path.join(work, "run")
+    overrides = {
+        "policy.path": model, "policy.dtype": "float32", "policy.remat": "false",
+        "reward.path": os.path.join(work, "rm"), "data.prompts": prompts, "data.tokenizer": model,
+        "data.max_prompt_length": 32, "rollout.batch_size": 4, "rollout.max_new_tokens": 4, "ppo.minibatches": 1,
+        "train.iterations": 1, "train.progress": "false", "train.output_dir": out, "mesh.fsdp": 1,
+    }  # fmt: skip
+    args = ["ppo", "--config", config_path]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    code = main(args)
+    return {"config": config_path, "code": code, "final": os.path.join(out, "final")}
+
+
+def smoke(config_path: str, work: str | None = None) -> dict:
+    """Run one config's smoke mode in ``work`` (default: a temp folder); returns its exit code and output."""
+    work = work or tempfile.mkdtemp(prefix="smoke-")
+    kind = os.path.basename(os.path.dirname(os.path.abspath(config_path)))
+    if kind == "rm":
+        return smoke_rm(config_path, work)
+    if kind == "ppo":
+        return smoke_ppo(config_path, work)
+    raise ValueError(f"{config_path}: no smoke mode for experiments/{kind}")
+
+
+def main(argv=None) -> int:
+    paths = (argv if argv is not None else sys.argv[1:]) or configs()
+    failed = []
+    for path in paths:
+        result = smoke(path)
+        print(f"{'ok' if result['code'] == 0 else 'FAILED'}  {os.path.relpath(path, ROOT)}")
+        if result["code"] != 0:
+            failed.append(path)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

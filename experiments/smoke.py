@@ -70,8 +70,17 @@ def tiny_checkpoint(folder: str, preset: str | None, texts: list[str]) -> str:
     return folder
 
 
-def smoke_rm(config_path: str, work: str) -> dict:
+def _run(command: str, config_path: str, overrides: dict) -> int:
+    """`inform-jax COMMAND --config CONFIG --set key=value ...`, in this process; returns the exit code."""
     from inform_jax.cli import main
+
+    args = [command, "--config", config_path]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    return main(args)
+
+
+def smoke_rm(config_path: str, work: str) -> dict:
 
     with open(config_path) as f:
         raw = yaml.safe_load(f)
@@ -84,17 +93,13 @@ def smoke_rm(config_path: str, work: str) -> dict:
         "train.eval_every": 2, "train.eval_batch_size": 4, "train.save_every": 1000, "train.progress": "false",
         "train.output_dir": out, "head.latent_dim": 8, "mesh.fsdp": 1,
     }  # fmt: skip
-    args = ["train-rm", "--config", config_path]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
-    code = main(args)
+    code = _run("train-rm", config_path, overrides)
     return {"config": config_path, "code": code, "final": os.path.join(out, "final")}
 
 
 def smoke_ppo(config_path: str, work: str) -> dict:
     from flax import nnx
 
-    from inform_jax.cli import main
     from inform_jax.models import from_pretrained
     from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
 
@@ -123,10 +128,7 @@ def smoke_ppo(config_path: str, work: str) -> dict:
         "data.max_prompt_length": 32, "rollout.batch_size": 4, "rollout.max_new_tokens": 4, "ppo.minibatches": 1,
         "train.iterations": 1, "train.progress": "false", "train.output_dir": out, "mesh.fsdp": 1,
     }  # fmt: skip
-    args = ["ppo", "--config", config_path]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
-    code = main(args)
+    code = _run("ppo", config_path, overrides)
     return {"config": config_path, "code": code, "final": os.path.join(out, "final")}
 
 

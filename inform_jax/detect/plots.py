@@ -38,6 +38,14 @@ def _pyplot():
     return plt
 
 
+def save_figure(plt, fig, path: str, *, dpi: int) -> str:
+    """Lay out, write and close a figure; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_latents(
     path: str,
     rlhf_2d: np.ndarray,
@@ -64,10 +72,7 @@ def plot_latents(
     ax.legend(fontsize=8, loc="best")
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=120)
 
 
 def plot_csi_curve(
@@ -92,7 +97,4 @@ def plot_csi_curve(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=120)

@@ -121,10 +121,7 @@ def run_detect(
     models = {"reward_model": rm_dir} | ({"control": control_rm} if control_rm else {})
     for name, path in models.items():
         model = load_reward_model(path)
-        tokenizer_path = tokenizer or path
-        if not os.path.exists(os.path.join(tokenizer_path, "tokenizer_config.json")):
-            raise FileNotFoundError(f"{tokenizer_path}: no tokenizer files; pass the tokenizer folder (--tokenizer)")
-        tok = load_tokenizer(tokenizer_path)
+        tok = load_tokenizer(tokenizer or path)
         used = resolve_feature(model, feature if name == "reward_model" else "auto")
         embed = lambda rows, m=model, t=tok, u=used: embed_responses(  # noqa: E731
             m, rows, t, feature=u, max_length=max_length, batch_size=batch_size, log=log

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from inform_jax.detect.plots import _pyplot, plot_latents, project_2d
+from inform_jax.detect.plots import _pyplot, plot_latents, project_2d, save_figure
 
 
 def smooth(values, window: int) -> np.ndarray:
@@ -73,10 +73,7 @@ def energy_over_steps(path: str, results: dict[str, dict], window: int, num_laye
     ax.set_ylabel("final-layer energy loss (mean |h|)")
     ax.set_title("Final-layer energy loss during RL (dotted: SFT model on the same rollouts)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=110)
 
 
 def energy_hacked_vs_normal(path: str, samples: list[dict], title: str) -> str:
@@ -93,10 +90,7 @@ def energy_hacked_vs_normal(path: str, samples: list[dict], title: str) -> str:
     ax.set_ylabel("density")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=110)
 
 
 def latent_panels(out_dir: str, results: dict[str, dict], sft_latents, seed: int) -> dict[str, str]:
@@ -125,10 +119,7 @@ def csi_over_steps(path: str, results: dict[str, dict]) -> str:
     ax.set_ylabel("CSI")
     ax.set_title("Cluster Separation Index over RL (InfoRM latent space)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=110)
 
 
 def win_tie_lose(path: str, table: dict[str, dict[str, Any]], opponent: str) -> str:
@@ -144,7 +135,4 @@ def win_tie_lose(path: str, table: dict[str, dict[str, Any]], opponent: str) -> 
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of evaluation prompts (gold judge) vs {opponent}")
     ax.legend(fontsize=7, ncol=3, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=110)

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from inform_jax.detect.csi import csi
+from inform_jax.detect.latents import features_of
 from inform_jax.lab.stages import Lab
 from inform_jax.models import CausalLM
 from inform_jax.train.config import load_config
@@ -25,9 +26,8 @@ from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _latents(graphdef, params, prompt_ids, prompt_mask, tokens, mask):
-    model = nnx.merge(graphdef, params)
-    out = model(jnp.concatenate([prompt_ids, tokens], 1), jnp.concatenate([prompt_mask, mask], 1))
-    return out.head.latent_mean
+    ids, attention = jnp.concatenate([prompt_ids, tokens], 1), jnp.concatenate([prompt_mask, mask], 1)
+    return features_of(nnx.merge(graphdef, params), ids, attention, "latent")
 
 
 class LatentProbe:

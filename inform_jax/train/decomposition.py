@@ -112,8 +112,9 @@ def decompose(
     pairs: np.ndarray | None = None,
     batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Per-pair gaps of ``model``: dr (true prompt) [P], dr2 (prompt-free) [P], dr1 = dr - dr2 [P], and the
-    gaps under the N other prompts ``dr_other`` [P, N] with their weights [P, N].
+    """Per-pair gaps of ``model``: dr (true prompt) [P], dr2 (prompt-free) [P], dr1 = dr - dr2 [P], the gaps
+    under the N other prompts ``dr_other`` [P, N] with their weights [P, N], and ``r_chosen`` [P], the chosen
+    response's reward under its own prompt.
 
     One batched pass scores y_w and y_l under the true prompt and N prompts drawn from the other pairs.
     ``estimator``: "bisection" (root of sum_i w_i sigmoid(dr_i - c) = 1/2) or "logit" (logit of the weighted
@@ -131,7 +132,8 @@ def decompose(
     w = importance_weights(jnp.asarray(r_w[:, 1:]), jnp.asarray(r_l[:, 1:]), kind=weights, tau=tau)
     gap = prompt_free_gap if estimator == "bisection" else prompt_free_gap_logit
     dr2 = np.asarray(gap(jnp.asarray(dr[:, 1:]), w))
-    return {"dr": dr[:, 0], "dr2": dr2, "dr1": dr[:, 0] - dr2, "dr_other": dr[:, 1:], "weights": np.asarray(w)}
+    return {"dr": dr[:, 0], "dr2": dr2, "dr1": dr[:, 0] - dr2, "dr_other": dr[:, 1:], "weights": np.asarray(w),
+            "r_chosen": r_w[:, 0]}  # fmt: skip
 
 
 def prompt_diagnostics(model, tokens: PairTokens, *, num_prompts: int = 8, seed: int = 0) -> dict[str, float]:
@@ -147,7 +149,7 @@ def prompt_diagnostics(model, tokens: PairTokens, *, num_prompts: int = 8, seed:
     m = tokens.num_pairs
     own = np.arange(m)
     other = other_prompts(m, 1, seed + 1)[:, 0]
-    r_own = score_spliced(model, tokens, own, own)
+    r_own = parts["r_chosen"]  # r(x_i, y_w^i), already scored by decompose
     r_swapped = score_spliced(model, tokens, own, other)
     return {
         "gap_true_mean": float(parts["dr"].mean()),

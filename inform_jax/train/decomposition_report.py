@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from inform_jax.detect.plots import _pyplot
+from inform_jax.detect.plots import _pyplot, save_figure
 from inform_jax.train.config import DataSection
 from inform_jax.train.decomposition import PairTokens, decompose, prompt_diagnostics, summarize
 from inform_jax.train.rm_eval import pair_scores, rewardbench_report
@@ -28,20 +28,14 @@ def plot_quadrants(path: str, dr1, dr2, red, *, red_label: str, other_label: str
     ax.set_ylabel("prompt-free gap dr2")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=120)
 
 
 def _load(rm_dir: str, data: str, tokenizer: str | None, max_length: int, log):
     from inform_jax.models.reward_model import load_reward_model
     from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
 
-    tok_path = tokenizer or rm_dir
-    if not os.path.exists(os.path.join(tok_path, "tokenizer_config.json")):
-        raise FileNotFoundError(f"{tok_path}: no tokenizer files; pass the tokenizer folder (--tokenizer)")
-    tok = load_tokenizer(tok_path)
+    tok = load_tokenizer(tokenizer or rm_dir)
     arrays, pairs = prepare_pairs(data, tok, DataSection(max_length=max_length), log=log, return_pairs=True)
     return load_reward_model(rm_dir), tok, pairs, arrays
 

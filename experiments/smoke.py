@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import importlib.util
 import json
 import os
 import sys
@@ -25,6 +24,9 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 HH_PAIRS = os.path.join(FIXTURES, "hh_rlhf.jsonl")
 HH_PROMPTS = os.path.join(FIXTURES, "hh_prompts.jsonl")
 ALPACAFARM = os.path.join(FIXTURES, "alpacafarm_human_preference.json")
+ALPACAFARM_EVAL = os.path.join(FIXTURES, "alpacafarm_eval.json")
+TLDR = os.path.join(FIXTURES, "tldr_comparisons.jsonl")
+REWARDBENCH = os.path.join(FIXTURES, "rewardbench.jsonl")
 
 
 def configs() -> list[str]:
@@ -33,19 +35,39 @@ def configs() -> list[str]:
 
 
 def _texts(path: str) -> list[str]:
-    with open(path) as f:
-        rows = json.load(f) if path.endswith(".json") else [json.loads(line) for line in f if line.strip()]
-    return [str(v) for row in rows for v in row.values()]
+    from inform_jax.data.formats import read_records
+
+    return [str(v) for row in read_records(path) for v in row.values()]
 
 
-def _convert_alpacafarm(work: str) -> str:
-    spec = importlib.util.spec_from_file_location("convert", os.path.join(ROOT, "experiments", "rm",
-                                                                          "convert_alpacafarm.py"))  # fmt: skip
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    target = os.path.join(work, "alpacafarm.jsonl")
-    module.main(ALPACAFARM, target)
+def _write_prompts(prompts: list[str], target: str) -> str:
+    with open(target, "w") as f:
+        for prompt in prompts:
+            f.write(json.dumps({"prompt": prompt}) + "\n")
     return target
+
+
+def dataset_files(dataset: str, work: str) -> dict[str, str]:
+    """The 5-row fixtures of ``dataset`` (hh | alpacafarm | tldr) converted as the real files are:
+    {"pairs": prompt/chosen/rejected or HH file, "prompts": prompt file}."""
+    from inform_jax.data.formats import convert_pairs, read_dataset_prompts
+
+    if dataset == "hh":
+        return {"pairs": HH_PAIRS, "prompts": HH_PROMPTS}
+    source, prompt_source = {"alpacafarm": (ALPACAFARM, ALPACAFARM_EVAL), "tldr": (TLDR, TLDR)}[dataset]
+    pairs = os.path.join(work, f"{dataset}-pairs.jsonl")
+    convert_pairs(dataset, source, pairs)
+    prompts = _write_prompts(read_dataset_prompts(dataset, prompt_source)[0], os.path.join(work, f"{dataset}.jsonl"))
+    return {"pairs": pairs, "prompts": prompts}
+
+
+def dataset_of(config_path: str) -> str:
+    """The dataset a config's file name names (e.g. pythia-1.4b-tldr-inform.yaml -> tldr)."""
+    parts = os.path.basename(config_path).removesuffix(".yaml").split("-")
+    found = [d for d in ("hh", "alpacafarm", "tldr", "synthetic") if d in parts]
+    if len(found) != 1:
+        raise ValueError(f"{config_path}: the file name should name one dataset (hh, alpacafarm, tldr, synthetic)")
+    return found[0]
 
 
 def tiny_checkpoint(folder: str, preset: str | None, texts: list[str]) -> str:
@@ -81,20 +103,31 @@ def _run(command: str, config_path: str, overrides: dict) -> int:
 
 
 def smoke_rm(config_path: str, work: str) -> dict:
+    """train-rm on the config's dataset fixture; a decomposition config (method dir / rrm) also runs its
+    follow-ups, evaluate-rm on the RewardBench fixture and decompose."""
+    from inform_jax.cli import main
 
     with open(config_path) as f:
         raw = yaml.safe_load(f)
-    data = HH_PAIRS if raw["data"].get("format") == "hh" else _convert_alpacafarm(work)
-    model = tiny_checkpoint(os.path.join(work, "model"), raw["model"].get("preset"), _texts(data))
+    data = dataset_files(dataset_of(config_path), work)["pairs"]
+    texts = _texts(data) + _texts(REWARDBENCH)
+    model = tiny_checkpoint(os.path.join(work, "model"), raw["model"].get("preset"), texts)
     out = os.path.join(work, "run")
     overrides = {
         "model.path": model, "model.dtype": "float32", "model.remat": "false", "data.train": data, "data.eval": data,
         "data.tokenizer": model, "data.max_length": 96, "train.batch_size": 4, "train.max_steps": 2,
         "train.eval_every": 2, "train.eval_batch_size": 4, "train.save_every": 1000, "train.progress": "false",
-        "train.output_dir": out, "head.latent_dim": 8, "mesh.fsdp": 1,
+        "train.output_dir": out, "head.latent_dim": 8, "mesh.fsdp": 1, "decomposition.num_prompts": 2,
+        "decomposition.warmup_steps": 1, "decomposition.refresh_every": 1,
     }  # fmt: skip
     code = _run("train-rm", config_path, overrides)
-    return {"config": config_path, "code": code, "final": os.path.join(out, "final")}
+    final = os.path.join(out, "final")
+    if code == 0 and raw.get("method") in ("dir", "inform+dir", "rrm"):
+        code = main(["evaluate-rm", "--rm", final, "--data", REWARDBENCH, "--max-length", "96",
+                     "--out", os.path.join(work, "rewardbench.json")])  # fmt: skip
+        code = code or main(["decompose", "--rm", final, "--data", data, "--out", os.path.join(work, "decompose"),
+                             "--num-prompts", "2", "--max-length", "96"])  # fmt: skip
+    return {"config": config_path, "code": code, "final": final}
 
 
 def smoke_ppo(config_path: str, work: str) -> dict:
@@ -105,8 +138,8 @@ def smoke_ppo(config_path: str, work: str) -> dict:
 
     with open(config_path) as f:
         raw = yaml.safe_load(f)
-    synthetic = "runs/world" in str(raw["data"].get("prompts"))
-    if synthetic:
+    dataset = dataset_of(config_path)
+    if dataset == "synthetic":
         from inform_jax.data.synthetic import SyntheticWorld
 
         files = SyntheticWorld().write(os.path.join(work, "world"), n_train=5, n_test=5, n_sft=5, n_prompts_train=5,
@@ -116,8 +149,9 @@ def smoke_ppo(config_path: str, work: str) -> dict:
             texts = json.load(f)["vocabulary"]
         model = tiny_checkpoint(os.path.join(work, "policy"), None, texts)
     else:
-        prompts = HH_PROMPTS
-        model = tiny_checkpoint(os.path.join(work, "policy"), "llama-3-8b", _texts(HH_PAIRS))
+        files = dataset_files(dataset, work)
+        prompts = files["prompts"]
+        model = tiny_checkpoint(os.path.join(work, "policy"), raw["policy"].get("preset"), _texts(files["pairs"]))
     backbone = from_pretrained(model, lm_head=False)
     reward = RewardModel(backbone, HeadConfig(kind="ib", latent_dim=8), rngs=nnx.Rngs(1))
     save_reward_model(reward, os.path.join(work, "rm"))

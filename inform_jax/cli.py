@@ -106,6 +106,12 @@ def _ppo(args: argparse.Namespace) -> int:
 
         world = SyntheticWorld()  # the synthetic world's files: its gold reward is logged (or optimized)
     gold_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).gold)
+    if config.reward.gold_path:  # simulated RLHF: a gold reward model's score of each rollout is logged
+        from inform_jax.eval.judges import RewardModelJudge
+        from inform_jax.train.gold import text_gold_fn
+
+        judge = RewardModelJudge(config.reward.gold_path, log=lambda line: print(f"gold reward model: {line}"))
+        gold_fn = text_gold_fn(judge.scores, tokenizer)
     hacked_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).hacked)
     critic = None
     reward_params = None
@@ -179,6 +185,71 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from inform_jax.train.generation import generate_file
+
+    generate_file(
+        args.policy, args.prompts, args.out, tokenizer_dir=args.tokenizer, column=args.column, limit=args.limit,
+        dtype=args.dtype, max_new_tokens=args.max_new_tokens, max_prompt_length=args.max_prompt_length,
+        batch_size=args.batch_size, greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, seed=args.seed,
+    )  # fmt: skip
+    return 0
+
+
+def _win_rate(args: argparse.Namespace) -> int:
+    import json
+
+    from inform_jax.data.preference import load_responses
+    from inform_jax.eval import default_margin, judge_kind, load_judge, load_template, match_by_prompt, win_rate_report
+
+    try:
+        kind = judge_kind(args.judge)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    margin = args.margin if args.margin is not None else default_margin(args.judge)
+    if margin is None:
+        raise SystemExit("--margin is required for a reward-model judge: a reward model's scale is arbitrary, "
+                         "so no tie margin fits every one (gold defaults to 0.05, chat judges to 0)")  # fmt: skip
+    if margin < 0 or (kind == "chat" and margin >= 1):
+        raise SystemExit(f"--margin must be >= 0 (and < 1 for a chat judge, whose preferences are -1/0/+1), "
+                         f"got {margin}")  # fmt: skip
+    if kind != "chat" and (args.model or args.template):
+        raise SystemExit("--model and --template are for chat judges (--judge chat:BASE_URL)")
+    if kind == "chat" and not args.model:
+        raise SystemExit("--model is required with a chat judge (the model name the endpoint serves)")
+    tokenizer = None
+    if kind == "rm":  # messages-format prompts are rendered with the reward model's chat template
+        from inform_jax.train.rm_data import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer or args.judge.partition(":")[2])
+    rows_a, report_a = load_responses(args.a, label_column=None, tokenizer=tokenizer)
+    rows_b, report_b = load_responses(args.b, label_column=None, tokenizer=tokenizer)
+    print(report_a)
+    print(report_b)
+    prompts, responses_a, responses_b, unmatched = match_by_prompt(rows_a, rows_b, path_a=args.a, path_b=args.b)
+    if unmatched:
+        print(f"{args.b}: {unmatched} rows answer prompts that {args.a} lacks; left out")
+    options: dict = {}
+    if kind == "chat":
+        template = load_template(args.template) if args.template else None
+        options = {"model": args.model, "on_unparsed": args.on_unparsed, "workers": args.workers, "template": template}
+    elif kind == "rm":
+        max_length = args.max_length if args.max_length == "auto" else int(args.max_length)
+        options = {"tokenizer": tokenizer, "batch_size": args.batch_size, "max_length": max_length}
+    judge = load_judge(args.judge, **options)
+    report = win_rate_report(judge, prompts, responses_a, responses_b, margin)
+    summary = {"judge": args.judge, "margin": margin, **{k: report[k] for k in ("win", "tie", "lose", "win_rate", "n")}}
+    if kind == "chat":
+        summary["unparsed"] = judge.unparsed  # replies counted as ties (--on-unparsed tie)
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({**summary, "model": args.model, "a": args.a, "b": args.b, "items": report["items"]}, f, indent=2)
+        print(f"per-item verdicts written to {args.out}")
     return 0
 
 
@@ -325,6 +396,56 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-diagnostics", action="store_true", help="skip the prompt-swap diagnostics")
     evaluate.add_argument("--out", help="also write the report as JSON here")
     evaluate.set_defaults(func=_evaluate_rm)
+
+    gen = sub.add_parser(
+        "generate",
+        help="Responses of a policy checkpoint to a prompt file, written as prompt/response JSONL (for detect and "
+        "win-rate).",
+    )
+    gen.add_argument("--policy", required=True, help="policy folder (Hugging Face layout, e.g. ppo's final/)")
+    gen.add_argument("--prompts", required=True, help="prompt file (.jsonl / .json / .parquet)")
+    gen.add_argument("--out", required=True, help="JSONL file to write")
+    gen.add_argument("--tokenizer", help="tokenizer folder (default: the policy folder)")
+    gen.add_argument("--column", default="prompt", help="the prompt column (default prompt)")
+    gen.add_argument("--limit", type=int, help="the first N prompts only")
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--max-prompt-length", default="auto", help="prompt tokens (default auto; long prompts keep "
+                     "their end)")  # fmt: skip
+    gen.add_argument("--batch-size", type=int, default=16)
+    gen.add_argument("--sample", action="store_true", help="sample (default: greedy, as the papers evaluate)")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=_generate)
+
+    win_rate = sub.add_parser(
+        "win-rate",
+        help="Win / tie / lose of policy A's responses against policy B's, judged in both presentation orders.",
+        description="Pair the responses of two (prompt, response) files by prompt text and judge each pair twice "
+        "(A shown first, then B first); a win or loss counts only when both orders agree beyond --margin, anything "
+        "else is a tie (a position-biased judge gives ties). win_rate = win + tie / 2. Judges: 'rm:PATH' (a reward "
+        "model folder: preference = reward difference), 'chat:BASE_URL' with --model (an OpenAI-compatible "
+        "chat-completions endpoint answering 'Verdict: A|B|tie' to inform_jax/eval/prompts/pairwise.txt; key from "
+        "OPENAI_API_KEY), 'gold' (the synthetic world's gold reward). Default --margin: 0 for chat judges (their "
+        "preferences are -1/0/+1), 0.05 for gold (the lab's tie margin; gold is in [-1, 1]); a reward-model judge "
+        "needs --margin, since reward scales are arbitrary.",
+    )
+    win_rate.add_argument("--a", required=True, help="responses of policy A (prompt, response)")
+    win_rate.add_argument("--b", required=True, help="responses of policy B to the same prompts")
+    win_rate.add_argument("--judge", required=True, help="rm:PATH, chat:BASE_URL or gold")
+    win_rate.add_argument("--model", help="chat judge: the model name the endpoint serves")
+    win_rate.add_argument("--margin", type=float, help="tie margin (default: 0 chat, 0.05 gold; required for rm)")
+    win_rate.add_argument("--out", help="also write the report with per-item verdicts as JSON here")
+    win_rate.add_argument("--template", help="chat judge: a judging template file (default the packaged one)")
+    win_rate.add_argument("--workers", type=int, default=4, help="chat judge: concurrent requests (default 4)")
+    win_rate.add_argument("--on-unparsed", default="raise", choices=["raise", "tie"],
+                          help="chat judge: a reply with no verdict raises (default) or counts as a tie")  # fmt: skip
+    win_rate.add_argument("--tokenizer", help="rm judge: tokenizer folder (default: the reward model folder)")
+    win_rate.add_argument("--max-length", default="auto", help="rm judge: token length (default auto)")
+    win_rate.add_argument("--batch-size", type=int, default=32, help="rm judge: rows per batch (default 32)")
+    win_rate.set_defaults(func=_win_rate)
     return parser
 
 

@@ -218,7 +218,9 @@ def test_length_penalty_and_masked_mean():
     rng = np.random.default_rng()
     score, sigma = rng.normal(size=6), rng.uniform(0.1, 2)
     lengths = rng.integers(1, 65, size=6)
-    np.testing.assert_allclose(length_penalty(score, lengths, 64, sigma), score + sigma * (1 - lengths / 64), rtol=1e-6)
+    np.testing.assert_allclose(
+        length_penalty(score, lengths, 64, sigma), score + sigma * (1 - lengths / 64), rtol=1e-6, atol=1e-6
+    )
 
     x = rng.normal(size=(3, 5)).astype(np.float32)
     mask = (rng.random((3, 5)) < 0.5).astype(np.float32)

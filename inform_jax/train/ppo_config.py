@@ -17,6 +17,7 @@ from inform_jax.train.config import MeshSection, ModelSection
 class RewardSection:
     kind: str = "model"  # "model": a reward-model folder | "gold": the synthetic world's gold reward
     path: str | None = None  # reward model folder (save_reward_model output)
+    gold_path: str | None = None  # a gold reward model folder scored on decoded text and logged as gold_reward
     clip: float | None = 5.0  # clamp of the final sequence reward (after penalties)
 
 

@@ -84,7 +84,8 @@ def run_study(args) -> dict:
     if len(args.rlhf) != len(args.steps):
         raise SystemExit(f"{len(args.rlhf)} --rlhf checkpoints but {len(args.steps)} --steps")
     plan = generate_all(args, _data_specs(args.data))
-    options = DetectOptions(k=args.k, k_rule=args.k_rule, k_range=tuple(args.k_range), seed=args.seed)
+    options = DetectOptions(k=args.k, k_rule=args.k_rule, k_range=tuple(args.k_range), seed=args.seed,
+                            plot_projection=args.plot_projection)  # fmt: skip
     summary = {"command": " ".join(sys.argv), "datasets": {}}
     for name, p in plan.items():
         report = run_detect(
@@ -139,7 +140,7 @@ def smoke(out: str) -> dict:
     args = parse_args([
         "--rm", folders["inform-rm"], "--control-rm", folders["standard-rm"], "--sft", sft, "--rlhf", sft, rlhf,
         "--steps", "0", "1", "--data", *(f"{k}={v}" for k, v in SMOKE_DATA.items()), "--out", os.path.join(out, "csi"),
-        "--max-new-tokens", "6", "--batch-size", "4", "--k", "2",
+        "--max-new-tokens", "6", "--batch-size", "4", "--k", "2", "--plot-projection", "pca",
     ])  # fmt: skip
     return run_study(args)
 
@@ -165,6 +166,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, help="k-means k (default: best silhouette in --k-range)")
     parser.add_argument("--k-rule", default="silhouette", choices=["silhouette", "sqrt"])
     parser.add_argument("--k-range", type=int, nargs=2, default=[2, 10])
+    parser.add_argument("--plot-projection", default="tsne", choices=["tsne", "pca"], help="2-D view in the plots")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not args.smoke:

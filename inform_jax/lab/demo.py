@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from inform_jax.compile_cache import use_compile_cache
 from inform_jax.lab.config import QUICK, LabConfig
 from inform_jax.lab.figures import (
     csi_over_steps,
@@ -36,7 +37,9 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     """Run the laboratory and write the report folder; returns {"report": html path, "summary": numbers}."""
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    lab = Lab(config, cache_dir or default_cache(), log=log)
+    cache_dir = cache_dir or default_cache()
+    use_compile_cache(os.path.join(cache_dir, "xla"))  # methods share programs; a second run skips compiling
+    lab = Lab(config, cache_dir, log=log)
     sft = lab.sft_policy()
     runs = method_runs(config)
     kinds = sorted({kind for _, kind, _ in runs} | {"inform"})  # InfoRM embeds outputs for detection

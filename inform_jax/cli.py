@@ -273,10 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cache", help="cache folder for the world, SFT policy and reward models "
                       "(default ~/.cache/inform-jax/lab)")  # fmt: skip
     demo.add_argument("--seed", type=int, default=0, help="seed of the world, models and RL (default 0)")
-    demo.add_argument("--iterations", type=int, help="RL iterations per method (default 80; --quick 16)")
+    demo.add_argument("--iterations", type=int, help="RL iterations per method (default 80; --quick 12)")
     demo.add_argument("--hidden-size", type=int, help="model width (default 64; --quick 32)")
     demo.add_argument("--label-noise", type=float, help="preference label noise (default 0.25)")
-    demo.add_argument("--methods", nargs="+", help="subset of: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO")
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        help="default: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO); also WARM, 'PPO w/ LP', 'EPPO + InfoRM'",
+    )
     demo.add_argument("--forward", action="store_true", help="only print one forward pass of tiny random models")
     demo.set_defaults(func=_demo)
 

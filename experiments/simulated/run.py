@@ -88,6 +88,7 @@ def _sets(overrides: dict) -> list[str]:
 def run_study(args: argparse.Namespace, *, rm_overrides: dict | None = None, ppo_overrides: dict | None = None) -> dict:
     from inform_jax.data.preference import load_preferences
     from inform_jax.eval.judges import RewardModelJudge
+    from inform_jax.lab.config import slug
     from inform_jax.lab.figures import gold_and_proxy_vs_kl
     from inform_jax.lab.report import overoptimization
     from inform_jax.train.metrics_log import read_metrics
@@ -124,7 +125,7 @@ def run_study(args: argparse.Namespace, *, rm_overrides: dict | None = None, ppo
     results = {}
     for name in names:
         method, extra = RUNS[name]
-        folder = os.path.join(args.out, "ppo-" + name.lower().replace(" ", "-").replace("/", ""))
+        folder = os.path.join(args.out, "ppo-" + slug(name))
         if not os.path.exists(os.path.join(folder, "final", "config.json")):
             overrides = {
                 "policy.path": args.sft, "reward.path": os.path.join(args.out, f"rm-{method}", "final"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 # name -> (proxy reward model, PPO settings). The labels are the papers' method names.
 METHODS: dict[str, tuple[str, dict]] = {
@@ -13,7 +14,17 @@ METHODS: dict[str, tuple[str, dict]] = {
     "InfoRM": ("inform", {}),
     "Ensemble RM": ("ensemble", {}),
     "EPPO": ("standard", {"eta": "eta"}),
+    # the studies' further baselines (experiments/lab); the demo runs DEMO_METHODS
+    "WARM": ("warm", {}),
+    "PPO w/ LP": ("standard", {"length_penalty": True}),
+    "EPPO + InfoRM": ("inform", {"eta": "eta"}),
 }
+DEMO_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO")
+
+
+def slug(name: str) -> str:
+    """A method name as a file-name part: "PPO w/ KL" -> "ppo-w-kl", "EPPO + InfoRM" -> "eppo-inform"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 @dataclasses.dataclass
@@ -56,7 +67,7 @@ class LabConfig:
     detect_every: int = 10  # CSI of the policy's outputs in InfoRM's latent space every N iterations
     # judging
     tie_margin: float = 0.05  # |gold(a) - gold(b)| <= margin is a tie
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = DEMO_METHODS
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from inform_jax.compile_cache import use_compile_cache
-from inform_jax.lab.config import QUICK, LabConfig
+from inform_jax.lab.config import QUICK, LabConfig, slug
 from inform_jax.lab.figures import (
     csi_over_steps,
     energy_hacked_vs_normal,
@@ -50,9 +50,8 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     for i, (name, kind, overrides) in enumerate(runs):
         log(f"[{i + 1}/{len(runs)}] RL: {name} against the {kind} reward model"
             + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""))  # fmt: skip
-        slug = name.lower().replace(" ", "-").replace("/", "")
         results[name] = run_method(lab, name, sft, reward_models[kind], overrides, probe, sft_final["latents"],
-                                   os.path.join(out_dir, "runs", slug))  # fmt: skip
+                                   os.path.join(out_dir, "runs", slug(name)))  # fmt: skip
         o = overoptimization(results[name]["metrics"], window=_window(config))
         log(
             f"  gold {o['gold_start']:.3f} -> peak {o['gold_peak']:.3f} at KL {o['kl_at_gold_peak']:.2f} -> "

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from inform_jax.detect.plots import _pyplot, plot_latents, project_2d, save_figure
+from inform_jax.lab.config import slug
 
 
 def smooth(values, window: int) -> np.ndarray:
@@ -99,9 +100,8 @@ def latent_panels(out_dir: str, results: dict[str, dict], sft_latents, seed: int
     for name, result in results.items():
         final = result["final"]
         r2, s2 = project_2d(final["latents"], sft_latents, method="tsne", seed=seed)
-        slug = name.lower().replace(" ", "-").replace("/", "")
         paths[name] = plot_latents(
-            os.path.join(out_dir, f"latents-{slug}.png"), r2, s2, hacked=final["hacked"],
+            os.path.join(out_dir, f"latents-{slug(name)}.png"), r2, s2, hacked=final["hacked"],
             title=f"InfoRM latent space: SFT vs {name} policy", rlhf_name=name,
         )  # fmt: skip
     return paths

@@ -113,8 +113,11 @@ class Lab:
 
     def reward_model(self, kind: str, sft: CausalLM) -> RewardModel | EnsembleRewardModel:
         """A proxy reward model trained on the noisy preference pairs from the SFT backbone: "standard",
-        "inform" (IB head, beta ``inform_beta``) or "ensemble" (members trained with different seeds, mean)."""
+        "inform" (IB head, beta ``inform_beta``), "ensemble" (members trained with different seeds, mean) or "warm"
+        (the same members' weights averaged)."""
         c = self.config
+        if kind == "warm":  # WARM: the ensemble's members (one data order each) averaged into one set of weights
+            return self.reward_model("ensemble", sft).weight_average()
         folder = os.path.join(self.cache_dir, f"rm-{kind}-{c.digest(*RM_FIELDS)}")
         final = os.path.join(folder, "model")  # written last: its presence means the stage finished
         if os.path.exists(os.path.join(final, "reward_config.json")) or os.path.exists(
@@ -195,6 +198,8 @@ def method_runs(config: LabConfig) -> list[tuple[str, str, dict[str, Any]]]:
             overrides["kl.coef"] = config.kl
         if settings.get("eta"):
             overrides["energy.eta"] = config.eta
+        if settings.get("length_penalty"):
+            overrides["length_penalty.enabled"] = True
         runs.append((name, kind, overrides))
     return runs
 

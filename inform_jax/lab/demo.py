@@ -24,7 +24,7 @@ from inform_jax.lab.figures import (
     latent_panels,
     win_tie_lose,
 )
-from inform_jax.lab.report import overoptimization, win_tables, write_report
+from inform_jax.lab.report import energy_by_label, overoptimization, win_tables, write_report
 from inform_jax.lab.runs import LatentProbe, run_method
 from inform_jax.lab.stages import Lab, method_runs
 
@@ -67,6 +67,9 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         "final_hacked_fraction": {n: float(np.mean(r["final"]["hacked"])) for n, r in results.items()}
         | {"SFT": float(np.mean(sft_final["hacked"]))},
         "detection": {n: r["detection"] for n, r in results.items()},
+        "energy_by_label": {
+            n: energy_by_label(r["samples"], max(config.ppo_iterations // 4, 1)) for n, r in results.items()
+        },  # fmt: skip
         "metrics": {n: r["metrics"] for n, r in results.items()},
     }
     figures = {

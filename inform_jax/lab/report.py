@@ -32,6 +32,18 @@ def overoptimization(metrics: list[dict], window: int, drop: float = 0.05) -> di
     }  # fmt: skip
 
 
+def energy_by_label(samples: list[dict], last_iterations: int) -> dict[str, float]:
+    """Mean final-layer energy loss of the hacked and the normal responses among the rollouts of the last
+    ``last_iterations`` recorded iterations (the EPPO talk's hacked-vs-normal comparison), with the counts."""
+    last = max(s["iteration"] for s in samples) - last_iterations if samples else 0
+    kept = [s for s in samples if s["iteration"] > last]
+    energy = np.concatenate([np.asarray(s["energy"], np.float64) for s in kept]) if kept else np.zeros(0)
+    hacked = np.concatenate([np.asarray(s["hacked"], bool) for s in kept]) if kept else np.zeros(0, bool)
+    mean = lambda x: float(np.mean(x)) if x.size else float("nan")  # noqa: E731
+    return {"hacked_mean": mean(energy[hacked]), "normal_mean": mean(energy[~hacked]),
+            "n_hacked": int(hacked.sum()), "n_normal": int((~hacked).sum())}  # fmt: skip
+
+
 def win_tables(results: dict[str, dict], sft_final: dict, margin: float) -> dict[str, dict]:
     """Each final policy's greedy outputs on the evaluation prompts against the SFT policy's and against the
     standard-RM PPO policy's, judged by the gold reward with the tie margin (both orders; see lab.judge)."""

@@ -1,0 +1,138 @@
+"""What every lab study shares: running the laboratory over a grid of settings and seeds, mean and spread over
+seeds, the verdict rule, provenance, and writing results.
+
+A study runs :func:`inform_jax.lab.demo.run_demo` once per (setting, seed). Runs of one study share the cached
+world / SFT policy / reward models where their settings agree and, through JAX's persistent compilation cache,
+every compiled program: seeds and methods of one size compile once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = os.path.join(ROOT, "experiments", "lab", "results")
+# the per-iteration series a study keeps (the full logs stay in the work folder)
+SERIES = ("iteration", "kl", "gold_reward", "proxy_reward", "final_layer_energy", "hacked_fraction", "energy_penalty",
+          "response_length")  # fmt: skip
+SMOKE = dict(ppo_iterations=2, detect_every=1)  # with --quick sizes: the test suite's size
+
+
+def provenance(seconds: float | None = None) -> dict[str, Any]:
+    """Date, machine and the exact command of a study run."""
+    import jax
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}",
+        "jax": f"{jax.__version__} on {jax.default_backend()} ({jax.device_count()} devices)",
+        "command": "python -m experiments.lab " + " ".join(sys.argv[1:]),
+        **({"seconds": round(seconds, 1)} if seconds is not None else {}),
+    }
+
+
+def run_grid(
+    settings: dict[str, dict[str, Any]],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    *,
+    size: dict[str, Any],
+    work: str,
+    cache: str | None,
+    log: Callable = print,
+) -> dict[str, dict[int, dict]]:
+    """The laboratory for every (setting, seed): {setting: {seed: summary}}; ``size`` are LabConfig fields
+    (the study's scale), ``settings`` the fields that vary. Per-iteration metrics are cut to SERIES."""
+    from inform_jax.lab.config import LabConfig
+    from inform_jax.lab.demo import run_demo
+
+    out: dict[str, dict[int, dict]] = {}
+    for name, overrides in settings.items():
+        out[name] = {}
+        for seed in seeds:
+            log(f"== {name}, seed {seed}")
+            config = LabConfig(**{**size, **overrides, "seed": seed, "methods": tuple(methods)})
+            result = run_demo(config, os.path.join(work, _slug(name), f"seed{seed}"), cache_dir=cache, log=log)
+            summary = result["summary"]
+            summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
+                                  for m, rows in summary["metrics"].items()}  # fmt: skip
+            out[name][seed] = summary
+    return out
+
+
+def _layers(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k.startswith("energy_policy_layer") or k.startswith("energy_ref")}
+
+
+def _slug(name: str) -> str:
+    from inform_jax.lab.config import slug
+
+    return slug(name)
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation and the per-seed values."""
+    x = np.asarray(values, np.float64)
+    return {"mean": float(np.mean(x)), "std": float(np.std(x, ddof=1)) if x.size > 1 else 0.0,
+            "values": [float(v) for v in x]}  # fmt: skip
+
+
+def over_seeds(per_seed: dict[int, dict], pick: Callable[[dict], float]) -> dict[str, Any]:
+    """spread() of ``pick(summary)`` over the seeds of one setting."""
+    return spread([pick(summary) for summary in per_seed.values()])
+
+
+def compare_verdict(ours: Sequence[float], theirs: Sequence[float], *, higher: bool = True) -> str:
+    """The verdict on a claim "ours > theirs" (or < with ``higher=False``) from paired per-seed values:
+    "reproduced" when the mean difference has the claimed sign and so does every seed; "not reproduced" when the
+    mean difference has the opposite sign (or is zero); "mixed" otherwise (seeds disagree)."""
+    diff = np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)
+    diff = diff if higher else -diff
+    if np.mean(diff) > 0 and np.all(diff > 0):
+        return "reproduced"
+    if np.mean(diff) <= 0:
+        return "not reproduced"
+    return "mixed"
+
+
+def fraction_verdict(flags: Sequence[bool]) -> str:
+    """All seeds show it: reproduced; none: not reproduced; some: mixed."""
+    flags = [bool(f) for f in flags]
+    return "reproduced" if all(flags) else "not reproduced" if not any(flags) else "mixed"
+
+
+def write_study(name: str, payload: dict[str, Any], out: str | None = None) -> str:
+    """Write results/<name>/study.json (payload + provenance); returns the path."""
+    folder = out or os.path.join(RESULTS, name)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "study.json")
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    return path
+
+
+def binned_mean_curve(runs: Sequence[list[dict]], x: str, y: str, bins: int = 8) -> tuple[np.ndarray, ...]:
+    """Equal-count bins of ``x`` over the pooled iterations of several seeds' runs: (bin centers, mean over seeds
+    of the per-seed bin means, their standard deviation) [bins] each."""
+    xs = np.concatenate([[r[x] for r in rows] for rows in runs])
+    edges = np.quantile(xs, np.linspace(0, 1, bins + 1))
+    which = lambda v: np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)  # noqa: E731
+    pooled = which(xs)
+    centers = np.array([np.mean(xs[pooled == b]) if np.any(pooled == b) else np.nan for b in range(bins)])
+    per_seed = []
+    for rows in runs:
+        xv, yv = np.array([r[x] for r in rows]), np.array([r[y] for r in rows])
+        index = which(xv)
+        per_seed.append([np.mean(yv[index == b]) if np.any(index == b) else np.nan for b in range(bins)])
+    with warnings.catch_warnings():  # a bin no seed reached is NaN, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return centers, np.nanmean(per_seed, 0), np.nanstd(per_seed, 0)

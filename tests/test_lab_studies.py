@@ -1,0 +1,55 @@
+"""The lab studies (experiments/lab): each runs end to end in its --smoke size and writes a study with a verdict
+per claim; the verdict rule and the seed-averaged curves on hand-made cases."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.lab.__main__ import main, write_results_md
+from experiments.lab.common import binned_mean_curve, compare_verdict, fraction_verdict, spread
+from experiments.lab.studies import STUDIES
+
+VERDICTS = {"reproduced", "not reproduced", "mixed", "not measurable"}
+
+
+def test_every_study_runs_in_its_smoke_size(tmp_path, lab_cache):
+    out = tmp_path / "results"
+    args = ["all", "--smoke", "--out", str(out), "--work", str(tmp_path / "work"), "--cache", str(lab_cache)]
+    assert main(args) == 0
+    for name in STUDIES:
+        study = json.loads((out / name / "study.json").read_text())
+        assert study["claims"] and all(c["verdict"] in VERDICTS for c in study["claims"]), name
+        assert all((out / name / fig).stat().st_size > 200 for fig in study["figures"])
+        assert study["provenance"]["command"].startswith("python -m experiments.lab")
+    page = write_results_md(str(out), str(tmp_path / "RESULTS.md"))
+    text = open(page).read()
+    assert all(
+        c["claim"] in text for name in STUDIES for c in json.loads((out / name / "study.json").read_text())["claims"]
+    )
+
+
+def test_verdict_rule():
+    assert compare_verdict([2, 3, 4], [1, 2, 3]) == "reproduced"
+    assert compare_verdict([2, 1, 4], [1, 2, 3]) == "mixed"  # mean better, one seed worse
+    assert compare_verdict([0, 1, 2], [1, 2, 3]) == "not reproduced"
+    assert compare_verdict([0, 1, 2], [1, 2, 3], higher=False) == "reproduced"
+    assert fraction_verdict([True, True]) == "reproduced"
+    assert fraction_verdict([True, False]) == "mixed"
+    assert fraction_verdict([False]) == "not reproduced"
+    s = spread([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["values"] == [1.0, 2.0, 3.0]
+
+
+def test_binned_mean_curve_averages_per_seed_bins():
+    rng = np.random.default_rng(0)
+    runs = []
+    for offset in (0.0, 1.0):
+        kl = np.sort(rng.uniform(0, 10, 40))
+        runs.append([{"kl": k, "gold": k + offset} for k in kl])
+    centers, mean, std = binned_mean_curve(runs, "kl", "gold", bins=4)
+    assert centers.shape == mean.shape == std.shape == (4,)
+    assert np.all(np.diff(centers) > 0)
+    # gold = kl + offset: the seed-mean of bin means is the bin's kl mean + 0.5, seeds 1 apart -> std near 0.5
+    np.testing.assert_allclose(mean, centers + 0.5, atol=0.6)
+    np.testing.assert_allclose(std, 0.5, atol=0.4)

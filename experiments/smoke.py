@@ -177,6 +177,23 @@ def smoke(config_path: str, work: str | None = None) -> dict:
     raise ValueError(f"{config_path}: no smoke mode for experiments/{kind}")
 
 
+def check_required(parser, args, names: tuple[str, ...]) -> None:
+    """A study script's options that are required unless --smoke."""
+    missing = [f"--{k.replace('_', '-')}" for k in names if not getattr(args, k)]
+    if missing and not args.smoke:
+        parser.error(f"missing {', '.join(missing)} (or use --smoke)")
+
+
+def study_main(args, run, smoke_run, default_out: str) -> int:
+    """Run a study script: ``smoke_run(folder)`` with --smoke (a temp folder unless --out is given), else
+    ``run(args)``."""
+    if args.smoke:
+        smoke_run(args.out if args.out != default_out else tempfile.mkdtemp(prefix="study-smoke-"))
+    else:
+        run(args)
+    return 0
+
+
 def main(argv=None) -> int:
     paths = (argv if argv is not None else sys.argv[1:]) or configs()
     failed = []

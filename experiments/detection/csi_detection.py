@@ -20,11 +20,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from experiments.smoke import _texts, check_required, study_main, tiny_checkpoint  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 SMOKE_DATA = {
@@ -114,7 +115,6 @@ def smoke(out: str) -> dict:
     import jax
     from flax import nnx
 
-    from experiments.smoke import _texts, tiny_checkpoint
     from inform_jax.models import from_pretrained, save_pretrained
     from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
     from inform_jax.train.rm_data import load_tokenizer
@@ -169,21 +169,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plot-projection", default="tsne", choices=["tsne", "pca"], help="2-D view in the plots")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not args.smoke:
-        missing = [f"--{k.replace('_', '-')}" for k in ("rm", "sft", "rlhf", "data") if not getattr(args, k)]
-        if missing:
-            parser.error(f"missing {', '.join(missing)} (or use --smoke)")
-        args.steps = args.steps or list(range(len(args.rlhf)))
+    check_required(parser, args, ("rm", "sft", "rlhf", "data"))
+    args.steps = args.steps or list(range(len(args.rlhf)))
     return args
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.smoke:
-        smoke(args.out if args.out != "runs/csi-detection" else tempfile.mkdtemp(prefix="csi-smoke-"))
-    else:
-        run_study(args)
-    return 0
+    return study_main(parse_args(argv), run_study, smoke, "runs/csi-detection")
 
 
 if __name__ == "__main__":

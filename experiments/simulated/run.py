@@ -22,13 +22,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from experiments.smoke import _texts, check_required, dataset_files, study_main, tiny_checkpoint  # noqa: E402
 
 HERE = os.path.join(ROOT, "experiments", "simulated")
 RM_CONFIG = os.path.join(HERE, "pythia-1.4b-proxy-rm.yaml")
@@ -154,7 +155,6 @@ def smoke(out: str) -> dict:
     """The whole study on tiny random Pythia-family checkpoints and the 5-row AlpacaFarm fixtures."""
     from flax import nnx
 
-    from experiments.smoke import _texts, dataset_files, tiny_checkpoint
     from inform_jax.models import from_pretrained
     from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
     from inform_jax.train.rm_data import load_tokenizer
@@ -196,20 +196,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gold-max-length", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not args.smoke:
-        missing = [f"--{k.replace('_', '-')}" for k in ("gold_rm", "sft", "pairs", "prompts") if not getattr(args, k)]
-        if missing:
-            parser.error(f"missing {', '.join(missing)} (or use --smoke)")
+    check_required(parser, args, ("gold_rm", "sft", "pairs", "prompts"))
     return args
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.smoke:
-        smoke(args.out if args.out != "runs/simulated" else tempfile.mkdtemp(prefix="simulated-smoke-"))
-    else:
-        run_study(args)
-    return 0
+    return study_main(parse_args(argv), run_study, smoke, "runs/simulated")
 
 
 if __name__ == "__main__":

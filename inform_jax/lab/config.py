@@ -18,6 +18,10 @@ METHODS: dict[str, tuple[str, dict]] = {
     "WARM": ("warm", {}),
     "PPO w/ LP": ("standard", {"length_penalty": True}),
     "EPPO + InfoRM": ("inform", {"eta": "eta"}),
+    "ERM-WCO": ("ensemble-wco", {}),  # the ensemble's members, worst case (min) over members
+    "ERM-UWO": ("ensemble-uwo", {}),  # mean - uwo_coef * variance over members
+    "ODIN": ("odin", {}),  # RL reads ODIN's quality head
+    "EPPO + ODIN": ("odin", {"eta": "eta"}),
 }
 DEMO_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO")
 
@@ -58,6 +62,7 @@ class LabConfig:
     latent_dim: int = 32
     inform_beta: float = 0.01
     ensemble_members: int = 3
+    uwo_coef: float = 1.0  # ERM-UWO's variance weight
     # RL
     ppo_iterations: int = 80
     ppo_batch: int = 32

@@ -64,6 +64,8 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         "win_tie_lose": win_tables(results, sft_final, config.tie_margin),
         "final_gold": {n: float(np.mean(r["final"]["gold"])) for n, r in results.items()}
         | {"SFT": float(np.mean(sft_final["gold"]))},
+        "sft_gold_per_prompt": np.asarray(sft_final["gold"]).tolist(),
+        "final_gold_per_prompt": {n: np.asarray(r["final"]["gold"]).tolist() for n, r in results.items()},
         "final_hacked_fraction": {n: float(np.mean(r["final"]["hacked"])) for n, r in results.items()}
         | {"SFT": float(np.mean(sft_final["hacked"]))},
         "detection": {n: r["detection"] for n, r in results.items()},

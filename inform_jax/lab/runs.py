@@ -80,7 +80,8 @@ def run_method(
         result = csi(probe_out["latents"], sft_latents, k=4, key=jax.random.key(iteration))
         detection.append({"iteration": iteration, "csi": result.csi, "csi_per_sample": result.csi_per_sample,
                           "hacked_fraction": float(probe_out["hacked"].mean()),
-                          "gold": float(probe_out["gold"].mean())})  # fmt: skip
+                          "gold": float(probe_out["gold"].mean()),
+                          "gold_per_prompt": probe_out["gold"].tolist()})  # fmt: skip
 
     trainer = PPOTrainer(
         config, lab.prompts, policy, score_fn=reward_model_score_fn(graphdef), reward_params=params,

@@ -113,11 +113,17 @@ class Lab:
 
     def reward_model(self, kind: str, sft: CausalLM) -> RewardModel | EnsembleRewardModel:
         """A proxy reward model trained on the noisy preference pairs from the SFT backbone: "standard",
-        "inform" (IB head, beta ``inform_beta``), "ensemble" (members trained with different seeds, mean) or "warm"
-        (the same members' weights averaged)."""
+        "inform" (IB head, beta ``inform_beta``), "odin" (quality and length heads), "ensemble" (members trained
+        with different seeds, mean), "ensemble-wco" / "ensemble-uwo" (the same members, min / mean - uwo_coef *
+        variance) or "warm" (the same members' weights averaged)."""
         c = self.config
         if kind == "warm":  # WARM: the ensemble's members (one data order each) averaged into one set of weights
             return self.reward_model("ensemble", sft).weight_average()
+        if kind in ("ensemble-wco", "ensemble-uwo"):  # the same members, aggregated by min or mean - coef * var
+            ensemble = self.reward_model("ensemble", sft)
+            ensemble.aggregation = {"ensemble-wco": "min", "ensemble-uwo": "uwo"}[kind]
+            ensemble.uncertainty_coef = c.uwo_coef
+            return ensemble
         folder = os.path.join(self.cache_dir, f"rm-{kind}-{c.digest(*RM_FIELDS)}")
         final = os.path.join(folder, "model")  # written last: its presence means the stage finished
         if os.path.exists(os.path.join(final, "reward_config.json")) or os.path.exists(

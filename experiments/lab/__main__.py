@@ -39,7 +39,8 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
                   f"Seeds {study['seeds']}; run {p['date']} on {p['machine']} ({p['jax']}), "
                   f"{p.get('seconds', 0) / 60:.1f} min: `{p['command']}`", "",
                   "| claim | measured | verdict |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {c['claim']} | {c['measured']} | **{c['verdict']}** |" for c in study["claims"]]
+        cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731  (a literal | would split the cell)
+        lines += [f"| {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** |" for c in study["claims"]]
         lines += [""] + [f"![{fig}](results/{name}/{fig})" for fig in study["figures"]] + [""]
         if "table" in study:
             for setting, methods in study["table"].items():

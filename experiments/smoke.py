@@ -20,6 +20,8 @@ import tempfile
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script: `experiments` importable as a package
+    sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 HH_PAIRS = os.path.join(FIXTURES, "hh_rlhf.jsonl")
 HH_PROMPTS = os.path.join(FIXTURES, "hh_prompts.jsonl")
@@ -40,16 +42,10 @@ def _texts(path: str) -> list[str]:
     return [str(v) for row in read_records(path) for v in row.values()]
 
 
-def _write_prompts(prompts: list[str], target: str) -> str:
-    with open(target, "w") as f:
-        for prompt in prompts:
-            f.write(json.dumps({"prompt": prompt}) + "\n")
-    return target
-
-
 def dataset_files(dataset: str, work: str) -> dict[str, str]:
     """The 5-row fixtures of ``dataset`` (hh | alpacafarm | tldr) converted as the real files are:
     {"pairs": prompt/chosen/rejected or HH file, "prompts": prompt file}."""
+    from experiments.prompts import write_prompts
     from inform_jax.data.formats import convert_pairs, read_dataset_prompts
 
     if dataset == "hh":
@@ -57,7 +53,7 @@ def dataset_files(dataset: str, work: str) -> dict[str, str]:
     source, prompt_source = {"alpacafarm": (ALPACAFARM, ALPACAFARM_EVAL), "tldr": (TLDR, TLDR)}[dataset]
     pairs = os.path.join(work, f"{dataset}-pairs.jsonl")
     convert_pairs(dataset, source, pairs)
-    prompts = _write_prompts(read_dataset_prompts(dataset, prompt_source)[0], os.path.join(work, f"{dataset}.jsonl"))
+    prompts = write_prompts(read_dataset_prompts(dataset, prompt_source)[0], os.path.join(work, f"{dataset}.jsonl"))
     return {"pairs": pairs, "prompts": prompts}
 
 

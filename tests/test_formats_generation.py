@@ -20,8 +20,8 @@ from inform_jax.data.preference import load_responses
 from inform_jax.data.testing import make_word_tokenizer
 from inform_jax.models import CausalLM, DecoderConfig, save_pretrained
 from inform_jax.models.sampler import generate
-from inform_jax.train.generation import generate_responses
-from inform_jax.train.gold import decode_rows, text_gold_fn
+from inform_jax.train.generation import decode_rows, generate_responses
+from inform_jax.train.gold import text_gold_fn
 from inform_jax.train.rm_data import load_tokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

@@ -52,7 +52,7 @@ def run_grid(
 ) -> dict[str, dict[int, dict]]:
     """The laboratory for every (setting, seed): {setting: {seed: summary}}; ``size`` are LabConfig fields
     (the study's scale), ``settings`` the fields that vary. Per-iteration metrics are cut to SERIES."""
-    from inform_jax.lab.config import LabConfig
+    from inform_jax.lab.config import LabConfig, slug
     from inform_jax.lab.demo import run_demo
 
     out: dict[str, dict[int, dict]] = {}
@@ -61,7 +61,7 @@ def run_grid(
         for seed in seeds:
             log(f"== {name}, seed {seed}")
             config = LabConfig(**{**size, **overrides, "seed": seed, "methods": tuple(methods)})
-            result = run_demo(config, os.path.join(work, _slug(name), f"seed{seed}"), cache_dir=cache, log=log)
+            result = run_demo(config, os.path.join(work, slug(name), f"seed{seed}"), cache_dir=cache, log=log)
             summary = result["summary"]
             summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
                                   for m, rows in summary["metrics"].items()}  # fmt: skip
@@ -71,12 +71,6 @@ def run_grid(
 
 def _layers(record: dict) -> dict:
     return {k: v for k, v in record.items() if k.startswith("energy_policy_layer") or k.startswith("energy_ref")}
-
-
-def _slug(name: str) -> str:
-    from inform_jax.lab.config import slug
-
-    return slug(name)
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:

@@ -76,11 +76,8 @@ def compare(
 ) -> dict[str, float]:
     """Win / tie / lose rates of policy A against policy B over paired responses to the same prompts, plus
     ``win_rate`` = win + tie / 2 (EPPO's measure) and the count ``n``."""
-    first, second = judge_both_orders(judge, prompts, responses_a, responses_b)
-    counts = dict.fromkeys(VERDICTS, 0)
-    for f, s in zip(first, second, strict=True):
-        counts[verdict(f, s, margin)] += 1
-    return rates(counts)
+    report = win_rate_report(judge, prompts, responses_a, responses_b, margin)
+    return {k: report[k] for k in (*VERDICTS, "win_rate", "n")}
 
 
 def win_rate_report(

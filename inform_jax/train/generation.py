@@ -56,11 +56,16 @@ def generate_responses(
             max_new_tokens=max_new_tokens, key=sub, greedy=greedy, temperature=temperature, top_k=top_k,
             top_p=top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id or 0,
         )  # fmt: skip
-        ids, mask = np.asarray(out.tokens), np.asarray(out.mask)
-        for row_ids, row_mask in zip(ids, mask, strict=True):
-            kept = [int(t) for t, m in zip(row_ids, row_mask, strict=True) if m and t != tokenizer.eos_token_id]
-            texts.append(tokenizer.decode(kept, skip_special_tokens=True))
+        texts += decode_rows(tokenizer, out.tokens, out.mask)
     return texts[:count]
+
+
+def decode_rows(tokenizer: Any, ids, mask) -> list[str]:
+    """Texts [B] of token rows ids / mask [B, T] (padding on either side; special tokens, eos included,
+    dropped)."""
+    ids, mask = np.asarray(ids), np.asarray(mask)
+    return [tokenizer.decode([int(t) for t, m in zip(row, keep, strict=True) if m], skip_special_tokens=True)
+            for row, keep in zip(ids, mask, strict=True)]  # fmt: skip
 
 
 def write_responses(path: str, prompts: Sequence[str], responses: Sequence[str], **columns: Sequence) -> str:

@@ -12,12 +12,7 @@ from typing import Any
 
 import numpy as np
 
-
-def decode_rows(tokenizer: Any, ids, mask) -> list[str]:
-    """Texts [B] of token rows ids / mask [B, T] (padding anywhere; special tokens dropped)."""
-    ids, mask = np.asarray(ids), np.asarray(mask)
-    return [tokenizer.decode([int(t) for t, m in zip(row, keep, strict=True) if m], skip_special_tokens=True)
-            for row, keep in zip(ids, mask, strict=True)]  # fmt: skip
+from inform_jax.train.generation import decode_rows
 
 
 def text_gold_fn(scores: Callable[[list[str], list[str]], Any], tokenizer: Any) -> Callable[..., np.ndarray]:

@@ -25,6 +25,23 @@ def median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def paired_median_seconds(ours, peer, repeats: int) -> tuple[float, float]:
+    """Median seconds of `ours()` and of `peer()`, run alternately after one warm-up each.
+
+    Alternating keeps a noisy machine (a shared VM's neighbours come and go) from favouring whichever side
+    happened to run in the quiet minute; the ratio of the two medians is what the benchmarks report.
+    """
+    ours()
+    peer()
+    times = {"ours": [], "peer": []}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("peer", peer)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return float(np.median(times["ours"])), float(np.median(times["peer"]))
+
+
 def stamp(result: dict) -> dict:
     """Add the machine and date to a result."""
     result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs)"

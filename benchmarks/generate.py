@@ -15,7 +15,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import median_seconds, save_results
+from _common import paired_median_seconds, save_results
 
 from inform_jax.models import from_pretrained
 from inform_jax.models.sampler import generate
@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scan-layers", action="store_true", help="scan over stacked layers (default: unrolled)")
     args = parser.parse_args()
     import torch
@@ -65,8 +65,7 @@ def main():
                 do_sample=False, pad_token_id=0,
             )  # fmt: skip
 
-    ours_s = median_seconds(run_ours, args.repeats)
-    peer_s = median_seconds(run_peer, args.repeats)
+    ours_s, peer_s = paired_median_seconds(run_ours, run_peer, args.repeats)
     same = bool(np.array_equal(np.asarray(run_ours().tokens), run_peer()[:, args.prompt :].numpy()))
     tokens = args.batch * args.new_tokens
     result = {

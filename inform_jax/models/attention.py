@@ -50,14 +50,26 @@ def dot_product_attention(q, k, v, mask, *, impl: str = "einsum"):
     """
     if impl == "jax":
         return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return head_major_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask)
+
+
+def head_major_attention(q, k, v, mask, *, keys_transposed: bool = False):
+    """Grouped-query attention over head-major keys and values, softmax in float32.
+
+    q: [B, T, Hq, D]; k: [B, Hkv, S, D], or [B, Hkv, D, S] with `keys_transposed`; v: [B, Hkv, S, D];
+    mask: [B, 1, T, S] -> [B, T, Hq, D]. With (batch, head) leading and each operand's contracted axis where
+    a matmul reads it, both products are plain batched matmuls: the KV cache is stored this way so that a
+    decode step reads it as is, instead of transposing every layer's cache on every step.
+    """
     b, t, hq, d = q.shape
-    hkv = k.shape[2]
-    q = q.reshape(b, t, hkv, hq // hkv, d)
-    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (d**-0.5)
+    hkv = k.shape[1]
+    q = q.reshape(b, t, hkv, hq // hkv, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, T, D]
+    spec = "bkgtd,bkds->bkgts" if keys_transposed else "bkgtd,bksd->bkgts"
+    logits = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * (d**-0.5)
     logits = jnp.where(mask[:, :, None], logits, _MASKED)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, hq, d)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
 
 
 class Attention(nnx.Module):
@@ -74,12 +86,16 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, hd
         self.impl = c.attention_impl
 
-    def __call__(self, x, cos, sin, mask, kv=None, index=None):
+    def __call__(self, x, cos, sin, mask, kv=None, index=None, layer=None):
         """x: [B, T, D]; cos, sin: [B, T, R] -> [B, T, D].
 
-        Without a cache, mask is [B, 1, T, T]. With `kv` = (k, v) caches [B, S, Hkv, hd], the new keys and
-        values are written at slots [index, index + T), attention runs over all S slots (mask [B, 1, T, S])
-        and the result is (output, (k, v)) with the updated caches.
+        Without a cache, mask is [B, 1, T, T]. With `kv` = (k, v) caches, this layer's (k [B, Hkv, hd, S],
+        v [B, Hkv, S, hd]) or, with `layer`, every layer's stacked ([L, ...], scanned layers), the new keys
+        and values are written in place at slots [index, index + T) (of entry `layer`), attention runs over
+        the S slots (mask [B, 1, T, S]) and the result is (output, (k, v)) with the updated caches. Writing
+        in place (rather than slicing a layer out and stacking the layers back) keeps a decode step from
+        copying the cache, and the layouts from transposing it. Cached attention always takes the float32
+        einsum path: a decode step's single query has nothing for a fused kernel to fuse.
         """
         b, t, _ = x.shape
         q = self.q(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -88,8 +104,21 @@ class Attention(nnx.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is not None:
             k_cache, v_cache = kv
-            k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
-        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, impl=self.impl)
+            zero, index = jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32)
+            new_k = k.transpose(0, 2, 3, 1).astype(k_cache.dtype)  # [B, Hkv, hd, T]
+            new_v = jnp.swapaxes(v, 1, 2).astype(v_cache.dtype)  # [B, Hkv, T, hd]
+            if layer is None:  # this layer's own caches
+                k_cache = jax.lax.dynamic_update_slice(k_cache, new_k, (zero, zero, zero, index))
+                v_cache = jax.lax.dynamic_update_slice(v_cache, new_v, (zero, zero, index, zero))
+                k, v = k_cache, v_cache
+            else:  # entry `layer` of the stacked caches (scanned layers)
+                layer = jnp.asarray(layer, jnp.int32)
+                k_cache = jax.lax.dynamic_update_slice(k_cache, new_k[None], (layer, zero, zero, zero, index))
+                v_cache = jax.lax.dynamic_update_slice(v_cache, new_v[None], (layer, zero, zero, index, zero))
+                k = jax.lax.dynamic_index_in_dim(k_cache, layer, axis=0, keepdims=False)
+                v = jax.lax.dynamic_index_in_dim(v_cache, layer, axis=0, keepdims=False)
+            out = head_major_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, keys_transposed=True)
+        else:
+            out = dot_product_attention(q, k, v, mask, impl=self.impl)
         out = self.o(out.reshape(b, t, self.num_heads * self.head_dim))
-        return out if kv is None else (out, (k, v))
+        return out if kv is None else (out, (k_cache, v_cache))

@@ -25,12 +25,15 @@ from inform_jax.models.stacking import stack_modules
 class KVCache(NamedTuple):
     """Keys and values of every layer for `max_length` slots.
 
-    k, v: [L, B, S, Hkv, hd]; mask: [B, S] int (1 where a slot holds a real token); index: scalar int32,
-    the next slot to write. Rows are written in lockstep; a row's padding occupies slots with mask 0.
+    k: each layer's [B, Hkv, hd, S] and v: [B, Hkv, S, hd] (the layouts a decode step's two matmuls read
+    without a transpose: see `head_major_attention`), as a tuple of L arrays, or stacked [L, ...] with
+    `scan_layers` (separate arrays let each layer update its own in place without slicing a stack);
+    mask: [B, S] int (1 where a slot holds a real token); index: scalar int32, the next slot to write.
+    Rows are written in lockstep; a row's padding occupies slots with mask 0.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: jax.Array | tuple[jax.Array, ...]
+    v: jax.Array | tuple[jax.Array, ...]
     mask: jax.Array
     index: jax.Array
 
@@ -101,9 +104,11 @@ class Block(nnx.Module):
         self.mlp = MLP(c, rngs=rngs)
         self.parallel_residual = c.parallel_residual
 
-    def __call__(self, x, cos, sin, mask, kv=None, index=None):
-        """x: [B, T, D] -> (output [B, T, D], mlp input [B, T, D], mlp output [B, T, D], updated kv or None)."""
-        attn_out = self.attn(self.attn_norm(x), cos, sin, mask, kv, index)
+    def __call__(self, x, cos, sin, mask, kv=None, index=None, layer=None):
+        """x: [B, T, D] -> (output [B, T, D], mlp input [B, T, D], mlp output [B, T, D], updated kv or None).
+
+        kv: every layer's (k, v) caches (see `KVCache`); this block reads and writes entry `layer`."""
+        attn_out = self.attn(self.attn_norm(x), cos, sin, mask, kv, index, layer)
         if kv is not None:
             attn_out, kv = attn_out
         if self.parallel_residual:
@@ -169,14 +174,26 @@ class CausalLM(nnx.Module):
         # A static tuple, not an array attribute: it is a constant of the architecture, not state.
         self.inv_freq = tuple(float(f) for f in inverse_frequencies(c))
 
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """LM-head logits of final-norm hidden states: [..., D] -> [..., V]."""
+        if not self.has_lm_head:
+            raise ValueError("this model was built without an LM head (lm_head=False)")
+        return self.embed.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
+
     def init_cache(self, batch_size: int, max_length: int, dtype=None) -> KVCache:
         """An empty KV cache of `max_length` slots (prompt + generated tokens)."""
         c = self.config
-        shape = (c.num_layers, batch_size, max_length, c.num_kv_heads, c.resolved_head_dim)
+        heads = (batch_size, c.num_kv_heads)
         dtype = dtype or c.dtype
+        k = jnp.zeros((*heads, c.resolved_head_dim, max_length), dtype)
+        v = jnp.zeros((*heads, max_length, c.resolved_head_dim), dtype)
+        if c.scan_layers:
+            k, v = (jnp.broadcast_to(x, (c.num_layers, *x.shape)) for x in (k, v))
+        else:
+            k, v = (k,) * c.num_layers, (v,) * c.num_layers
         return KVCache(
-            k=jnp.zeros(shape, dtype),
-            v=jnp.zeros(shape, dtype),
+            k=k,
+            v=v,
             mask=jnp.zeros((batch_size, max_length), jnp.int32),
             index=jnp.zeros((), jnp.int32),
         )
@@ -223,36 +240,45 @@ class CausalLM(nnx.Module):
         x = self.embed(input_ids)
         windows = jnp.asarray(c.layer_windows, jnp.int32)
 
-        def run_block(graphdef, state, carry, window, kv):
+        def run_block(graphdef, state, carry, window, kv, layer):
             block = nnx.merge(graphdef, state)
-            out, mlp_in, mlp_out, kv = block(carry[0], cos, sin, mask_for(window), kv, index)
+            out, mlp_in, mlp_out, kv = block(carry[0], cos, sin, mask_for(window), kv, index, layer)
             return (out, mlp_in, mlp_out), kv
 
         zeros = jnp.zeros_like(x)
         carry = (x, zeros, zeros)
-        layer_kv = None if cache is None else (cache.k, cache.v)
+        # Scanned layers thread the stacked cache through the scan; each layer writes its entry in place.
+        new_kv = None if cache is None else (cache.k, cache.v)
         if c.scan_layers:
             graphdef, state = nnx.split(self.layers)
 
             def body(carry, layer):
-                layer_state, window, kv = layer
-                carry, kv = run_block(graphdef, layer_state, carry, window, kv)
-                return carry, (carry[0] if output_hidden_states else None, _l1(carry[0]), kv)
+                hidden, kv = carry
+                layer_state, window, i = layer
+                hidden, kv = run_block(graphdef, layer_state, hidden, window, kv, i)
+                return (hidden, kv), (hidden[0] if output_hidden_states else None, _l1(hidden[0]))
 
-            carry, (outputs, l1s, new_kv) = jax.lax.scan(_remat(body, c.remat), carry, (state, windows, layer_kv))
+            layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
+            (carry, new_kv), (outputs, l1s) = jax.lax.scan(
+                _remat(body, c.remat), (carry, new_kv), (state, windows, layer_ids)
+            )
             per_layer_outputs = list(outputs) if output_hidden_states else None
             residual_l1 = jnp.concatenate([_l1(x)[None], l1s], axis=0)
         else:
-            per_layer_outputs, l1s, kvs = [], [_l1(x)], []
+            per_layer_outputs, l1s = [], [_l1(x)]
+            ks, vs = [], []
             for i, block in enumerate(self.layers):
                 graphdef, state = nnx.split(block)
+                step = _remat(functools.partial(run_block, graphdef), c.remat)
                 kv = None if cache is None else (cache.k[i], cache.v[i])
-                carry, kv = _remat(functools.partial(run_block, graphdef), c.remat)(state, carry, windows[i], kv)
+                carry, kv = step(state, carry, windows[i], kv, None)
                 per_layer_outputs.append(carry[0])
                 l1s.append(_l1(carry[0]))
-                kvs.append(kv)
+                if kv is not None:
+                    ks.append(kv[0])
+                    vs.append(kv[1])
             residual_l1 = jnp.stack(l1s)
-            new_kv = None if cache is None else (jnp.stack([k for k, _ in kvs]), jnp.stack([v for _, v in kvs]))
+            new_kv = None if cache is None else (tuple(ks), tuple(vs))
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=new_kv[0], v=new_kv[1], mask=cache_mask, index=cache.index + input_ids.shape[1])
@@ -263,9 +289,7 @@ class CausalLM(nnx.Module):
             hidden_states = (x, *per_layer_outputs[:-1], final)
         logits = None
         if compute_logits:
-            if not self.has_lm_head:
-                raise ValueError("this model was built without an LM head (lm_head=False)")
-            logits = self.embed.attend(final) if self.lm_head is None else self.lm_head(final)
+            logits = self.logits(final)
         last = last_token_index(attention_mask)
         pooled = jnp.take_along_axis(final, last[:, None, None], axis=1)[:, 0]
         return DecoderOutput(

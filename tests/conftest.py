@@ -27,3 +27,16 @@ import pytest  # noqa: E402
 def lab_cache(tmp_path_factory):
     """One laboratory cache (world, SFT policy, reward models) shared by the demo and notebook tests."""
     return tmp_path_factory.mktemp("lab-cache")
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the README's command) keep each test module on one worker,
+    so that its module-scoped fixtures (tiny checkpoints, worlds) are built once, and every test that shares the
+    laboratory cache on the same worker, so that the world, SFT policy and reward models are trained once. The
+    laboratory's group is the longest: it goes first, and the other worker takes the rest meanwhile."""
+    group = {
+        item: "lab" if "lab_cache" in getattr(item, "fixturenames", ()) else item.module.__name__ for item in items
+    }
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item]))
+    items.sort(key=lambda item: group[item] != "lab")  # stable: the collection order within each part

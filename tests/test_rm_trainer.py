@@ -73,7 +73,9 @@ def test_sharded_train_steps_equal_single_device(tmp_path, method):
     assert any("fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(sharded.params))  # really sharded
     single.fit()
     sharded.fit()
-    assert_same_params(single, sharded)
+    # Sharded reductions sum in another order: Adam's normalized steps (up to lr = 3e-3 each) carry the float32
+    # rounding of the gradients, so compare to 1e-6 absolute (0.03% of one step) instead of bit-for-bit.
+    assert_same_params(single, sharded, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["inform", "inform+warm"])

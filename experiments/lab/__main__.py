@@ -42,22 +42,24 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
         cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731  (a literal | would split the cell)
         lines += [f"| {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** |" for c in study["claims"]]
         lines += [""] + [f"![{fig}](results/{name}/{fig})" for fig in study["figures"]] + [""]
-        if "table" in study:
-            for setting, methods in study["table"].items():
-                lines += [f"{setting}:", "", "| method | gold start | gold peak (KL) | gold final (KL) | proxy final |",
-                          "|---|---|---|---|---|"]  # fmt: skip
-                for m, t in methods.items():
-                    g = lambda k, t=t: f"{t[k]['mean']:.3f} +- {t[k]['std']:.3f}"  # noqa: E731
-                    peak, end = t["kl_at_gold_peak"]["mean"], t["kl_final"]["mean"]
-                    lines.append(f"| {m} | {g('gold_start')} | {g('gold_peak')} ({peak:.2f}) | {g('gold_final')} "
-                                 f"({end:.2f}) | {g('proxy_final')} |")  # fmt: skip
-                lines.append("")
+        for setting, methods in study.get("table", {}).items():
+            lines += [f"{setting}:", ""] + _metric_table(methods) + [""]
     missing = [s for s in STUDIES if s not in studies]
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def _metric_table(methods: dict[str, dict[str, dict]]) -> list[str]:
+    """A markdown table of {method: {metric: spread}}: one row per method, "mean +- std" per metric."""
+    metrics = list(dict.fromkeys(k for cells in methods.values() for k in cells))
+    rows = ["| method | " + " | ".join(k.replace("_", " ") for k in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for m, cells in methods.items():
+        values = [f"{cells[k]['mean']:.3f} +- {cells[k]['std']:.3f}" if k in cells else "" for k in metrics]
+        rows.append(f"| {m} | " + " | ".join(values) + " |")
+    return rows
 
 
 def main(argv=None) -> int:

@@ -51,16 +51,19 @@ def run_grid(
     log: Callable = print,
 ) -> dict[str, dict[int, dict]]:
     """The laboratory for every (setting, seed): {setting: {seed: summary}}; ``size`` are LabConfig fields
-    (the study's scale), ``settings`` the fields that vary. Per-iteration metrics are cut to SERIES."""
+    (the study's scale), ``settings`` the fields that vary (a setting's own "methods" replaces ``methods``).
+    Per-iteration metrics are cut to SERIES."""
     from inform_jax.lab.config import LabConfig, slug
     from inform_jax.lab.demo import run_demo
 
     out: dict[str, dict[int, dict]] = {}
     for name, overrides in settings.items():
         out[name] = {}
+        overrides = dict(overrides)
+        setting_methods = tuple(overrides.pop("methods", methods))
         for seed in seeds:
             log(f"== {name}, seed {seed}")
-            config = LabConfig(**{**size, **overrides, "seed": seed, "methods": tuple(methods)})
+            config = LabConfig(**{**size, **overrides, "seed": seed, "methods": setting_methods})
             result = run_demo(config, os.path.join(work, slug(name), f"seed{seed}"), cache_dir=cache, log=log)
             summary = result["summary"]
             summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]

@@ -269,4 +269,256 @@ def _win_rate_figure(path: str, curves: dict, label) -> str:
     return save_figure(plt, fig, path, dpi=110)
 
 
-STUDIES = {"fig4": fig4, "energy": energy, "eppo_tables": eppo_tables}
+# setting -> LabConfig overrides (+ the methods it runs); the defaults are the lab's (InfoRM: paper reduction,
+# beta 0.01; EPPO: residual stream, mean |.|, eta 2.0)
+DESIGN_SETTINGS = {
+    "defaults": {"methods": ("InfoRM", "EPPO")},
+    "InfoRM, release KL reduction": {"methods": ("InfoRM",), "inform_kl_reduction": "release"},
+    "InfoRM, beta 0.001": {"methods": ("InfoRM",), "inform_beta": 0.001},
+    "InfoRM, beta 0.1": {"methods": ("InfoRM",), "inform_beta": 0.1},
+    "EPPO, eta 0.5": {"methods": ("EPPO",), "eta": 0.5},
+    "EPPO, eta 8": {"methods": ("EPPO",), "eta": 8.0},
+    "EPPO, MLP site": {"methods": ("EPPO",), "energy_site": "mlp"},
+    "EPPO, raw L1": {"methods": ("EPPO",), "energy_normalize": False},
+}
+DESIGN_SMOKE = ("defaults", "EPPO, eta 8")  # the cached reward models only: no further RM to train
+
+
+def design(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """The design choices the papers and releases leave open, measured: InfoRM's KL reduction (the paper's sum over
+    latent dimensions vs the release's mean) and beta; EPPO's eta, energy site (residual stream vs the final
+    MLP) and scale (mean |.| vs raw L1). Each variant changes one field from the lab's defaults, at 25% noise."""
+    from inform_jax.lab.config import LabConfig
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    settings = {k: v for k, v in DESIGN_SETTINGS.items() if not smoke or k in DESIGN_SMOKE}
+    grid = run_grid(settings, seeds, (), size=size, work=work, cache=cache)
+    width = LabConfig(**size).hidden_size
+    layers = size.get("num_layers", LabConfig.num_layers)
+
+    def final_shift(summary: dict, method: str, raw: bool) -> float:
+        """|policy - SFT| final-layer residual energy over the last quarter of RL, in mean-|.| units."""
+        rows = summary["metrics"][method]
+        q = max(len(rows) // 4, 1)
+        gap = [abs(r[f"energy_policy_layer{layers - 1}"] - r[f"energy_reference_layer{layers - 1}"]) for r in rows]
+        return float(np.mean(gap[-q:])) / (width if raw else 1)
+
+    def variant(setting: str, method: str) -> dict[str, list[float]]:
+        per_seed = grid[setting].values()
+        o = [s["overoptimization"][method] for s in per_seed]
+        raw = settings[setting].get("energy_normalize") is False
+        return {"gold_final": [x["gold_final"] for x in o], "gold_peak": [x["gold_peak"] for x in o],
+                "kl_final": [x["kl_final"] for x in o], "hacked_final": [x["hacked_fraction_final"] for x in o],
+                "energy_shift_final": [final_shift(s, method, raw) for s in per_seed]}  # fmt: skip
+
+    table = {setting: {m: {k: spread(v) for k, v in variant(setting, m).items()} for m in overrides["methods"]}
+             for setting, overrides in settings.items()}  # fmt: skip
+    claims = []
+
+    def claim(text: str, ours: tuple[str, str], theirs: tuple[str, str], field: str, higher: bool = True):
+        if ours[0] not in settings or theirs[0] not in settings:
+            return
+        a, b = variant(*ours)[field], variant(*theirs)[field]
+        claims.append({"claim": text, "measured": f"{field} {_pm(a)} ({ours[0]}) vs {_pm(b)} ({theirs[0]})",
+                       "verdict": compare_verdict(a, b, higher=higher)})  # fmt: skip
+
+    claim("InfoRM with the paper's KL (summed over latent dims) ends with a higher gold reward than with the "
+          "release's reduction (a ~latent_dim x weaker bottleneck at the same beta)",
+          ("defaults", "InfoRM"), ("InfoRM, release KL reduction", "InfoRM"), "gold_final")  # fmt: skip
+    claim("A stronger bottleneck hacks less: InfoRM's final hacked fraction is lower at beta 0.1 than at 0.001",
+          ("InfoRM, beta 0.1", "InfoRM"), ("InfoRM, beta 0.001", "InfoRM"), "hacked_final", higher=False)  # fmt: skip
+    claim("InfoRM at the lab's beta (0.01) ends with a higher gold reward than at beta 0.001",
+          ("defaults", "InfoRM"), ("InfoRM, beta 0.001", "InfoRM"), "gold_final")  # fmt: skip
+    claim("A larger eta keeps the final-layer energy closer to the SFT model's (eta 8 vs 0.5)",
+          ("EPPO, eta 8", "EPPO"), ("EPPO, eta 0.5", "EPPO"), "energy_shift_final", higher=False)  # fmt: skip
+    claim("A larger eta hacks less: EPPO's final hacked fraction is lower at eta 8 than at eta 2",
+          ("EPPO, eta 8", "EPPO"), ("defaults", "EPPO"), "hacked_final", higher=False)  # fmt: skip
+    claim("EPPO at the paper's eta (2.0) ends with a higher gold reward than at eta 0.5",
+          ("defaults", "EPPO"), ("EPPO, eta 0.5", "EPPO"), "gold_final")  # fmt: skip
+    claim("The paper's energy site (residual stream) ends with a higher gold reward than the release's (final MLP)",
+          ("defaults", "EPPO"), ("EPPO, MLP site", "EPPO"), "gold_final")  # fmt: skip
+    claim("Mean |.| (the scale eta = 2.0 was set for) ends with a higher gold reward than raw L1 at the same eta",
+          ("defaults", "EPPO"), ("EPPO, raw L1", "EPPO"), "gold_final")  # fmt: skip
+    figure = _design_figure(os.path.join(out, "design-choices.png"), table)
+    payload = {"study": "design", "title": "Design choices the record leaves open (InfoRM KL and beta; EPPO eta, "
+               "energy site and scale)", "seeds": list(seeds), "size": size,
+               "settings": {k: {f: list(v) if isinstance(v, tuple) else v for f, v in o.items()}
+                            for k, o in settings.items()},
+               "table": table, "claims": claims, "figures": [os.path.basename(figure)],
+               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("design", payload, out)
+    return payload
+
+
+def _design_figure(path: str, table: dict) -> str:
+    from inform_jax.detect.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    rows = [(f"{setting}" if setting != "defaults" else f"{m} (defaults)", cell)
+            for setting, methods in table.items() for m, cell in methods.items()]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(11, 0.35 * len(rows) + 1.4), sharey=True)
+    y = np.arange(len(rows))
+    for ax, field, title in zip(axes, ("gold_final", "hacked_final", "energy_shift_final"),
+                                ("final gold reward", "final hacked fraction", "final-layer |policy - SFT| energy"),
+                                strict=True):  # fmt: skip
+        means = [cell[field]["mean"] for _, cell in rows]
+        stds = [cell[field]["std"] for _, cell in rows]
+        ax.barh(y, means, xerr=stds, color=["tab:purple" if "InfoRM" in n else "tab:blue" for n, _ in rows])
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(y, [n for n, _ in rows], fontsize=7)
+    axes[0].invert_yaxis()
+    return save_figure(plt, fig, path, dpi=110)
+
+
+DETECTION_POLICIES = {"PPO": "Standard RM", "InfoRM": "InfoRM"}  # method -> the paper's name of the policy
+DETECTION_SPACES = {"latents": "InfoRM latent space", "control": "standard RM hidden space (control)"}
+
+
+def csi_selection(detection: list[dict], factor: float = 2.0) -> dict[str, Any]:
+    """CSI-guided checkpoint selection, blind to the gold reward: keep training while the CSI stays below
+    ``factor`` x its value at the first checkpoint, and pick the checkpoint before the first one above it (the
+    last checkpoint if none is). Returns the selected iteration, its gold, the gold-best checkpoint's and the
+    final one's, and the regrets (best gold minus selected / final gold)."""
+    csis = [d["csi"] for d in detection]
+    above = [i for i, c in enumerate(csis) if c > factor * csis[0]]
+    chosen = max(above[0] - 1, 0) if above else len(detection) - 1
+    gold = [d["gold"] for d in detection]
+    best = int(np.argmax(gold))
+    return {"selected_iteration": detection[chosen]["iteration"], "selected_gold": gold[chosen],
+            "best_iteration": detection[best]["iteration"], "best_gold": gold[best], "final_gold": gold[-1],
+            "regret_selected": gold[best] - gold[chosen], "regret_final": gold[best] - gold[-1]}  # fmt: skip
+
+
+def detection(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """InfoRM's detection figure: SFT vs final RLHF outputs for policies trained against the standard RM and
+    against InfoRM, in InfoRM's latent space and (the control) in a standard RM's final hidden space; CSI of each
+    cell; CSI over RL against the hacked fraction; CSI-guided checkpoint selection against the gold-best one."""
+    from inform_jax.detect.csi import csi
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    methods = tuple(DETECTION_POLICIES)
+    grid = run_grid({"25% label noise": {"label_noise": 0.25, "control_probe": True}}, seeds, methods, size=size,
+                    work=work, cache=cache)  # fmt: skip
+    per_seed = grid["25% label noise"]
+
+    def cell_csi(summary: dict, method: str, space: str, seed: int) -> float:
+        f = summary["features"]
+        return csi(np.asarray(f[method][space]), np.asarray(f["SFT"][space]), k=4, key=_key(seed)).csi
+
+    cells = {
+        f"{DETECTION_POLICIES[m]} policy / {DETECTION_SPACES[sp]}": spread(
+            [cell_csi(per_seed[s], m, sp, s) for s in seeds]
+        )
+        for m in methods
+        for sp in DETECTION_SPACES
+    }
+    claims = []
+    ppo_latent = [cell_csi(per_seed[s], "PPO", "latents", s) for s in seeds]
+    info_latent = [cell_csi(per_seed[s], "InfoRM", "latents", s) for s in seeds]
+    claims.append({
+        "claim": "In InfoRM's latent space the standard-RM policy's outputs sit farther from SFT's (higher CSI) than "
+                 "the InfoRM policy's (InfoRM Fig. 6)",
+        "measured": f"CSI {_pm(ppo_latent)} vs {_pm(info_latent)}",
+        "verdict": compare_verdict(ppo_latent, info_latent),
+    })  # fmt: skip
+    ratio = {sp: [cell_csi(per_seed[s], "PPO", sp, s) / max(cell_csi(per_seed[s], "InfoRM", sp, s), 1e-12)
+                  for s in seeds] for sp in DETECTION_SPACES}  # fmt: skip
+    claims.append({
+        "claim": "The separation shows in InfoRM's latent space more than in a standard RM's hidden space (control): "
+                 "the CSI ratio standard-RM policy / InfoRM policy is larger in the latent space",
+        "measured": f"ratio {_pm(ratio['latents'])} (latent) vs {_pm(ratio['control'])} (control)",
+        "verdict": compare_verdict(ratio["latents"], ratio["control"]),
+    })  # fmt: skip
+    tracking = {}
+    for space, key in (("latents", "csi"), ("control", "csi_control")):
+        tracking[space] = [_correlation([d[key] for d in per_seed[s]["detection"]["PPO"]],
+                                        [d["hacked_fraction"] for d in per_seed[s]["detection"]["PPO"]])
+                           for s in seeds]  # fmt: skip
+    claims.append({
+        "claim": "CSI in InfoRM's latent space rises with the hacked fraction over RL (standard-RM policy)",
+        "measured": "Pearson r of CSI and hacked fraction over checkpoints, per seed: "
+                    + ", ".join(f"{r:+.2f}" for r in tracking["latents"])
+                    + " (control space: " + ", ".join(f"{r:+.2f}" for r in tracking["control"]) + ")",
+        "verdict": fraction_verdict([r > 0 for r in tracking["latents"]])
+        if all(np.isfinite(tracking["latents"])) else "not measurable",
+    })  # fmt: skip
+    selection = {m: [csi_selection(per_seed[s]["detection"][m]) for s in seeds] for m in methods}
+    sel = selection["PPO"]
+    claims.append({
+        "claim": "CSI-guided checkpoint selection (stop once CSI doubles) lands closer to the gold-best checkpoint "
+                 "than training to the end (standard-RM policy)",
+        "measured": "gold regret selected " + _pm([x["regret_selected"] for x in sel]) + " vs final "
+                    + _pm([x["regret_final"] for x in sel]),
+        "verdict": compare_verdict([x["regret_selected"] for x in sel], [x["regret_final"] for x in sel],
+                                   higher=False),
+    })  # fmt: skip
+    figures = [
+        os.path.basename(_detection_2x2(os.path.join(out, "latent-2x2.png"), per_seed[seeds[0]], seeds[0])),
+        os.path.basename(_csi_figure(os.path.join(out, "csi-over-steps.png"), per_seed, methods)),
+    ]
+    payload = {"study": "detection", "title": "InfoRM overoptimization detection (latent 2x2, control, CSI, "
+               "checkpoint selection)", "seeds": list(seeds), "size": size, "csi_cells": cells,
+               "csi_tracks_hacking": tracking, "selection": selection, "claims": claims, "figures": figures,
+               "series": {s: per_seed[s]["detection"] for s in seeds},
+               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("detection", payload, out)
+    return payload
+
+
+def _key(seed: int):
+    import jax
+
+    return jax.random.key(seed)
+
+
+def _correlation(x, y) -> float:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _detection_2x2(path: str, summary: dict, seed: int) -> str:
+    from inform_jax.detect.plots import _pyplot, project_2d, save_figure
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 7.0))
+    f = summary["features"]
+    for row, (space, space_name) in enumerate(DETECTION_SPACES.items()):
+        for col, (m, policy_name) in enumerate(DETECTION_POLICIES.items()):
+            rlhf2, sft2 = project_2d(np.asarray(f[m][space]), np.asarray(f["SFT"][space]), seed=seed)
+            hacked = np.asarray(f[m]["hacked"], bool)
+            ax = axes[row][col]
+            ax.scatter(sft2[:, 0], sft2[:, 1], s=10, c="tab:blue", alpha=0.6, label="SFT")
+            ax.scatter(rlhf2[~hacked, 0], rlhf2[~hacked, 1], s=10, c="tab:red", alpha=0.6, label="RLHF")
+            ax.scatter(rlhf2[hacked, 0], rlhf2[hacked, 1], s=22, marker="x", c="black", label="RLHF, hacked")
+            ax.set_title(f"{policy_name} policy\n{space_name}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].legend(fontsize=7)
+    return save_figure(plt, fig, path, dpi=110)
+
+
+def _csi_figure(path: str, per_seed: dict, methods) -> str:
+    from inform_jax.detect.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    for m in methods:
+        runs = [s["detection"][m] for s in per_seed.values()]
+        steps = [d["iteration"] for d in runs[0]]
+        for ax, key in zip(axes, ("csi", "hacked_fraction"), strict=True):
+            values = np.array([[d[key] for d in r] for r in runs])
+            ax.plot(steps, values.mean(0), marker="o", ms=3, label=DETECTION_POLICIES[m])
+            ax.fill_between(steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.15)
+    axes[0].set_ylabel("CSI (InfoRM latent space)")
+    axes[1].set_ylabel("hacked fraction (evaluation prompts)")
+    for ax in axes:
+        ax.set_xlabel("RL iteration")
+    axes[0].legend(fontsize=7)
+    return save_figure(plt, fig, path, dpi=110)
+
+
+STUDIES = {"fig4": fig4, "energy": energy, "eppo_tables": eppo_tables, "design": design, "detection": detection}

@@ -61,6 +61,7 @@ class LabConfig:
     rm_batch: int = 32
     latent_dim: int = 32
     inform_beta: float = 0.01
+    inform_kl_reduction: str = "paper"  # "paper" (KL summed over latent dims) | "release" (the authors' code)
     ensemble_members: int = 3
     uwo_coef: float = 1.0  # ERM-UWO's variance weight
     # RL
@@ -69,7 +70,10 @@ class LabConfig:
     actor_lr: float = 1e-4
     kl: float = 0.05  # per-token KL coefficient of "PPO w/ KL"
     eta: float = 2.0  # EPPO
+    energy_site: str = "residual"  # EPPO's energy site: "residual" (the paper's) | "mlp" (the authors' code)
+    energy_normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for) | raw L1
     detect_every: int = 10  # CSI of the policy's outputs in InfoRM's latent space every N iterations
+    control_probe: bool = False  # also embed outputs in the standard RM's hidden space (detection's control)
     # judging
     tie_margin: float = 0.05  # |gold(a) - gold(b)| <= margin is a tie
     methods: tuple[str, ...] = DEMO_METHODS
@@ -96,4 +100,5 @@ WORLD_FIELDS = (
 )  # fmt: skip
 MODEL_FIELDS = (*WORLD_FIELDS, "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length")
 SFT_FIELDS = (*MODEL_FIELDS, "sft_steps", "sft_lr")
-RM_FIELDS = (*SFT_FIELDS, "rm_steps", "rm_lr", "rm_batch", "latent_dim", "inform_beta", "ensemble_members")
+RM_FIELDS = (*SFT_FIELDS, "rm_steps", "rm_lr", "rm_batch", "latent_dim", "inform_beta", "ensemble_members",
+             "inform_kl_reduction")  # fmt: skip

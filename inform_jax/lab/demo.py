@@ -42,15 +42,16 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     lab = Lab(config, cache_dir, log=log)
     sft = lab.sft_policy()
     runs = method_runs(config)
-    kinds = sorted({kind for _, kind, _ in runs} | {"inform"})  # InfoRM embeds outputs for detection
+    # InfoRM embeds outputs for detection; the standard RM's hidden space is the control (config.control_probe)
+    kinds = sorted({kind for _, kind, _ in runs} | {"inform"} | ({"standard"} if config.control_probe else set()))
     reward_models = {kind: lab.reward_model(kind, sft) for kind in kinds}
-    probe = LatentProbe(lab, reward_models["inform"])
+    probe = LatentProbe(lab, reward_models["inform"], reward_models["standard"] if config.control_probe else None)
     sft_final = probe(sft)
     results = {}
     for i, (name, kind, overrides) in enumerate(runs):
         log(f"[{i + 1}/{len(runs)}] RL: {name} against the {kind} reward model"
             + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""))  # fmt: skip
-        results[name] = run_method(lab, name, sft, reward_models[kind], overrides, probe, sft_final["latents"],
+        results[name] = run_method(lab, name, sft, reward_models[kind], overrides, probe, sft_final,
                                    os.path.join(out_dir, "runs", slug(name)))  # fmt: skip
         o = overoptimization(results[name]["metrics"], window=_window(config))
         log(
@@ -74,6 +75,9 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         },  # fmt: skip
         "metrics": {n: r["metrics"] for n, r in results.items()},
     }
+    if config.control_probe:  # the detection study's 2x2: final outputs in both spaces, with hacking labels
+        keep = lambda p: {k: np.asarray(p[k]).tolist() for k in ("latents", "control", "hacked")}  # noqa: E731
+        summary["features"] = {n: keep(r["final"]) for n, r in results.items()} | {"SFT": keep(sft_final)}
     figures = {
         "gold_proxy": gold_and_proxy_vs_kl(os.path.join(out_dir, "gold-proxy-vs-kl.png"), results),
         "energy": energy_over_steps(

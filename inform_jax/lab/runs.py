@@ -24,33 +24,46 @@ from inform_jax.train.ppo_config import PPOConfig
 from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _latents(graphdef, params, prompt_ids, prompt_mask, tokens, mask):
+@functools.partial(jax.jit, static_argnames=("graphdef", "feature"))
+def _features(graphdef, params, prompt_ids, prompt_mask, tokens, mask, feature="latent"):
     ids, attention = jnp.concatenate([prompt_ids, tokens], 1), jnp.concatenate([prompt_mask, mask], 1)
-    return features_of(nnx.merge(graphdef, params), ids, attention, "latent")
+    return features_of(nnx.merge(graphdef, params), ids, attention, feature)
 
 
 class LatentProbe:
-    """InfoRM's latent means of greedy responses to the lab's evaluation prompts (the detection space)."""
+    """InfoRM's latent means of greedy responses to the lab's evaluation prompts (the detection space) and, with
+    ``control_rm``, the same responses in a standard reward model's final hidden space (the paper's control)."""
 
-    def __init__(self, lab: Lab, inform_rm):
+    def __init__(self, lab: Lab, inform_rm, control_rm=None):
         self.lab = lab
         self.graphdef, self.params = nnx.split(inform_rm)
+        self.control = None if control_rm is None else nnx.split(control_rm)
 
     def __call__(self, policy: CausalLM) -> dict[str, np.ndarray]:
         prompts = self.lab.eval_prompts
         out = self.lab.greedy(policy, prompts)
-        latents = _latents(self.graphdef, self.params, jnp.asarray(prompts["input_ids"]),
-                           jnp.asarray(prompts["attention_mask"]), out.tokens, out.mask)  # fmt: skip
+        inputs = (jnp.asarray(prompts["input_ids"]), jnp.asarray(prompts["attention_mask"]), out.tokens, out.mask)
+        latents = _features(self.graphdef, self.params, *inputs)
         scores = self.lab.judge_scores(prompts, out.tokens, out.mask)
-        return {"latents": np.asarray(latents), "tokens": np.asarray(out.tokens), "mask": np.asarray(out.mask),
-                **scores}  # fmt: skip
+        result = {"latents": np.asarray(latents), "tokens": np.asarray(out.tokens), "mask": np.asarray(out.mask),
+                  **scores}  # fmt: skip
+        if self.control is not None:
+            result["control"] = np.asarray(_features(*self.control, *inputs, feature="hidden"))
+        return result
 
 
 def run_method(
-    lab: Lab, name: str, policy: CausalLM, reward_model, overrides: dict, probe: LatentProbe, sft_latents, out_dir: str
+    lab: Lab,
+    name: str,
+    policy: CausalLM,
+    reward_model,
+    overrides: dict,
+    probe: LatentProbe,
+    sft_probe: dict,
+    out_dir: str,
 ) -> dict[str, Any]:
-    """Train one policy; returns metrics per iteration, the detection series, per-sample energies with hacking
+    """Train one policy; returns metrics per iteration, the detection series (CSI against ``sft_probe``, the SFT
+    policy's probe outputs; in the control space too when the probe has one), per-sample energies with hacking
     labels (first and last quarter of the run), and the final policy's probe outputs."""
     c = lab.config
     # A run is minutes long and its per-sample records live in memory: start it afresh rather than resume it.
@@ -77,11 +90,14 @@ def run_method(
 
     def detect(trainer, iteration, rollout, metrics):
         probe_out = probe(trainer.policy())
-        result = csi(probe_out["latents"], sft_latents, k=4, key=jax.random.key(iteration))
-        detection.append({"iteration": iteration, "csi": result.csi, "csi_per_sample": result.csi_per_sample,
-                          "hacked_fraction": float(probe_out["hacked"].mean()),
-                          "gold": float(probe_out["gold"].mean()),
-                          "gold_per_prompt": probe_out["gold"].tolist()})  # fmt: skip
+        result = csi(probe_out["latents"], sft_probe["latents"], k=4, key=jax.random.key(iteration))
+        entry = {"iteration": iteration, "csi": result.csi, "csi_per_sample": result.csi_per_sample,
+                 "hacked_fraction": float(probe_out["hacked"].mean()), "gold": float(probe_out["gold"].mean()),
+                 "gold_per_prompt": probe_out["gold"].tolist()}  # fmt: skip
+        if "control" in probe_out:
+            control = csi(probe_out["control"], sft_probe["control"], k=4, key=jax.random.key(iteration))
+            entry["csi_control"] = control.csi
+        detection.append(entry)
 
     trainer = PPOTrainer(
         config, lab.prompts, policy, score_fn=reward_model_score_fn(graphdef), reward_params=params,

@@ -145,7 +145,8 @@ class Lab:
         method = "warm" if kind == "ensemble" else kind
         config = config_from_dict(dict(
             method=method, head=dict(latent_dim=c.latent_dim),
-            loss=dict(beta=c.inform_beta, num_members=c.ensemble_members, aggregation="mean"),
+            loss=dict(beta=c.inform_beta, kl_reduction=c.inform_kl_reduction, num_members=c.ensemble_members,
+                      aggregation="mean"),
             data=dict(train=self.files["prefs_train.jsonl"], eval=self.files["prefs_test.jsonl"],
                       max_length=c.max_length),
             optim=dict(lr=c.rm_lr, warmup_ratio=0.05),
@@ -204,6 +205,8 @@ def method_runs(config: LabConfig) -> list[tuple[str, str, dict[str, Any]]]:
             overrides["kl.coef"] = config.kl
         if settings.get("eta"):
             overrides["energy.eta"] = config.eta
+            overrides["energy.site"] = config.energy_site
+            overrides["energy.normalize"] = config.energy_normalize
         if settings.get("length_penalty"):
             overrides["length_penalty.enabled"] = True
         runs.append((name, kind, overrides))

@@ -11,7 +11,8 @@ import time
 import jax
 import numpy as np
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+# the runner (python -m benchmarks) points this at its --out folder
+RESULTS = os.environ.get("INFORM_JAX_BENCH_RESULTS", os.path.join(os.path.dirname(__file__), "results"))
 
 
 def median_seconds(fn, repeats: int) -> float:

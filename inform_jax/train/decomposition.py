@@ -100,6 +100,15 @@ def other_prompts(num_pairs: int, num_prompts: int, seed: int) -> np.ndarray:
     return draw + (draw >= np.arange(num_pairs)[:, None])  # skip the pair's own index
 
 
+@functools.partial(jax.jit, static_argnames=("estimator", "weights", "tau"))
+def _prompt_free_gaps(r_w, r_l, estimator: str, weights: str, tau: float):
+    """dr2 [P] and the importance weights [P, N] from rewards [P, N] of y_w and y_l under the N other prompts;
+    jitted so that the bisection loop compiles once per shape instead of once per call."""
+    w = importance_weights(r_w, r_l, kind=weights, tau=tau)
+    gap = prompt_free_gap if estimator == "bisection" else prompt_free_gap_logit
+    return gap(r_w - r_l, w), w
+
+
 def decompose(
     model,
     tokens: PairTokens,
@@ -129,9 +138,8 @@ def decompose(
     r_w = score_spliced(model, tokens, prompts, chosen, batch_size=batch_size).reshape(prompts.shape)
     r_l = score_spliced(model, tokens, prompts, chosen + m, batch_size=batch_size).reshape(prompts.shape)
     dr = r_w - r_l
-    w = importance_weights(jnp.asarray(r_w[:, 1:]), jnp.asarray(r_l[:, 1:]), kind=weights, tau=tau)
-    gap = prompt_free_gap if estimator == "bisection" else prompt_free_gap_logit
-    dr2 = np.asarray(gap(jnp.asarray(dr[:, 1:]), w))
+    dr2, w = _prompt_free_gaps(jnp.asarray(r_w[:, 1:]), jnp.asarray(r_l[:, 1:]), estimator, weights, tau)
+    dr2 = np.asarray(dr2)
     return {"dr": dr[:, 0], "dr2": dr2, "dr1": dr[:, 0] - dr2, "dr_other": dr[:, 1:], "weights": np.asarray(w),
             "r_chosen": r_w[:, 0]}  # fmt: skip
 

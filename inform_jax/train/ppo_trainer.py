@@ -58,6 +58,7 @@ from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.metrics_log import MetricsLog, progress
 from inform_jax.train.ppo_config import PPOConfig
 from inform_jax.train.ppo_detect import TrainingDetector
+from inform_jax.train.rm_step import optimizer_shardings
 
 # score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask) -> [B] rewards
 ScoreFn = Callable[..., jax.Array]
@@ -173,8 +174,11 @@ class PPOTrainer:
         p = config.ppo
         self.actor_tx = optax.chain(optax.clip_by_global_norm(p.grad_clip), optax.adam(p.actor_lr, b1=0.9, b2=0.95))
         self.critic_tx = optax.chain(optax.clip_by_global_norm(p.grad_clip), optax.adam(p.critic_lr, b1=0.9, b2=0.95))
-        self.actor_opt = self.actor_tx.init(self.actor_params)
-        self.critic_opt = self.critic_tx.init(self.critic_params)
+        # Initialized on the mesh with the shardings the update returns (moments like their parameters, step
+        # counts replicated): an optimizer state the jitted update sees with other shardings on its second call
+        # than on its first would compile the update twice.
+        self.actor_opt = self._init_optimizer(self.actor_tx, self.actor_params)
+        self.critic_opt = self._init_optimizer(self.critic_tx, self.critic_params)
         self.kl_coef = float(config.kl.coef)
         self.score_std = 1.0  # running std of proxy scores, for the LP baseline
         self.iteration = 0
@@ -239,6 +243,10 @@ class PPOTrainer:
         if c.ppo.whiten_advantages:
             advantages = whiten(advantages, mask)
         return score, penalties, kl, advantages, returns
+
+    def _init_optimizer(self, tx: optax.GradientTransformation, params):
+        shardings = optimizer_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), self.mesh)
+        return jax.jit(tx.init, out_shardings=shardings)(params)
 
     def _update_impl(self, actor_params, critic_params, actor_opt, critic_opt, batch):
         p = self.config.ppo

@@ -1,4 +1,4 @@
-"""Jitted k-means (greedy k-means++ init, Lloyd iterations, vmapped restarts) in pure jax.numpy.
+"""Jitted k-means (greedy k-means++ init, Lloyd iterations, restarts in one program) in pure jax.numpy.
 
 Used as the default clusterer for CSI (REFERENCE.md section 2): cluster RLHF outputs in the IB latent space,
 then measure each centroid's distance to the nearest SFT output.
@@ -109,12 +109,15 @@ def _kmeans_jit(
     key: jax.Array, x: jax.Array, k: int, iterations: int, restarts: int, tol: float, local_trials: int
 ) -> KMeansResult:
     x_sq = jnp.sum(x * x, axis=-1)
+    tol_abs = tol * jnp.mean(jnp.var(x, axis=0))  # scale-free, as scikit-learn's tol
 
     def one_run(run_key):
         init = _kmeanspp_init(run_key, x, x_sq, k, local_trials)
-        return _lloyd(x, init, iterations, tol)
+        return _lloyd(x, init, iterations, tol_abs)
 
-    runs = jax.vmap(one_run)(jax.random.split(key, restarts))
+    # One restart after another (lax.map), not vmapped: a vmapped while_loop runs every restart for as many
+    # iterations as the slowest one needs, so a single slow restart would cost restarts x its iterations.
+    runs = jax.lax.map(one_run, jax.random.split(key, restarts))
     best = jnp.argmin(runs.inertia)
     return jax.tree.map(lambda a: a[best], runs)
 
@@ -126,7 +129,7 @@ def kmeans(
     *,
     iterations: int = 100,
     restarts: int = 4,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
     local_trials: int | None = None,
 ) -> KMeansResult:
     """Cluster x [N, D] into k clusters; returns the lowest-inertia of ``restarts`` k-means++/Lloyd runs.
@@ -137,8 +140,10 @@ def kmeans(
         (a mesh's data axis) is clustered in place: the distances and centroid sums run sharded under jit.
       k: number of clusters (static).
       iterations: max Lloyd iterations per restart (static).
-      restarts: independent k-means++ initialisations, run in parallel with vmap (static).
-      tol: stop when the sum of squared centroid moves in one iteration is <= tol.
+      restarts: independent k-means++ initialisations, run one after another in the jitted program (static).
+      tol: relative tolerance, scikit-learn's rule: a restart stops when the sum of squared centroid moves in one
+        iteration is <= tol x the mean per-feature variance of x (0: run until the centroids stop moving or for
+        ``iterations``).
       local_trials: k-means++ candidates per seeding step (static); default ``2 + int(log(k))``.
 
     Returns:

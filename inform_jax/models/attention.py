@@ -63,12 +63,19 @@ def head_major_attention(q, k, v, mask, *, keys_transposed: bool = False):
     """
     b, t, hq, d = q.shape
     hkv = k.shape[1]
-    q = q.reshape(b, t, hkv, hq // hkv, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, T, D]
-    spec = "bkgtd,bkds->bkgts" if keys_transposed else "bkgtd,bksd->bkgts"
-    logits = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * (d**-0.5)
-    logits = jnp.where(mask[:, :, None], logits, _MASKED)
+    g = hq // hkv
+    # A group's G query heads and the T positions form one axis of G * T rows: each product then has a single
+    # free axis per operand, and the backward pass's gradients contract one axis (XLA's CPU backend runs a
+    # contraction over two axes, here (group, position), as a much slower loop).
+    q = q.reshape(b, t, hkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, hkv, g * t, d)  # [B, Hkv, G*T, D]
+    spec = "bkqd,bkds->bkqs" if keys_transposed else "bkqd,bksd->bkqs"
+    # The scale goes on q ([.., D] wide), not on the logits ([.., S] wide): one pass less over the largest array.
+    logits = jnp.einsum(spec, q * jnp.asarray(d**-0.5, q.dtype), k, preferred_element_type=jnp.float32)
+    s = logits.shape[-1]
+    allowed = jnp.broadcast_to(mask[:, :, None], (b, mask.shape[1], g, t, s)).reshape(b, mask.shape[1], g * t, s)
+    logits = jnp.where(allowed, logits, _MASKED)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, hkv, g, t, d)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
 
 

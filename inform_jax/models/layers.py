@@ -15,6 +15,17 @@ def _normal(rngs: nnx.Rngs, shape, std: float, dtype):
     return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
 
 
+def _matmul_2d(x, w):
+    """x [..., in] @ w [in, out] -> [..., out], as one [prod(...), in] x [in, out] matrix product.
+
+    The leading axes are merged first (a free reshape of a contiguous array) because the backward pass's weight
+    gradient then contracts a single axis: XLA's CPU backend runs the contraction over several axes (batch and
+    sequence) of the un-merged form as a much slower loop (an MLP's forward + backward: 434 -> 296 ms).
+    """
+    lead = x.shape[:-1]
+    return jnp.dot(x.reshape(-1, x.shape[-1]), w).reshape(*lead, w.shape[-1])
+
+
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias). x: [..., in] -> [..., out], computed in `dtype`."""
 
@@ -24,7 +35,7 @@ class Linear(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x):
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        y = _matmul_2d(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
@@ -45,7 +56,7 @@ class Embed(nnx.Module):
 
     def attend(self, x):
         """x: [B, T, embed] -> [B, T, vocab] (logits with the embedding as output matrix)."""
-        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+        return _matmul_2d(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
 
 
 class RMSNorm(nnx.Module):

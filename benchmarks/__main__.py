@@ -1,7 +1,7 @@
 """Every benchmark, one command: runs each script in its own process and writes one summary table.
 
     python -m benchmarks                     # every workload at its default size (~15 min on 2 CPU cores)
-    python -m benchmarks --only kmeans generate
+    python -m benchmarks --only kmeans generate   # reruns these two; today's table keeps the other rows
     python -m benchmarks --quick --out /tmp/bench   # tiny sizes: checks that every script runs (~2 min)
 
 Each script writes its own benchmarks/results/<name>-<platform>-<date>.{json,md}; this runner then writes
@@ -138,8 +138,20 @@ def run_script(name: str, args: list[str], out: str) -> dict:
                           text=True)  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"benchmarks/{name}.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    stems = sorted(f for f in os.listdir(out) if f.startswith(f"{name}-") and f.endswith(".json"))
-    with open(os.path.join(out, max(stems, key=lambda f: os.path.getmtime(os.path.join(out, f))))) as f:
+    result = todays_result(name, out)
+    if result is None:
+        raise RuntimeError(f"benchmarks/{name}.py wrote no result to {out}")
+    return result
+
+
+def todays_result(name: str, out: str) -> dict | None:
+    """The result benchmarks/<name>.py wrote to ``out`` today on this platform, if any."""
+    import jax
+
+    path = os.path.join(out, f"{name}-{jax.devices()[0].platform}-{datetime.date.today().isoformat()}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
         return json.load(f)
 
 
@@ -161,17 +173,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=RESULTS, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    rows, per_script = [], {}
+    date = datetime.date.today().isoformat()
+    stem = os.path.join(args.out, f"{machine_name()}-{date}")
+    # A partial rerun (--only) updates today's table: the other workloads' rows come from the results their
+    # scripts wrote today in the same folder.
+    per_script = {} if not args.only else {name: r for name in BENCHMARKS if (r := todays_result(name, args.out))}
     for name in args.only or BENCHMARKS:
-        quick_args, to_rows = BENCHMARKS[name]
+        quick_args, _ = BENCHMARKS[name]
         print(f"== {name}", flush=True)
         per_script[name] = run_script(name, quick_args if args.quick else [], args.out)
-        rows += to_rows(per_script[name])
-    date = datetime.date.today().isoformat()
+    rows = [row for name in BENCHMARKS if name in per_script for row in BENCHMARKS[name][1](per_script[name])]
     summary = {"machine": machine_name(), "platform": f"{platform.machine()}, {platform.system()} {platform.release()}",
-               "date": date, "quick": args.quick, "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
+               "date": date, "quick": args.quick, "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:])
+               + (" (the other rows: today's earlier runs of their scripts)" if args.only else ""),
                "rows": rows, "results": per_script}  # fmt: skip
-    stem = os.path.join(args.out, f"{summary['machine']}-{date}")
     with open(stem + ".json", "w") as f:
         json.dump(summary, f, indent=1)
     table = markdown_table(rows)

@@ -6,7 +6,7 @@ scored by transformers' `LlamaForSequenceClassification` in batches of the same 
 (the scoring alone, no gap estimate). Same sizes, random weights; pairs/s = pairs / seconds (median of repeats
 after a warm-up run).
 
-    python benchmarks/decomposition.py       # 4-layer 512-wide Llama, 256 pairs x 8 prompts, length 128
+    python benchmarks/decomposition.py       # 4-layer 512-wide Llama, 64 pairs x 4 prompts, length 64
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def main():
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--pairs", type=int, default=256)
-    parser.add_argument("--prompts-per-pair", type=int, default=8)
-    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--prompts-per-pair", type=int, default=4)
+    parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--batch", type=int, default=256, help="sequences per scoring batch (both sides)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

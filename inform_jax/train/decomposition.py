@@ -81,7 +81,10 @@ def score_spliced(model, tokens: PairTokens, prompt_idx, response_idx, *, batch_
     prompt_idx = np.asarray(prompt_idx, np.int32).reshape(-1)
     response_idx = np.asarray(response_idx, np.int32).reshape(-1)
     n = prompt_idx.size
-    batch_size = max(1, min(batch_size, n))
+    # As many batches as batch_size needs, of equal size: the last one wraps around by less than one row per
+    # batch instead of by up to batch_size - 1 rows (320 rows at 256: two batches of 160, not two of 256).
+    batches = max(1, -(-n // max(1, batch_size)))
+    batch_size = max(1, -(-n // batches))
     graphdef, params = nnx.split(model)
     sources = (tokens.prompt_ids, tokens.prompt_len, tokens.response_ids, tokens.response_start, tokens.response_len)
     out = []
@@ -135,8 +138,9 @@ def decompose(
     pairs = np.arange(m) if pairs is None else np.asarray(pairs)
     prompts = np.concatenate([pairs[:, None], other_prompts(m, num_prompts, seed)[pairs]], axis=1)  # [P, 1 + N]
     chosen = np.broadcast_to(pairs[:, None], prompts.shape)
-    r_w = score_spliced(model, tokens, prompts, chosen, batch_size=batch_size).reshape(prompts.shape)
-    r_l = score_spliced(model, tokens, prompts, chosen + m, batch_size=batch_size).reshape(prompts.shape)
+    both = score_spliced(model, tokens, np.stack([prompts, prompts]), np.stack([chosen, chosen + m]),
+                         batch_size=batch_size).reshape(2, *prompts.shape)  # fmt: skip
+    r_w, r_l = both[0], both[1]
     dr = r_w - r_l
     dr2, w = _prompt_free_gaps(jnp.asarray(r_w[:, 1:]), jnp.asarray(r_l[:, 1:]), estimator, weights, tau)
     dr2 = np.asarray(dr2)

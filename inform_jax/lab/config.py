@@ -22,6 +22,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     "ERM-UWO": ("ensemble-uwo", {}),  # mean - uwo_coef * variance over members
     "ODIN": ("odin", {}),  # RL reads ODIN's quality head
     "EPPO + ODIN": ("odin", {"eta": "eta"}),
+    "InfoRM + Ensemble": ("inform-ensemble", {}),  # InfoRM's IB head on every ensemble member, mean reward
+    "InfoRM + WARM": ("inform-warm", {}),  # the same members weight-averaged
 }
 DEMO_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO")
 

@@ -115,10 +115,11 @@ class Lab:
         """A proxy reward model trained on the noisy preference pairs from the SFT backbone: "standard",
         "inform" (IB head, beta ``inform_beta``), "odin" (quality and length heads), "ensemble" (members trained
         with different seeds, mean), "ensemble-wco" / "ensemble-uwo" (the same members, min / mean - uwo_coef *
-        variance) or "warm" (the same members' weights averaged)."""
+        variance) or "warm" (the same members' weights averaged); "inform-ensemble" / "inform-warm" the same with
+        InfoRM's IB head on every member."""
         c = self.config
-        if kind == "warm":  # WARM: the ensemble's members (one data order each) averaged into one set of weights
-            return self.reward_model("ensemble", sft).weight_average()
+        if kind in ("warm", "inform-warm"):  # WARM: the ensemble's members (one data order each) weight-averaged
+            return self.reward_model("ensemble" if kind == "warm" else "inform-ensemble", sft).weight_average()
         if kind in ("ensemble-wco", "ensemble-uwo"):  # the same members, aggregated by min or mean - coef * var
             ensemble = self.reward_model("ensemble", sft)
             ensemble.aggregation = {"ensemble-wco": "min", "ensemble-uwo": "uwo"}[kind]
@@ -142,7 +143,7 @@ class Lab:
         c = self.config
         # The ensemble's members train in one vmapped program with one data order each (the WARM scheme); the
         # ensemble keeps them apart and averages their rewards (no weight averaging).
-        method = "warm" if kind == "ensemble" else kind
+        method = {"ensemble": "warm", "inform-ensemble": "inform+warm"}.get(kind, kind)
         config = config_from_dict(dict(
             method=method, head=dict(latent_dim=c.latent_dim),
             loss=dict(beta=c.inform_beta, kl_reduction=c.inform_kl_reduction, num_members=c.ensemble_members,
@@ -165,7 +166,7 @@ class Lab:
 
         model = (
             EnsembleRewardModel([member(i) for i in range(c.ensemble_members)], "mean")
-            if kind == "ensemble" else member(0)
+            if kind in ("ensemble", "inform-ensemble") else member(0)
         )  # fmt: skip
         self.log(f"training the {kind} reward model ({c.rm_steps} steps)")
         trainer = RewardModelTrainer(config, train, test, model=model, mesh=self.mesh)

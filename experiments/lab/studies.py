@@ -217,17 +217,7 @@ def eppo_tables(seeds, size: dict, work: str, cache: str | None, out: str, smoke
 
     pairs = [("EPPO", None)] + [("EPPO", r) for r in EPPO_RIVALS if r in methods]
     pairs += [(a, b) for a, b in EPPO_PAIRS if a in methods and b in methods]
-    tables, claims = {}, []
-    for ours, rival in pairs:
-        rows = table(ours, rival)
-        name = f"{label(ours)} vs {'SFT' if rival is None else label(rival)}"
-        tables[name] = {k: spread([r[k] for r in rows]) for k in ("win", "tie", "lose", "win_rate")}
-        t = tables[name]
-        claims.append({
-            "claim": f"{name}: more wins than losses (EPPO Table {2 if ours != 'EPPO' else 1})",
-            "measured": f"win {t['win']['mean']:.2f} / tie {t['tie']['mean']:.2f} / lose {t['lose']['mean']:.2f}",
-            "verdict": compare_verdict(t["win"]["values"], t["lose"]["values"]),
-        })  # fmt: skip
+    tables, claims = _win_tie_lose(pairs, table, label, lambda ours: f"EPPO Table {2 if ours != 'EPPO' else 1}")
 
     def win_rate_over_steps(summary: dict, m: str) -> list[tuple[int, float]]:
         sft = summary["sft_gold_per_prompt"]
@@ -249,6 +239,22 @@ def eppo_tables(seeds, size: dict, work: str, cache: str | None, out: str, smoke
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
     write_study("eppo_tables", payload, out)
     return payload
+
+
+def _win_tie_lose(pairs, versus, label, source) -> tuple[dict[str, dict], list[dict]]:
+    """For each (ours, rival) pair (rival None: SFT), ``versus(ours, rival)``'s per-seed win / tie / lose /
+    win-rate rows as spreads, and the claim "more wins than losses" (``source(ours)`` names the paper's table)."""
+    tables, claims = {}, []
+    for ours, rival in pairs:
+        rows = versus(ours, rival)
+        name = f"{label(ours)} vs {'SFT' if rival is None else label(rival)}"
+        tables[name] = t = {k: spread([r[k] for r in rows]) for k in ("win", "tie", "lose", "win_rate")}
+        claims.append({
+            "claim": f"{name}: more wins than losses ({source(ours)})",
+            "measured": f"win {t['win']['mean']:.2f} / tie {t['tie']['mean']:.2f} / lose {t['lose']['mean']:.2f}",
+            "verdict": compare_verdict(t["win"]["values"], t["lose"]["values"]),
+        })  # fmt: skip
+    return tables, claims
 
 
 def _win_rate_figure(path: str, curves: dict, label) -> str:
@@ -575,17 +581,7 @@ def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smo
 
     pairs = [("InfoRM", None)] + [("InfoRM", r) for r in TABLE1_RIVALS if r in methods]
     pairs += [(a, b) for a, b in TABLE1_PAIRS if a in methods and b in methods]
-    tables, claims = {}, []
-    for ours, rival in pairs:
-        rows = versus(ours, rival)
-        name = f"{_label(ours)} vs {'SFT' if rival is None else _label(rival)}"
-        tables[name] = {k: spread([r[k] for r in rows]) for k in ("win", "tie", "lose", "win_rate")}
-        t = tables[name]
-        claims.append({
-            "claim": f"{name}: more wins than losses (InfoRM Table 1)",
-            "measured": f"win {t['win']['mean']:.2f} / tie {t['tie']['mean']:.2f} / lose {t['lose']['mean']:.2f}",
-            "verdict": compare_verdict(t["win"]["values"], t["lose"]["values"]),
-        })  # fmt: skip
+    tables, claims = _win_tie_lose(pairs, versus, _label, lambda _: "InfoRM Table 1")
     gold = {m: spread([per_seed[m][s]["overoptimization"][m]["gold_final"] for s in seeds]) for m in methods}
     figure = _table1_figure(os.path.join(out, "win-tie-lose.png"), tables)
     payload = {"study": "inform_table1", "title": "InfoRM Table 1 (win / tie / lose by the gold judge, each method "

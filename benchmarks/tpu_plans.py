@@ -5,7 +5,8 @@ memory and the mesh each uses (the planning command of `inform-jax plan`, needs 
     python benchmarks/tpu_plans.py --models pythia-6.9b --topologies v5p:2x2x2
 
 Each plan compiles the real step (bf16 compute, float32 parameters and AdamW state, full remat, scanned layers,
-FSDP over every chip) at full depth for batch 64 x 2048 tokens; nothing is allocated. Writes
+FSDP over every device) at full depth for 64 pairs x 2048 tokens a step (rounded up to a multiple of the device
+count); nothing is allocated. A plan the TPU compiler refuses for memory is reported as not fitting. Writes
 benchmarks/results/tpu_plans-<platform>-<date>.{json,md}.
 """
 
@@ -17,6 +18,7 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the TPU is only a compile target here
 
+import jax  # noqa: E402
 from _common import save_results  # noqa: E402
 
 from inform_jax.train.config import config_from_dict  # noqa: E402
@@ -49,17 +51,36 @@ def main():
     for preset in args.models:
         for topology in args.topologies:
             start = time.perf_counter()
-            plan = plan_rm_train_step(inform_config(preset, args.batch, args.length), topology_devices(topology))
-            plans.append({"model": preset, "topology": topology, **plan, "compile_s": time.perf_counter() - start})
+            devices = topology_devices(topology)
+            batch = -(-args.batch // len(devices)) * len(devices)  # FSDP shards the batch over every device
+            try:
+                plan = plan_rm_train_step(inform_config(preset, batch, args.length), devices)
+            except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a program that cannot fit
+                if "RESOURCE_EXHAUSTED" not in str(e):
+                    raise
+                plans.append({"model": preset, "topology": topology, "devices": len(devices), "batch_pairs": batch,
+                              "fits": False,
+                              "error": str(e).splitlines()[0][:300]})  # fmt: skip
+                print(f"{preset} {topology}: does not fit ({plans[-1]['error']})", flush=True)
+                continue
+            plans.append({"model": preset, "topology": topology, "batch_pairs": batch, **plan,
+                          "compile_s": time.perf_counter() - start})  # fmt: skip
             print(f"{preset} {topology}: {plan['per_device_total_bytes'] / gib:.1f} GiB per device "
                   f"({plan['fits']}), mesh {plan['mesh']}", flush=True)  # fmt: skip
-    lines = ["| model | topology | chips | mesh | per-device GiB (args / temps / total) | HBM GiB | fits |\n",
-             "|---|---|---|---|---|---|---|\n"]  # fmt: skip
+    lines = ["| model | topology | devices | pairs / step | mesh | per-device GiB (args / temps / total) | HBM GiB "
+             "| fits |\n",
+             "|---|---|---|---|---|---|---|---|\n"]  # fmt: skip
     for p in plans:
+        if "error" in p:
+            head = f"| {p['model']} | {p['topology']} | {p['devices']} | {p['batch_pairs']} "
+            lines.append(f"{head}| fsdp {p['devices']} | refused by the "
+                         f"compiler: {p['error']} | - | no |\n")  # fmt: skip
+            continue
         m = p["per_device_bytes"]
         mesh = " x ".join(f"{k} {v}" for k, v in p["mesh"].items() if v > 1) or "1 device"
         hbm = "-" if p["hbm_bytes"] is None else f"{p['hbm_bytes'] / gib:.0f}"
-        lines.append(f"| {p['model']} | {p['topology']} | {p['devices']} | {mesh} | {m['arguments'] / gib:.1f} / "
+        head = f"| {p['model']} | {p['topology']} | {p['devices']} | {p['batch_pairs']} "
+        lines.append(f"{head}| {mesh} | {m['arguments'] / gib:.1f} / "
                      f"{m['temporaries'] / gib:.1f} / {p['per_device_total_bytes'] / gib:.1f} | {hbm} | "
                      f"{'yes' if p['fits'] else 'no' if p['fits'] is False else '-'} |\n")  # fmt: skip
     result = {"step": "InfoRM train step (bf16, fp32 AdamW, full remat)", "batch_pairs": args.batch,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -122,12 +123,11 @@ BENCHMARKS: dict[str, tuple[list[str], Rows]] = {
 }  # fmt: skip
 
 
-def machine_name() -> str:
-    """``<accelerator or cpu>-<n>cpu``: the results file's machine part."""
-    import jax
-
-    dev = jax.devices()[0]
-    kind = "cpu" if dev.platform == "cpu" else dev.device_kind.lower().replace(" ", "-")
+def machine_name(results: dict[str, dict]) -> str:
+    """``<accelerator or cpu>-<n>cpu``, the results file's machine part, from the device the scripts ran on (the
+    runner itself never starts JAX: on a GPU it would hold most of the memory while the scripts run)."""
+    kind = next((r["device"] for r in results.values() if "device" in r), "cpu")
+    kind = "cpu" if kind.lower() == "cpu" else kind.lower().replace(" ", "-")
     return f"{kind}-{os.cpu_count()}cpu"
 
 
@@ -145,13 +145,11 @@ def run_script(name: str, args: list[str], out: str) -> dict:
 
 
 def todays_result(name: str, out: str) -> dict | None:
-    """The result benchmarks/<name>.py wrote to ``out`` today on this platform, if any."""
-    import jax
-
-    path = os.path.join(out, f"{name}-{jax.devices()[0].platform}-{datetime.date.today().isoformat()}.json")
-    if not os.path.exists(path):
+    """The newest result benchmarks/<name>.py wrote to ``out`` today (any platform), if any."""
+    paths = glob.glob(os.path.join(out, f"{name}-*-{datetime.date.today().isoformat()}.json"))
+    if not paths:
         return None
-    with open(path) as f:
+    with open(max(paths, key=os.path.getmtime)) as f:
         return json.load(f)
 
 
@@ -174,7 +172,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     date = datetime.date.today().isoformat()
-    stem = os.path.join(args.out, f"{machine_name()}-{date}")
     # A partial rerun (--only) updates today's table: the other workloads' rows come from the results their
     # scripts wrote today in the same folder.
     per_script = {} if not args.only else {name: r for name in BENCHMARKS if (r := todays_result(name, args.out))}
@@ -183,10 +180,12 @@ def main(argv=None) -> int:
         print(f"== {name}", flush=True)
         per_script[name] = run_script(name, quick_args if args.quick else [], args.out)
     rows = [row for name in BENCHMARKS if name in per_script for row in BENCHMARKS[name][1](per_script[name])]
-    summary = {"machine": machine_name(), "platform": f"{platform.machine()}, {platform.system()} {platform.release()}",
+    system = f"{platform.machine()}, {platform.system()} {platform.release()}"
+    summary = {"machine": machine_name(per_script), "platform": system,
                "date": date, "quick": args.quick, "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:])
                + (" (the other rows: today's earlier runs of their scripts)" if args.only else ""),
                "rows": rows, "results": per_script}  # fmt: skip
+    stem = os.path.join(args.out, f"{summary['machine']}-{date}")
     with open(stem + ".json", "w") as f:
         json.dump(summary, f, indent=1)
     table = markdown_table(rows)

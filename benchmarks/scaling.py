@@ -29,11 +29,9 @@ def point(sizes: dict, batch: int, length: int, repeats: int, dtype: str, torch_
 
 
 def figure(path: str, curves: dict[str, list[dict]], title: str) -> str:
-    import matplotlib
+    from inform_jax.detect.plots import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (axis, rows) in zip(axes, curves.items(), strict=True):
         x = [r[axis] for r in rows]
@@ -47,10 +45,7 @@ def figure(path: str, curves: dict[str, list[dict]], title: str) -> str:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, dpi=110)
 
 
 def main():

@@ -26,6 +26,9 @@ from inform_jax.models.reward_model import (
     save_reward_model,
 )
 
+# ensemble kinds -> the RM trainer's method: members trained in one vmapped program, one data order each
+ENSEMBLE_METHODS = {"ensemble": "warm", "inform-ensemble": "inform+warm"}
+
 
 class Lab:
     """Holds the world, the tokenizer and the single-device mesh the stages share."""
@@ -143,7 +146,7 @@ class Lab:
         c = self.config
         # The ensemble's members train in one vmapped program with one data order each (the WARM scheme); the
         # ensemble keeps them apart and averages their rewards (no weight averaging).
-        method = {"ensemble": "warm", "inform-ensemble": "inform+warm"}.get(kind, kind)
+        method = ENSEMBLE_METHODS.get(kind, kind)
         config = config_from_dict(dict(
             method=method, head=dict(latent_dim=c.latent_dim),
             loss=dict(beta=c.inform_beta, kl_reduction=c.inform_kl_reduction, num_members=c.ensemble_members,
@@ -166,7 +169,7 @@ class Lab:
 
         model = (
             EnsembleRewardModel([member(i) for i in range(c.ensemble_members)], "mean")
-            if kind in ("ensemble", "inform-ensemble") else member(0)
+            if kind in ENSEMBLE_METHODS else member(0)
         )  # fmt: skip
         self.log(f"training the {kind} reward model ({c.rm_steps} steps)")
         trainer = RewardModelTrainer(config, train, test, model=model, mesh=self.mesh)

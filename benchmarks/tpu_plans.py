@@ -1,12 +1,18 @@
-"""TPU-pod readiness without a TPU: the InfoRM train step compiled ahead of time for TPU topologies, per-device
-memory and the mesh each uses (the planning command of `inform-jax plan`, needs the tpu extra for libtpu).
+"""TPU-pod readiness without a TPU: the InfoRM train step and the PPO update compiled ahead of time for TPU
+topologies, per-device memory and the mesh each uses (the planning code of `inform-jax plan`; needs the tpu
+extra for libtpu).
 
     python benchmarks/tpu_plans.py                         # Llama-3-8B and Pythia-6.9B on v4, v5e, v5p, 8 and 64 chips
-    python benchmarks/tpu_plans.py --models pythia-6.9b --topologies v5p:2x2x2
+    python benchmarks/tpu_plans.py --models pythia-6.9b --topologies v5p:2x2x2 --programs ppo
 
-Each plan compiles the real step (bf16 compute, float32 parameters and AdamW state, full remat, scanned layers,
-FSDP over every device) at full depth for 64 pairs x 2048 tokens a step (rounded up to a multiple of the device
-count); nothing is allocated. A plan the TPU compiler refuses for memory is reported as not fitting. Writes
+Each plan compiles the real program at full depth (bf16 compute, float32 parameters and optimizer state, full
+remat, scanned layers, FSDP over every device); nothing is allocated.
+- InfoRM step: 64 pairs x 2048 tokens a step (rounded up to a multiple of the device count), AdamW.
+- PPO update: one minibatch of 64 rollouts x (1024 prompt + 1024 response) tokens through the actor (with its
+  LM head) and an SFT-initialised critic of the same size, both with Adam.
+When the TPU compiler refuses a plan for memory, the next one tried keeps the step's batch but halves what
+one pass holds: InfoRM with `train.grad_accum` doubled (2, 4, ...), PPO with the minibatch halved (the same
+rollout batch in more minibatches), down to one row per device; every attempt is reported. Writes
 benchmarks/results/tpu_plans-<platform>-<date>.{json,md}.
 """
 
@@ -22,69 +28,128 @@ import jax  # noqa: E402
 from _common import save_results  # noqa: E402
 
 from inform_jax.train.config import config_from_dict  # noqa: E402
-from inform_jax.train.plan import plan_rm_train_step, topology_devices  # noqa: E402
+from inform_jax.train.plan import plan_ppo_update, plan_rm_train_step, topology_devices  # noqa: E402
+from inform_jax.train.ppo_config import PPOConfig  # noqa: E402
 
 TOPOLOGIES = ("v4:2x2x2", "v4:4x4x4", "v5e:2x4", "v5e:8x8", "v5p:2x2x2", "v5p:4x4x4")  # 8 and 64 chips each
+MODEL = {"dtype": "bfloat16", "param_dtype": "float32", "scan_layers": True, "remat": "full"}
+MESH = {"data": 1, "fsdp": -1, "tensor": 1}
 
 
-def inform_config(preset: str, batch: int, length: int):
+def inform_config(preset: str, batch: int, length: int, grad_accum: int = 1):
     return config_from_dict({
         "method": "inform",
-        "model": {"preset": preset, "dtype": "bfloat16", "param_dtype": "float32", "scan_layers": True,
-                  "remat": "full"},
+        "model": {"preset": preset, **MODEL},
         "head": {"latent_dim": 128},
         "data": {"max_length": length},
-        "train": {"batch_size": batch, "max_steps": 1000},
-        "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
+        "train": {"batch_size": batch, "max_steps": 1000, "grad_accum": grad_accum},
+        "mesh": MESH,
     })  # fmt: skip
+
+
+def ppo_config(preset: str):
+    return config_from_dict({"policy": {"preset": preset, **MODEL}, "mesh": MESH}, cls=PPOConfig)
+
+
+def inform_attempts(preset, devices, args):
+    """(label, plan()) pairs in the order tried: grad_accum 1, 2, 4, ... while a micro-batch covers the devices."""
+    n = len(devices)
+    batch = -(-args.batch // n) * n  # FSDP shards the batch over every device
+    accum = 1
+    while batch // accum >= n and (batch // accum) % n == 0:
+        yield (
+            {"pairs_per_step": batch, "grad_accum": accum, "rows_per_pass": 2 * batch // accum},
+            lambda a=accum: plan_rm_train_step(inform_config(preset, batch, args.length, a), devices),
+        )
+        accum *= 2
+
+
+def ppo_attempts(preset, devices, args):
+    """(label, plan()) pairs: the minibatch halved while it covers the devices."""
+    n = len(devices)
+    minibatch = -(-args.ppo_minibatch // n) * n
+    while minibatch >= n and minibatch % n == 0:
+        yield (
+            {"rows_per_pass": minibatch},
+            lambda m=minibatch: plan_ppo_update(
+                ppo_config(preset), devices, minibatch=m, prompt_len=args.prompt_len, response_len=args.response_len
+            ),
+        )
+        minibatch //= 2
+
+
+def plan_until_it_fits(attempts) -> list[dict]:
+    """Each attempt's plan or refusal, stopping at the first that fits."""
+    rows = []
+    for label, make in attempts:
+        start = time.perf_counter()
+        try:
+            plan = make()
+        except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a program that cannot fit
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            rows.append({**label, "fits": False, "error": str(e).splitlines()[0][:300]})
+            continue
+        rows.append({**label, **plan, "compile_s": time.perf_counter() - start})
+        if plan["fits"] is not False:
+            break
+    return rows
+
+
+def table_row(p: dict) -> str:
+    gib = 2**30
+    setting = f"{p['rows_per_pass']} rows / pass" + (f", grad_accum {p['grad_accum']}" if "grad_accum" in p else "")
+    head = f"| {p['program']} | {p['model']} | {p['topology']} | {p['chips']} | {setting} "
+    if "error" in p:
+        return f"{head}| fsdp {p['mesh_devices']} | refused by the compiler: {p['error']} | - | no |\n"
+    m = p["per_device_bytes"]
+    mesh = " x ".join(f"{k} {v}" for k, v in p["mesh"].items() if v > 1) or "1 device"
+    hbm = "-" if p["hbm_bytes"] is None else f"{p['hbm_bytes'] / gib:.0f}"
+    fits = "yes" if p["fits"] else "no" if p["fits"] is False else "-"
+    return (
+        f"{head}| {mesh} | {m['arguments'] / gib:.1f} / {m['temporaries'] / gib:.1f} / "
+        f"{p['per_device_total_bytes'] / gib:.1f} | {hbm} | {fits} |\n"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["llama-3-8b", "pythia-6.9b"])
     parser.add_argument("--topologies", nargs="+", default=list(TOPOLOGIES))
-    parser.add_argument("--batch", type=int, default=64, help="preference pairs per step")
-    parser.add_argument("--length", type=int, default=2048)
+    parser.add_argument("--programs", nargs="+", default=["inform", "ppo"], choices=["inform", "ppo"])
+    parser.add_argument("--batch", type=int, default=64, help="InfoRM: preference pairs per step")
+    parser.add_argument("--length", type=int, default=2048, help="InfoRM: tokens per sequence")
+    parser.add_argument("--ppo-minibatch", type=int, default=64, help="PPO: rollouts per update")
+    parser.add_argument("--prompt-len", type=int, default=1024)
+    parser.add_argument("--response-len", type=int, default=1024)
     args = parser.parse_args()
-    gib = 2**30
+    attempts = {"inform": inform_attempts, "ppo": ppo_attempts}
+    names = {"inform": "InfoRM step", "ppo": "PPO update"}
     plans = []
-    for preset in args.models:
-        for topology in args.topologies:
-            start = time.perf_counter()
-            devices = topology_devices(topology)
-            batch = -(-args.batch // len(devices)) * len(devices)  # FSDP shards the batch over every device
-            try:
-                plan = plan_rm_train_step(inform_config(preset, batch, args.length), devices)
-            except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a program that cannot fit
-                if "RESOURCE_EXHAUSTED" not in str(e):
-                    raise
-                plans.append({"model": preset, "topology": topology, "devices": len(devices), "batch_pairs": batch,
-                              "fits": False,
-                              "error": str(e).splitlines()[0][:300]})  # fmt: skip
-                print(f"{preset} {topology}: does not fit ({plans[-1]['error']})", flush=True)
-                continue
-            plans.append({"model": preset, "topology": topology, "batch_pairs": batch, **plan,
-                          "compile_s": time.perf_counter() - start})  # fmt: skip
-            print(f"{preset} {topology}: {plan['per_device_total_bytes'] / gib:.1f} GiB per device "
-                  f"({plan['fits']}), mesh {plan['mesh']}", flush=True)  # fmt: skip
-    lines = ["| model | topology | devices | pairs / step | mesh | per-device GiB (args / temps / total) | HBM GiB "
-             "| fits |\n",
-             "|---|---|---|---|---|---|---|---|\n"]  # fmt: skip
-    for p in plans:
-        if "error" in p:
-            head = f"| {p['model']} | {p['topology']} | {p['devices']} | {p['batch_pairs']} "
-            lines.append(f"{head}| fsdp {p['devices']} | refused by the "
-                         f"compiler: {p['error']} | - | no |\n")  # fmt: skip
-            continue
-        m = p["per_device_bytes"]
-        mesh = " x ".join(f"{k} {v}" for k, v in p["mesh"].items() if v > 1) or "1 device"
-        hbm = "-" if p["hbm_bytes"] is None else f"{p['hbm_bytes'] / gib:.0f}"
-        head = f"| {p['model']} | {p['topology']} | {p['devices']} | {p['batch_pairs']} "
-        lines.append(f"{head}| {mesh} | {m['arguments'] / gib:.1f} / "
-                     f"{m['temporaries'] / gib:.1f} / {p['per_device_total_bytes'] / gib:.1f} | {hbm} | "
-                     f"{'yes' if p['fits'] else 'no' if p['fits'] is False else '-'} |\n")  # fmt: skip
-    result = {"step": "InfoRM train step (bf16, fp32 AdamW, full remat)", "batch_pairs": args.batch,
-              "length": args.length, "plans": plans}  # fmt: skip
+    for program in args.programs:
+        for preset in args.models:
+            for topology in args.topologies:
+                devices = topology_devices(topology)
+                chips = len({tuple(d.coords) for d in devices}) if hasattr(devices[0], "coords") else len(devices)
+                for row in plan_until_it_fits(attempts[program](preset, devices, args)):
+                    row = {"program": names[program], "model": preset, "topology": topology, "chips": chips,
+                           "mesh_devices": len(devices), **row}  # fmt: skip
+                    plans.append(row)
+                    print(table_row(row), end="", flush=True)
+    lines = [
+        "| program | model | topology | chips | setting | mesh | per-device GiB (args / temps / total) "
+        "| device HBM GiB | fits |\n",
+        "|---|---|---|---|---|---|---|---|---|\n",
+    ]
+    lines += [table_row(p) for p in plans]
+    result = {
+        "programs": {
+            "inform": f"InfoRM train step (bf16, fp32 AdamW, full remat), {args.batch} pairs x {args.length} tokens",
+            "ppo": f"PPO minibatch update (actor + critic, bf16, fp32 Adam, full remat), {args.ppo_minibatch} "
+            f"rollouts x ({args.prompt_len} + {args.response_len}) tokens",
+        },
+        "plans": plans,
+    }
     save_results("tpu_plans", result, "".join(lines))
 
 

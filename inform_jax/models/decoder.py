@@ -19,6 +19,7 @@ from inform_jax.models.attention import Attention, make_attention_mask, make_cac
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Embed, Linear, activation, make_norm
 from inform_jax.models.rope import inverse_frequencies, rope_tables
+from inform_jax.models.sharding import constrain_batch
 from inform_jax.models.stacking import stack_modules
 
 
@@ -237,13 +238,13 @@ class CausalLM(nnx.Module):
 
         index = None if cache is None else cache.index
         cos, sin = rope_tables(positions, self.inv_freq)
-        x = self.embed(input_ids)
+        x = constrain_batch(self.embed(input_ids))
         windows = jnp.asarray(c.layer_windows, jnp.int32)
 
         def run_block(graphdef, state, carry, window, kv, layer):
             block = nnx.merge(graphdef, state)
             out, mlp_in, mlp_out, kv = block(carry[0], cos, sin, mask_for(window), kv, index, layer)
-            return (out, mlp_in, mlp_out), kv
+            return (constrain_batch(out), mlp_in, mlp_out), kv
 
         zeros = jnp.zeros_like(x)
         carry = (x, zeros, zeros)

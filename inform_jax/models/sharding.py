@@ -115,3 +115,21 @@ def shard_module(module: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES, *, copy: b
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Sharding for a batch array [B, ...]: B split over the data-like axes."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """Keep an activation [B, ...] split over the data-like axes of the mesh in context (`jax.set_mesh`).
+
+    Why: under FSDP the embedding table and every weight are split along the model width, and without a
+    constraint XLA may propagate that width split into the activations and gather the whole batch on every
+    device instead of gathering each layer's weights (a 64-chip plan held all 128 sequences' MLP activations
+    per chip). Outside a mesh, or when B does not divide over the axes, x is returned unchanged.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    axes = tuple(a for a in BATCH_AXES if mesh.shape.get(a, 1) > 1)
+    size = int(np.prod([mesh.shape[a] for a in axes]))
+    if not axes or x.shape[0] % size:
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(axes, *([None] * (x.ndim - 1))))

@@ -13,15 +13,18 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from inform_jax.models import make_mesh
+from inform_jax.models import CausalLM, make_mesh
 from inform_jax.models.sharding import BATCH_AXES, variable_sharding
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.optim import adamw
+from inform_jax.train.ppo_config import PPOConfig
+from inform_jax.train.ppo_trainer import ValueModel, make_ppo_update, ppo_optimizers
 from inform_jax.train.rm_step import make_train_step, optimizer_shardings
-from inform_jax.train.rm_trainer import backbone_config, build_reward_model
+from inform_jax.train.rm_trainer import backbone_config, build_reward_model, section_config
 
 # High-bandwidth memory per chip, GiB (public specifications).
 HBM_GIB = {"v4": 32, "v5 lite": 16, "v5e": 16, "v5": 95, "v5p": 95, "v6 lite": 32, "v6e": 32}
@@ -44,11 +47,20 @@ def chip_hbm_bytes(device) -> int | None:
     return HBM_GIB[kind] * 2**30 if kind in HBM_GIB else None
 
 
+def device_hbm_bytes(devices) -> int | None:
+    """HBM of one device: the chip's, shared by the devices on one chip (a v4 chip's two cores are two devices)."""
+    chip = chip_hbm_bytes(devices[0])
+    if chip is None:
+        return None
+    coords = [tuple(d.coords) for d in devices if hasattr(d, "coords")]
+    return chip // (len(coords) // len(set(coords)) if coords else 1)
+
+
 def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None = None) -> dict:
     """Compile the RM train step for `devices` with the config's mesh; per-device memory in bytes.
 
-    num_layers: plan a shallower model of the same width (scan makes depth cheap to compile; memory
-    for the full depth is reported by scaling the per-layer parameter and optimizer bytes).
+    num_layers: plan a shallower model of the same width (quicker to compile); the memory reported is that
+    model's.
     """
     arch = backbone_config(config, preset_if_path_missing=True)
     if num_layers is not None:
@@ -56,21 +68,37 @@ def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None
     section = dataclasses.replace(config.model, path=None, preset=None, config=_arch_fields(arch))
     planned = dataclasses.replace(config, model=section)
     mesh = make_mesh(**dataclasses.asdict(config.mesh), devices=devices)
-    abstract = nnx.eval_shape(lambda: build_reward_model(planned))
-    graphdef, params = nnx.split(abstract)
-    for _, var in nnx.to_flat_state(params):
-        var.set_value(jax.ShapeDtypeStruct(var.shape, var.dtype, sharding=variable_sharding(var, mesh)))
+    graphdef, params = abstract_sharded(lambda: build_reward_model(planned), mesh)
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
     t = config.train
     tx, schedule = adamw(config.optim, max(t.max_steps or 1000, 1))
-    opt_shardings = optimizer_shardings(tx, params, param_shardings, mesh)
-    opt_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), jax.eval_shape(tx.init, params), opt_shardings
-    )
+    opt_state, opt_shardings = abstract_optimizer_state(tx, params, mesh)
     step = make_train_step(planned, graphdef, tx, schedule, param_shardings, opt_shardings)
     batch = abstract_batch(config, mesh)
     with jax.set_mesh(mesh):
         compiled = step.lower(params, opt_state, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
+    return memory_report(compiled, devices, mesh, arch.num_layers, params)
+
+
+def abstract_sharded(build, mesh):
+    """(graphdef, params) of the module `build()` makes, as shapes with their mesh shardings; nothing allocated."""
+    graphdef, params = nnx.split(nnx.eval_shape(build))
+    for _, var in nnx.to_flat_state(params):
+        var.set_value(jax.ShapeDtypeStruct(var.shape, var.dtype, sharding=variable_sharding(var, mesh)))
+    return graphdef, params
+
+
+def abstract_optimizer_state(tx: optax.GradientTransformation, params, mesh):
+    """(state shapes with shardings, shardings) of `tx.init(params)` for abstract sharded params."""
+    shardings = optimizer_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), mesh)
+    state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), jax.eval_shape(tx.init, params), shardings
+    )
+    return state, shardings
+
+
+def memory_report(compiled, devices, mesh, num_layers: int, *param_trees) -> dict:
+    """Per-device bytes of a compiled program (`memory_analysis`) against the chip's HBM."""
     memory = compiled.memory_analysis()
     per_device = {
         "arguments": memory.argument_size_in_bytes,
@@ -80,19 +108,57 @@ def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None
         "code": memory.generated_code_size_in_bytes,
     }
     total = per_device["arguments"] + per_device["outputs"] - per_device["aliased"] + per_device["temporaries"]
-    hbm = chip_hbm_bytes(devices[0])
-    num_params = sum(x.size for x in jax.tree.leaves(params))
+    hbm = device_hbm_bytes(devices)
+    num_params = sum(x.size for x in jax.tree.leaves(param_trees))
     return {
         "devices": len(devices),
         "device_kind": devices[0].device_kind,
         "mesh": dict(mesh.shape),
-        "num_layers": arch.num_layers,
+        "num_layers": num_layers,
         "parameters": int(num_params),
         "per_device_bytes": per_device,
         "per_device_total_bytes": int(total),
         "hbm_bytes": hbm,
         "fits": None if hbm is None else bool(total <= hbm),
     }
+
+
+def plan_ppo_update(
+    config: PPOConfig, devices, *, minibatch: int, prompt_len: int, response_len: int, num_layers: int | None = None
+) -> dict:
+    """Compile one PPO minibatch update (actor with LM head + critic of the same architecture, both with Adam)
+    for `devices` with the config's mesh; per-device memory in bytes.
+
+    minibatch: rollouts M per update, each `prompt_len` + `response_len` tokens. The policy comes from
+    `policy.preset` (or `policy.path`'s config.json); the critic is the SFT-initialised value model.
+    """
+    arch = section_config(config.policy, preset_if_path_missing=True)
+    if num_layers is not None:
+        arch = arch.replace(num_layers=num_layers)
+    mesh = make_mesh(**dataclasses.asdict(config.mesh), devices=devices)
+    actor_graph, actor = abstract_sharded(lambda: CausalLM(arch, rngs=nnx.Rngs(0)), mesh)
+    critic_graph, critic = abstract_sharded(
+        lambda: ValueModel(CausalLM(arch, rngs=nnx.Rngs(0), lm_head=False), rngs=nnx.Rngs(1)), mesh
+    )
+    actor_tx, critic_tx = ppo_optimizers(config)
+    actor_opt, actor_opt_shardings = abstract_optimizer_state(actor_tx, actor, mesh)
+    critic_opt, critic_opt_shardings = abstract_optimizer_state(critic_tx, critic, mesh)
+    update = make_ppo_update(config, actor_graph, critic_graph, prompt_len, actor_tx, critic_tx)
+    shardings = tuple(jax.tree.map(lambda x: x.sharding, tree) for tree in (actor, critic))
+    step = jax.jit(
+        update, donate_argnums=(0, 1, 2, 3), out_shardings=(*shardings, actor_opt_shardings, critic_opt_shardings, None)
+    )
+    rows = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
+    length = prompt_len + response_len
+    batch = {
+        k: jax.ShapeDtypeStruct((minibatch, length), jnp.int32, sharding=rows) for k in ("sequences", "sequence_mask")
+    }
+    batch["response_mask"] = jax.ShapeDtypeStruct((minibatch, response_len), jnp.int32, sharding=rows)
+    for k in ("old_logprobs", "old_values", "advantages", "returns"):
+        batch[k] = jax.ShapeDtypeStruct((minibatch, response_len), jnp.float32, sharding=rows)
+    with jax.set_mesh(mesh):
+        compiled = step.lower(actor, critic, actor_opt, critic_opt, batch).compile()
+    return memory_report(compiled, devices, mesh, arch.num_layers, actor, critic)
 
 
 def _arch_fields(arch) -> dict:

@@ -38,9 +38,11 @@ def make_train_step(config, graphdef, tx, schedule, param_shardings, opt_shardin
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def accumulated(params, batch, key):
-        def split(x):  # [.., B, ..] -> [A, .., B / A, ..]
-            shape = x.shape[:batch_axis] + (accum, -1) + x.shape[batch_axis + 1 :]
-            return jnp.moveaxis(x.reshape(shape), batch_axis, 0)
+        def split(x):  # [.., B, ..] -> [A, .., B / A, ..]; micro-batch i holds rows i, i + A, i + 2A, ...
+            # Strided, not contiguous, rows: B is split over the devices in contiguous blocks, so each device
+            # then holds its share of every micro-batch and no micro-batch waits on a few devices.
+            shape = x.shape[:batch_axis] + (-1, accum) + x.shape[batch_axis + 1 :]
+            return jnp.moveaxis(x.reshape(shape), batch_axis + 1, 0)
 
         micro = jax.tree.map(split, batch)
 

@@ -70,7 +70,11 @@ def backbone_config(config: RMTrainConfig, *, preset_if_path_missing: bool = Fal
     preset_if_path_missing: plan from `model.preset` when `model.path` is not on this machine (planning
     only; training refuses a missing folder rather than silently starting from random weights).
     """
-    section = config.model
+    return section_config(config.model, preset_if_path_missing=preset_if_path_missing)
+
+
+def section_config(section, *, preset_if_path_missing: bool = False) -> DecoderConfig:
+    """`backbone_config` for any model section (the RM's `model`, PPO's `policy`)."""
     if section.path and not (preset_if_path_missing and section.preset and not os.path.isdir(section.path)):
         return config_from_pretrained(section.path, **runtime_options(section))
     if section.preset:

@@ -50,6 +50,9 @@ def _rm_rows(r: dict) -> list[dict]:
             _row(f"RM train step, InfoRM, {size}", "tokens/s", r["ours_inform_tokens_per_s"],
                  r.get("torch_tokens_per_s")),
             _overhead("InfoRM step over the standard RM step", r["inform_overhead_pct"], 2.0)]  # fmt: skip
+    if "trl_tokens_per_s" in r:
+        rows.insert(1, _row(f"RM train step, standard, {size} (peer: TRL {r['trl']} RewardTrainer)", "tokens/s",
+                            r["ours_standard_tokens_per_s"], r["trl_tokens_per_s"]))  # fmt: skip
     if "mfu_inform" in r:
         rows.append({"workload": f"InfoRM step MFU, {size}", "unit": "MFU", "ours": r["mfu_inform"], "peer": None,
                      "ratio": None, "target": ">= 50%", "met": r["mfu_inform"] >= 0.5})  # fmt: skip

@@ -7,12 +7,13 @@ All in this process, on the same model config and the same random batch of prefe
 - ours, method "inform" (InfoRM, latent 128): same model and batch; its overhead over standard in %;
 - the PyTorch peer: `transformers.LlamaForSequenceClassification` (num_labels=1, random init, same sizes),
   one concatenated [2B, T] forward, `-logsigmoid(r_chosen - r_rejected).mean()`, backward,
-  `clip_grad_norm_(1.0)`, `torch.optim.AdamW(lr=1e-5, betas=(0.9, 0.95), weight_decay=0)`.
+  `clip_grad_norm_(1.0)`, `torch.optim.AdamW(lr=1e-5, betas=(0.9, 0.95), weight_decay=0)`;
+- the TRL peer (where trl installs): `trl.RewardTrainer` on the same model, batch, AdamW and clipping, each
+  step timed by a callback (TRL's per-step bookkeeping, reward statistics and token counts, included).
 
 Tokens/s count chosen + rejected tokens (2 * batch * length per step); each time is the median over
 `--repeats` steps after one warm-up (compilation) step. Our timed call includes `trainer.train_batch`
-(gathering the batch and putting it on the device), as in `RewardModelTrainer.fit`. TRL's RewardTrainer
-is only noted as available or not; the timing peer is always the plain loop above. On a GPU it also
+(gathering the batch and putting it on the device), as in `RewardModelTrainer.fit`. On a GPU it also
 reports the MFU of the InfoRM step against a bf16 peak of 989 TFLOP/s (H100 / H200). Prints a JSON dict
 and writes JSON + markdown to benchmarks/results/.
 
@@ -28,6 +29,7 @@ import contextlib
 import math
 import os
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -138,13 +140,11 @@ def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int) 
     return {"seconds": seconds, "params": counts[0], "matmul_params": counts[1], "loss": loss}
 
 
-def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
+def torch_reward_model(sizes: dict):
+    """transformers' LlamaForSequenceClassification (num_labels 1, random init) with our model's sizes."""
     import torch
-    import torch.nn.functional as F
     import transformers
 
-    torch.set_num_threads(os.cpu_count())
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     hf_config = transformers.LlamaConfig(
         vocab_size=sizes["vocab"],
         hidden_size=sizes["width"],
@@ -158,7 +158,64 @@ def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
         num_labels=1,
     )
     torch.manual_seed(0)
-    peer = transformers.LlamaForSequenceClassification(hf_config).to(device).train()
+    return transformers.LlamaForSequenceClassification(hf_config)
+
+
+def bench_trl(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict | str:
+    """Median seconds of one step of TRL's RewardTrainer (same model, batch, AdamW and clipping), measured by a
+    callback between step begin and end, after one warm-up step; a string saying why when TRL is missing."""
+    try:
+        import datasets
+        import torch
+        import transformers
+        import trl
+    except Exception as e:  # not installed, or broken against this torch / transformers
+        return f"not installed ({type(e).__name__})"
+    from inform_jax.data.word_tokenizer import build_word_tokenizer
+
+    torch.set_num_threads(os.cpu_count())
+    batch = len(pairs["chosen_input_ids"])
+    steps = repeats + 1
+    rows = {k: np.tile(pairs[f"{k}_input_ids"], (steps, 1)).tolist() for k in ("chosen", "rejected")}
+    times: list[float] = []
+
+    class StepTimer(transformers.TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter() - self.start)
+
+    with tempfile.TemporaryDirectory() as folder:
+        # A word-level tokenizer with the model's vocabulary, <pad> = id 0 (TRL pads with it and reads its id).
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            build_word_tokenizer([f"w{i}" for i in range(VOCAB - 4)], os.path.join(folder, "tokenizer"))
+        )
+        args = trl.RewardConfig(
+            output_dir=os.path.join(folder, "out"), per_device_train_batch_size=batch, max_steps=steps,
+            learning_rate=1e-5, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
+            lr_scheduler_type="constant", warmup_steps=0, logging_steps=10**6, save_strategy="no", report_to=[],
+            use_cpu=not torch.cuda.is_available(), bf16=dtype == "bfloat16", max_length=None,
+            dataloader_num_workers=0, disable_tqdm=True,
+        )  # fmt: skip
+        trainer = trl.RewardTrainer(
+            model=torch_reward_model(sizes), args=args, processing_class=tokenizer, callbacks=[StepTimer()],
+            train_dataset=datasets.Dataset.from_dict({"chosen_ids": rows["chosen"], "rejected_ids": rows["rejected"]}),
+        )  # fmt: skip
+        trainer.train()
+    if len(times) != steps:
+        raise RuntimeError(f"TRL ran {len(times)} steps, expected {steps}")
+    return {"seconds": float(np.median(times[1:])), "trl": trl.__version__}
+
+
+def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    torch.set_num_threads(os.cpu_count())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peer = torch_reward_model(sizes).to(device).train()
     opt = torch.optim.AdamW(peer.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)
     batch = len(pairs["chosen_input_ids"])
     ids = torch.tensor(np.concatenate([pairs["chosen_input_ids"], pairs["rejected_input_ids"]]), dtype=torch.long)
@@ -188,14 +245,6 @@ def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-
-
-def trl_status() -> str:
-    try:
-        import trl
-    except Exception:  # not installed, or broken against this torch / transformers
-        return "not installed"
-    return f"{trl.__version__} available; the timing peer remains the plain PyTorch loop"
 
 
 def training_flops(matmul_param_count: int, layers: int, width: int, length: int, tokens: int) -> float:
@@ -238,7 +287,13 @@ def bench(layers, width, batch, length, repeats, torch_peer=True, dtype="float32
         result["torch_precision"] = peer["precision"]
         result["torch"] = peer["torch"]
         result["transformers"] = peer["transformers"]
-    result["trl"] = trl_status()
+        trl_peer = bench_trl(sizes, pairs, dtype, repeats)
+        if isinstance(trl_peer, str):
+            result["trl"] = trl_peer
+        else:
+            result["trl"] = trl_peer["trl"]
+            result["trl_tokens_per_s"] = tokens / trl_peer["seconds"]
+            result["ratio_ours_over_trl"] = trl_peer["seconds"] / standard["seconds"]
     if dev.platform == "gpu":
         peak = next((v for k, v in PEAK_BF16.items() if k in dev.device_kind), None)
         if peak:
@@ -270,7 +325,11 @@ def main():
     ]
     if "mfu_inform" in result:
         lines.append(f"\nInfoRM step MFU (bf16 peak 989 TFLOP/s): {100 * result['mfu_inform']:.1f}%\n")
-    lines.append(f"\nTRL: {result['trl']}\n")
+    if "trl_tokens_per_s" in result:
+        lines.append(f"\nTRL {result['trl']} RewardTrainer: {result['trl_tokens_per_s']:.0f} tokens/s, ours / TRL "
+                     f"{result['ratio_ours_over_trl']:.2f}\n")  # fmt: skip
+    elif "trl" in result:
+        lines.append(f"\nTRL: {result['trl']}\n")
     save_results("rm_train_step", result, "".join(lines))
 
 

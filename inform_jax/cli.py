@@ -62,14 +62,27 @@ def _plan(args: argparse.Namespace) -> int:
     import json
 
     from inform_jax.train.config import load_config
-    from inform_jax.train.plan import format_plan, plan_rm_train_step, topology_devices
+    from inform_jax.train.plan import format_plan, plan_ppo_update, plan_rm_train_step, topology_devices
+    from inform_jax.train.ppo_config import PPOConfig
 
-    config = load_config(args.config, list(args.set or []))
-    plan = plan_rm_train_step(config, topology_devices(args.topology), num_layers=args.layers)
+    devices = topology_devices(args.topology)
+    if args.program == "ppo":
+        config = load_config(args.config, list(args.set or []), cls=PPOConfig)
+        # One minibatch of the config's rollouts at their longest: prompt + generated tokens.
+        plan = plan_ppo_update(
+            config, devices, minibatch=config.rollout.batch_size // config.ppo.minibatches,
+            prompt_len=config.data.max_prompt_length, response_len=config.rollout.max_new_tokens,
+            num_layers=args.layers,
+        )  # fmt: skip
+        label = {"program": "ppo update"}
+    else:
+        config = load_config(args.config, list(args.set or []))
+        plan = plan_rm_train_step(config, devices, num_layers=args.layers)
+        label = {"program": "rm train step", "method": config.method}
     print(format_plan(plan))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"topology": args.topology, "method": config.method, **plan}, f, indent=2)
+            json.dump({"topology": args.topology, **label, **plan}, f, indent=2)
     return 0 if plan["fits"] is not False else 1
 
 
@@ -308,9 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser(
         "plan",
-        help="Compile the RM train step ahead of time for a TPU topology and print per-device memory.",
+        help="Compile the RM train step or the PPO update ahead of time for a TPU topology; print per-device memory.",
         description="Needs the tpu extra (libtpu); runs on any CPU machine, no TPU used.",
     )
+    plan.add_argument(
+        "--program", choices=["rm", "ppo"], default="rm",
+        help="rm: the reward-model train step of a train-rm config; ppo: one minibatch update (actor and critic) of "
+        "a ppo config, its rollouts at max_prompt_length + max_new_tokens",
+    )  # fmt: skip
     plan.add_argument("--config", required=True, help="YAML config (model.path or model.preset gives the model)")
     plan.add_argument("--topology", required=True, help='TPU topology, e.g. "v5p:2x4x4", "v5e:4x4", "v4:2x2x2"')
     plan.add_argument("--layers", type=int, help="plan a shallower model of the same width (faster compile)")

@@ -1,5 +1,8 @@
 """Ahead-of-time TPU plans: FSDP keeps activations split over the devices; the PPO update compiles for a pod."""
 
+import json
+import os
+
 import pytest
 
 from inform_jax.train.config import config_from_dict, load_config
@@ -8,6 +11,7 @@ from inform_jax.train.ppo_config import PPOConfig
 pytest.importorskip("libtpu", reason="the tpu extra (libtpu) compiles TPU programs; CI installs it")
 from inform_jax.train.plan import plan_ppo_update, plan_rm_train_step, topology_devices  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(__file__))
 LLAMA3_LAYER = 218_112_000  # parameters of one Llama-3-8B block
 LLAMA3_EMBED = 128256 * 4096
 
@@ -51,3 +55,17 @@ def test_ppo_update_plan_shards_actor_critic_and_adam_over_the_pod():
     expected = 12 * plan["parameters"] / 8
     assert expected <= plan["per_device_bytes"]["arguments"] < 1.01 * expected
     assert plan["fits"]
+
+
+def test_plan_command_plans_the_ppo_update_of_a_ppo_config(tmp_path, capsys):
+    from inform_jax.cli import main
+
+    out = tmp_path / "plan.json"
+    code = main([
+        "plan", "--program", "ppo", "--config", os.path.join(ROOT, "experiments", "ppo", "llama3-8b-hh-eppo.yaml"),
+        "--topology", "v5p:2x2x2", "--layers", "1", "--set", "policy.preset=pythia-70m",  # quick to compile
+        "--set", "data.max_prompt_length=64", "--set", "rollout.max_new_tokens=64", "--json", str(out),
+    ])  # fmt: skip
+    plan = json.loads(out.read_text())
+    assert code == 0 and plan["program"] == "ppo update" and plan["mesh"]["fsdp"] == 8 and plan["num_layers"] == 1
+    assert "per device total" in capsys.readouterr().out

@@ -23,6 +23,7 @@ import os
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the TPU is only a compile target here
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is opened: another process may load libtpu too
 
 import jax  # noqa: E402
 from _common import save_results  # noqa: E402

@@ -4,6 +4,9 @@ import os
 
 # Must happen before jax is imported anywhere: tests run on the CPU and simulate an 8-device mesh.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The TPU-plan tests load libtpu only to compile for a topology (no TPU is opened); libtpu's lockfile would
+# otherwise refuse the second process (the other xdist worker, a notebook kernel) that loads it.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()

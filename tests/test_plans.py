@@ -26,6 +26,15 @@ def inform_llama3(pairs: int, length: int):
     })  # fmt: skip
 
 
+def test_llama3_8b_plan_compiles_for_a_tpu_pod_at_reduced_depth():
+    config = load_config(os.path.join(ROOT, "experiments", "rm", "llama3-8b-hh-inform.yaml"))
+    plan = plan_rm_train_step(config, topology_devices("v5p:2x4x4"), num_layers=2)
+    assert plan["devices"] == 32 and plan["mesh"]["fsdp"] == 32
+    # Two Llama-3-8B blocks plus the 128256 x 4096 embedding and the IB head.
+    assert plan["parameters"] == pytest.approx(2 * LLAMA3_LAYER + LLAMA3_EMBED + 4096 * (1 + 256) + 128, rel=1e-3)
+    assert plan["fits"] and plan["per_device_total_bytes"] > 0
+
+
 def test_fsdp_splits_the_batch_not_only_the_weights():
     # The same global batch on 4x the chips: each chip's activations must shrink about 4x. Without the batch
     # constraint in the decoder, XLA followed the embedding's width split and every chip held the whole batch

@@ -36,10 +36,11 @@ def topology_devices(topology: str):
 
     try:
         return topologies.get_topology_desc(topology, "tpu").devices
-    except Exception as e:  # libtpu missing or a bad name: say which
-        raise RuntimeError(
-            f"cannot describe TPU topology {topology!r} ({e}); install the tpu extra: pip install -e '.[tpu]'"
-        ) from e
+    except Exception as e:  # libtpu missing, held by another process, or a bad name: say which
+        hint = "install the tpu extra: pip install -e '.[tpu]'"
+        if "lockfile" in str(e):
+            hint = "another process has libtpu loaded; when only planning, set ALLOW_MULTIPLE_LIBTPU_LOAD=1"
+        raise RuntimeError(f"cannot describe TPU topology {topology!r} ({e}); {hint}") from e
 
 
 def chip_hbm_bytes(device) -> int | None:
@@ -98,7 +99,7 @@ def abstract_optimizer_state(tx: optax.GradientTransformation, params, mesh):
 
 
 def memory_report(compiled, devices, mesh, num_layers: int, *param_trees) -> dict:
-    """Per-device bytes of a compiled program (`memory_analysis`) against the chip's HBM."""
+    """Per-device bytes of a compiled program (`memory_analysis`) against one device's HBM."""
     memory = compiled.memory_analysis()
     per_device = {
         "arguments": memory.argument_size_in_bytes,

@@ -51,12 +51,14 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     for i, (name, kind, overrides) in enumerate(runs):
         log(f"[{i + 1}/{len(runs)}] RL: {name} against the {kind} reward model"
             + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""))  # fmt: skip
+        run_start = time.perf_counter()
         results[name] = run_method(lab, name, sft, reward_models[kind], overrides, probe, sft_final,
                                    os.path.join(out_dir, "runs", slug(name)))  # fmt: skip
         o = overoptimization(results[name]["metrics"], window=_window(config))
         log(
             f"  gold {o['gold_start']:.3f} -> peak {o['gold_peak']:.3f} at KL {o['kl_at_gold_peak']:.2f} -> "
-            f"{o['gold_final']:.3f} at KL {o['kl_final']:.2f}; proxy {o['proxy_start']:.3f} -> {o['proxy_final']:.3f}"
+            f"{o['gold_final']:.3f} at KL {o['kl_final']:.2f}; proxy {o['proxy_start']:.3f} -> {o['proxy_final']:.3f} "
+            f"({time.perf_counter() - run_start:.1f} s)"
         )
     window = _window(config)
     summary = {

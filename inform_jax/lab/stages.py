@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,7 @@ class Lab:
             else WorldConfig(sft_behaviour_probs=tuple(config.sft_behaviour_probs))
         )
         self.world = SyntheticWorld(world_config)
-        self.scorer = self.world.id_scorer()
+        self.scorer = self.world.score_ids  # jitted: the lab scores every rollout batch, twice
         self.mesh = make_mesh(devices=jax.devices()[:1])
         self.files = self._world_files()
         from inform_jax.train.rm_data import load_tokenizer
@@ -62,6 +63,7 @@ class Lab:
             with open(index) as f:
                 return json.load(f)
         self.log(f"writing the synthetic world ({c.n_pairs} pairs at {c.label_noise:.0%} label noise)")
+        start = time.perf_counter()
         files = self.world.write(
             folder, n_train=c.n_pairs, n_test=200, n_sft=c.n_sft, n_prompts_train=c.n_prompts,
             n_prompts_test=c.n_eval_prompts, label_noise=c.label_noise,
@@ -69,6 +71,7 @@ class Lab:
         )  # fmt: skip
         with open(index, "w") as f:
             json.dump(files, f)
+        self.log(f"  wrote the world in {time.perf_counter() - start:.1f} s")
         return files
 
     def _prompts(self, name: str, n: int) -> dict[str, np.ndarray]:
@@ -109,8 +112,10 @@ class Lab:
         arrays, _ = tokenize_sft(demos, self.tokenizer, c.max_length)
         model = CausalLM(self.decoder_config(), rngs=nnx.Rngs(c.seed))
         self.log(f"training the SFT policy ({c.sft_steps} steps)")
+        start = time.perf_counter()
         losses = train_sft(model, arrays, steps=c.sft_steps, batch_size=32, lr=c.sft_lr, seed=c.seed)
-        self.log(f"  SFT loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}")
+        self.log(f"  SFT loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f} "
+                 f"({time.perf_counter() - start:.1f} s)")  # fmt: skip
         save_pretrained(model, folder)
         return model
 
@@ -172,10 +177,11 @@ class Lab:
             if kind in ENSEMBLE_METHODS else member(0)
         )  # fmt: skip
         self.log(f"training the {kind} reward model ({c.rm_steps} steps)")
+        start = time.perf_counter()
         trainer = RewardModelTrainer(config, train, test, model=model, mesh=self.mesh)
         trainer.fit()
         metrics = trainer.evaluate()
-        self.log(f"  held-out (noise-free) accuracy {metrics['accuracy']:.3f}")
+        self.log(f"  held-out (noise-free) accuracy {metrics['accuracy']:.3f} ({time.perf_counter() - start:.1f} s)")
         with open(os.path.join(folder, "eval.json"), "w") as f:
             json.dump(metrics, f)
         return trainer.current_model()

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.lab.__main__ import main, write_results_md
+from experiments.lab.__main__ import _on_edge, _sweep_table, main, write_results_md
 from experiments.lab.common import binned_mean_curve, compare_verdict, fraction_verdict, spread
 from experiments.lab.studies import STUDIES
 
@@ -27,6 +27,20 @@ def test_every_study_runs_in_its_smoke_size(tmp_path, lab_cache):
     assert all(
         c["claim"] in text for name in STUDIES for c in json.loads((out / name / "study.json").read_text())["claims"]
     )
+
+
+def test_sweep_table_marks_the_best_setting_and_grid_edges():
+    rng = np.random.default_rng()
+    lrs, kls = sorted(rng.choice([1e-5, 3e-5, 1e-4, 3e-4, 1e-3], 3, replace=False)), (0.05, 0.2, 0.5)
+    grid = [f"lr {lr:g}, kl {kl:g}" for lr in lrs for kl in kls]
+    assert not _on_edge(f"lr {lrs[1]:g}, kl 0.2", grid)  # interior in both values
+    assert _on_edge(f"lr {lrs[1]:g}, kl 0.5", grid) and _on_edge(f"lr {lrs[0]:g}, kl 0.2", grid)
+    gold = rng.normal(size=len(grid))
+    study = {"sweep_seed": 7, "sweep_gold_final": {f"M | {g}": float(v) for g, v in zip(grid, gold, strict=True)}}
+    row = _sweep_table(study)[-1]
+    best = grid[int(np.argmax(gold))]
+    assert f"**{best}: {gold.max():.3f}**" in row and row.count("**") == 2
+    assert row.endswith("| yes |") == (best.split(", ")[0] != f"lr {lrs[1]:g}" or "kl 0.2" not in best)
 
 
 def test_verdict_rule():

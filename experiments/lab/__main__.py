@@ -44,12 +44,38 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
         lines += [""] + [f"![{fig}](results/{name}/{fig})" for fig in study["figures"]] + [""]
         for setting, methods in study.get("table", {}).items():
             lines += [f"{setting}:", ""] + _metric_table(methods) + [""]
+        if "sweep_gold_final" in study:
+            lines += _sweep_table(study) + [""]
     missing = [s for s in STUDIES if s not in studies]
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def _sweep_table(study: dict) -> list[str]:
+    """The hyperparameter sweep: final gold reward per method and setting on the sweep seed, the chosen setting
+    in bold, and a flag when it lies on an edge of the method's grid (a wider grid might choose otherwise)."""
+    by_method: dict[str, dict[str, float]] = {}
+    for key, gold in study["sweep_gold_final"].items():
+        method, setting = key.split(" | ")
+        by_method.setdefault(method, {})[setting] = gold
+    lines = [f"Sweep on seed {study['sweep_seed']} (final gold reward; chosen setting in bold):", "",
+             "| method | settings | chosen on the grid's edge |", "|---|---|---|"]  # fmt: skip
+    for method, golds in by_method.items():
+        best = max(golds, key=golds.get)
+        cells = ", ".join(f"**{k}: {v:.3f}**" if k == best else f"{k}: {v:.3f}" for k, v in golds.items())
+        lines.append(f"| {method} | {cells} | {'yes' if _on_edge(best, list(golds)) else 'no'} |")
+    return lines
+
+
+def _on_edge(best: str, settings: list[str]) -> bool:
+    """Whether any swept value of ``best`` ("lr 5e-05, kl 0.2") is the smallest or largest swept for it."""
+    values = [dict(part.split(" ") for part in s.split(", ")) for s in settings]
+    chosen = values[settings.index(best)]
+    return any(float(v) in (min(float(x[k]) for x in values), max(float(x[k]) for x in values))
+               for k, v in chosen.items())  # fmt: skip
 
 
 def _metric_table(methods: dict[str, dict[str, dict]]) -> list[str]:

@@ -44,7 +44,9 @@ class Lab:
             else WorldConfig(sft_behaviour_probs=tuple(config.sft_behaviour_probs))
         )
         self.world = SyntheticWorld(world_config)
-        self.scorer = self.world.score_ids  # jitted: the lab scores every rollout batch, twice
+        # Jitted: the trainer scores every rollout batch, once for the gold reward and once for the hacked label
+        # (two cheap compiled calls; the eager scorer cost 2.5 s of a 12.7 s lab run).
+        self.scorer = self.world.score_ids
         self.mesh = make_mesh(devices=jax.devices()[:1])
         self.files = self._world_files()
         from inform_jax.train.rm_data import load_tokenizer

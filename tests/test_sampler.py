@@ -9,7 +9,7 @@ from flax import nnx
 from hf_models import make_hf_checkpoint, random_batch
 
 from inform_jax.models import CausalLM, DecoderConfig, batch_sharding, from_pretrained, make_mesh, shard_module
-from inform_jax.models.sampler import generate, process_logits
+from inform_jax.models.sampler import _first_argmax, generate, process_logits
 
 EOS = 5
 
@@ -53,6 +53,13 @@ def test_cached_decode_logits_equal_the_full_forward(scan_layers):
     cached = np.asarray(jnp.concatenate(pieces, axis=1))
     sel = mask.astype(bool)
     np.testing.assert_allclose(cached[sel], full[sel], rtol=1e-4, atol=1e-4 * np.abs(full).max())
+
+
+def test_greedy_choice_is_numpys_argmax_first_index_on_ties():
+    rng = np.random.default_rng()
+    logits = rng.integers(-3, 4, size=(16, 300)).astype(np.float32)  # many tied maxima per row
+    logits[0] = rng.normal(size=300)  # and a row without ties
+    np.testing.assert_array_equal(np.asarray(jax.jit(_first_argmax)(jnp.asarray(logits))), np.argmax(logits, -1))
 
 
 def test_top_k_and_top_p_keep_the_right_tokens():

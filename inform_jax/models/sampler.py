@@ -50,16 +50,30 @@ def process_logits(logits, *, temperature: float, top_k: int, top_p: float):
 
 def _choose(logits, key, *, greedy, temperature, top_k, top_p):
     """(token [B], its log-prob under the raw distribution [B])."""
+    logits = logits.astype(jnp.float32)
     if greedy:
-        token = jnp.argmax(logits, axis=-1)
+        token = _first_argmax(logits)
     else:
         token = jax.random.categorical(key, process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p))
-    logprob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), token[:, None], axis=-1)
+    logprob = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)
     return token.astype(jnp.int32), logprob[:, 0]
 
 
+def _first_argmax(logits):
+    """jnp.argmax(logits, -1) for finite logits [B, V] (first index on ties), as two plain reductions: XLA's
+    CPU backend runs argmax's (value, index) pair reduction ~5x slower than a max and a min (~0.6 ms of a
+    ~15 ms decode step at a 32k vocabulary)."""
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    return jnp.min(jnp.where(logits == top, ids, logits.shape[-1]), axis=-1)
+
+
+# graph_updates=False: generation never changes the model, and skipping nnx.jit's write-back of the module graph
+# cuts its per-call Python overhead from ~55 ms to ~2 ms (Llama 6x512 on CPU), which every PPO rollout pays.
 @functools.partial(
-    nnx.jit, static_argnames=("max_new_tokens", "greedy", "temperature", "top_k", "top_p", "eos_id", "pad_id")
+    nnx.jit,
+    static_argnames=("max_new_tokens", "greedy", "temperature", "top_k", "top_p", "eos_id", "pad_id"),
+    graph_updates=False,
 )
 def generate(
     model: CausalLM,

@@ -184,9 +184,16 @@ def test_toy_studies_smoke(tmp_path):
     spec.loader.exec_module(module)
     assert module.main(["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work")]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
-    methods = ("standard", "rrm", "dir")  # the smoke size runs each method kind once
-    assert len(result["runs"]) == 6
-    assert set(result["summary"]) == {f"{k}/{m}" for k in ("length", "adversarial") for m in methods}
-    assert (tmp_path / "quadrants-length-before.png").exists() and (
-        tmp_path / "quadrants-adversarial-after.png"
-    ).exists()
+    methods = ("standard", "rrm", "dir")  # the smoke size runs each method kind once, at two budgets
+    kinds, budgets = ("length", "adversarial"), (6, 12)
+    assert len(result["runs"]) == 12 and result["steps"] == list(budgets)
+    assert set(result["summary"]) == {f"{k}/{m}/{b}" for k in kinds for m in methods for b in budgets}
+    assert {(r["set"], r["method"], r["steps"]) for r in result["runs"]} == {
+        (k, m, b) for k in kinds for m in methods for b in budgets
+    }
+    shares = [r["train_decomposition"]["prompt_free_share"] for r in result["runs"]]
+    assert all(0.0 <= share <= 1.0 for share in shares) and len(set(shares)) > 1
+    for kind in kinds:
+        for stage in ("before", "after"):
+            for steps in budgets:
+                assert (tmp_path / f"quadrants-{kind}-{stage}-{steps}steps.png").exists()

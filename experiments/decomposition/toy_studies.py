@@ -3,10 +3,15 @@ prioritized training (method dir) on the length-biased and the adversarial-promp
 
 Each run trains a tiny reward model from random initialization on the biased training set (the response-only
 rule fits `--bias` of it) and reports held-out accuracy on the debiased set (bias 0.5), split into the pairs the
-response-only rule gets right (aligned) and wrong (adversarial). The quadrant plots show (dr1, dr2) of the
-training pairs under the plain BT model (before) and the prioritized model (after).
+response-only rule gets right (aligned) and wrong (adversarial), and how much of the training pairs' reward gap
+the responses alone carry (the prompt-free share, mean |dr2| / (mean |dr1| + mean |dr2|), which the paper's Figs.
+3-4 say prioritized training lowers). Every method trains at each budget of `--steps`, each a run with its own
+schedule: at 19 epochs every method but RRM has learned the adversarial set's prompt rule, so the short budgets
+(1 and 2 epochs; one epoch is the usual reward-model practice) are where methods could differ in accuracy. The
+quadrant plots show (dr1, dr2) of the training pairs under the plain BT model (before) and the prioritized model
+(after), at the shortest and the longest budget, for the first seed.
 
-    python experiments/decomposition/toy_studies.py                 # 3 seeds, both sets, ~10 min on 2 cores
+    python experiments/decomposition/toy_studies.py                 # 3 seeds, both sets, ~15 min on 2 cores
     python experiments/decomposition/toy_studies.py --smoke         # one tiny run per method, seconds
 
 Writes results.json, RESULTS.md and quadrant PNGs under --out (default experiments/decomposition/results); the
@@ -45,6 +50,8 @@ METHODS = {
     "dir-logit": ("dir", {"estimator": "logit"}),
     "dir-reward-weights": ("dir", {"weights": "reward"}),
 }
+BATCH_SIZE = 32
+N_TRAIN, N_TEST = 1024, 256
 COLOR_LABELS = {"length": ("|y_w| > |y_l|", "|y_w| <= |y_l|"), "adversarial": ("adversarial", "bias-aligned")}
 
 
@@ -66,7 +73,7 @@ def run_config(name: str, files: dict, kind: str, seed: int, steps: int, out: st
         ),  # fmt: skip
         optim=dict(lr=1e-3, warmup_ratio=0.05),
         train=dict(
-            batch_size=32,
+            batch_size=BATCH_SIZE,
             max_steps=steps,
             eval_every=10**6,
             save_every=10**6,
@@ -106,7 +113,9 @@ def train_one(method, files, kind, seed, steps, out, smoke, log):
     return model, result, tokenizer
 
 
-def quadrants(model, files, kind, tokenizer, path, title):
+def training_decomposition(model, files, kind, tokenizer):
+    """(dr1, dr2) [N] of every training pair under ``model`` (8 other prompts each), and the pairs' red flags
+    [N] for the quadrant plot (length set: the longer response won; adversarial set: an adversarial pair)."""
     arrays, pairs = prepare_pairs(
         files[f"{kind}_train.jsonl"], tokenizer, config_from_dict({"data": {"max_length": 24}}).data,
         log=lambda *_: None, return_pairs=True,
@@ -116,72 +125,105 @@ def quadrants(model, files, kind, tokenizer, path, title):
         red = arrays["response_lengths"][:, 0] > arrays["response_lengths"][:, 1]
     else:
         red = np.array([bool(p.extra["adversarial"]) for p in pairs])
-    plot_quadrants(path, parts["dr1"], parts["dr2"], red, red_label=COLOR_LABELS[kind][0],
-                   other_label=COLOR_LABELS[kind][1], title=title)  # fmt: skip
-    return summarize(parts)
+    return parts, red
+
+
+def prompt_free_share(parts) -> float:
+    """mean |dr2| / (mean |dr1| + mean |dr2|) over the training pairs: the share of the reward gap that the
+    responses alone carry. The paper's Figs. 3-4 argue that prioritized training moves the pairs toward the dr1
+    axis, i.e. lowers this share."""
+    dr1, dr2 = np.abs(np.asarray(parts["dr1"])).mean(), np.abs(np.asarray(parts["dr2"])).mean()
+    return float(dr2 / (dr1 + dr2)) if dr1 + dr2 > 0 else 0.0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[32, 64, 600],
+        help="training budgets, each a separate run per method (32 steps = 1 epoch of the train set)",
+    )
     parser.add_argument("--bias", type=float, default=0.85, help="share of training pairs the response-only rule fits")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "latest"))
     parser.add_argument("--work", help="folder for the generated data and training runs (default: a temp folder)")
     parser.add_argument("--smoke", action="store_true", help="one seed, tiny sets and models, few steps")
     args = parser.parse_args(argv)
+    if min(args.steps) < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     work = args.work or tempfile.mkdtemp(prefix="toy-studies-")
     methods = METHODS
+    n_train, n_test = N_TRAIN, N_TEST
     if args.smoke:  # end to end on every set with each method kind once (the dir variants share dir's path)
-        args.seeds, args.steps = args.seeds[:1], 12
+        args.seeds, args.steps, n_train, n_test = args.seeds[:1], [6, 12], 64, 32
         methods = {k: v for k, v in METHODS.items() if k in ("standard", "rrm", "dir")}
+    budgets = sorted(set(args.steps))
+    plotted = sorted({budgets[0], budgets[-1]})
     os.makedirs(args.out, exist_ok=True)
     world = SyntheticWorld()
     runs, figures, started = [], {}, time.perf_counter()
     for seed in args.seeds:
         files = write_toy_sets(
-            world, os.path.join(work, "data", f"seed{seed}"), n_train=64 if args.smoke else 1024,
-            n_test=32 if args.smoke else 256, bias=args.bias, seed=seed,
+            world, os.path.join(work, "data", f"seed{seed}"), n_train=n_train, n_test=n_test, bias=args.bias, seed=seed
         )  # fmt: skip
         for kind in TOY_SETS:
-            models = {}
-            for method in methods:
-                run_dir = os.path.join(work, "runs", f"{kind}-{method}-seed{seed}")
-                models[method], result, tokenizer = train_one(
-                    method, files, kind, seed, args.steps, run_dir, args.smoke, print
-                )
-                runs.append(result)
-            if seed == args.seeds[0]:
-                for stage, method in (("before", "standard"), ("after", "dir")):
-                    path = os.path.join(args.out, f"quadrants-{kind}-{stage}.png")
-                    figures[f"{kind}-{stage}"] = {
-                        "figure": os.path.basename(path),
-                        **quadrants(models[method], files, kind, tokenizer, path,
-                                    f"{kind} set, {stage} prioritized training ({method}, seed {seed})"),
-                    }  # fmt: skip
+            for steps in budgets:
+                for method in methods:
+                    run_dir = os.path.join(work, "runs", f"{kind}-{method}-{steps}steps-seed{seed}")
+                    model, result, tokenizer = train_one(method, files, kind, seed, steps, run_dir, args.smoke, print)
+                    parts, red = training_decomposition(model, files, kind, tokenizer)
+                    summary = {**summarize(parts), "prompt_free_share": prompt_free_share(parts)}
+                    runs.append({**result, "epochs": steps * BATCH_SIZE / n_train, "train_decomposition": summary})
+                    stage = {"standard": "before", "dir": "after"}.get(method)
+                    if seed != args.seeds[0] or steps not in plotted or stage is None:
+                        continue
+                    path = os.path.join(args.out, f"quadrants-{kind}-{stage}-{steps}steps.png")
+                    plot_quadrants(
+                        path,
+                        parts["dr1"],
+                        parts["dr2"],
+                        red,
+                        red_label=COLOR_LABELS[kind][0],
+                        other_label=COLOR_LABELS[kind][1],
+                        title=f"{kind} set, {stage} prioritized training ({method}, {steps} steps, seed {seed})",
+                    )
+                    figures[f"{kind}-{stage}-{steps}steps"] = {"figure": os.path.basename(path), "steps": steps,
+                                                                **summary}  # fmt: skip
     table = {}
     for kind in TOY_SETS:
-        for method in methods:
-            accs = [r["debiased_accuracy"] for r in runs if r["set"] == kind and r["method"] == method]
-            adv = [r["adversarial_accuracy"] for r in runs if r["set"] == kind and r["method"] == method]
-            table[f"{kind}/{method}"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                                         "adversarial_mean": float(np.mean(adv)), "runs": accs}  # fmt: skip
+        for steps in budgets:
+            for method in methods:
+                rows = [r for r in runs if (r["set"], r["steps"], r["method"]) == (kind, steps, method)]
+                accs, adv = [r["debiased_accuracy"] for r in rows], [r["adversarial_accuracy"] for r in rows]
+                share = [r["train_decomposition"]["prompt_free_share"] for r in rows]
+                table[f"{kind}/{method}/{steps}"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                                                     "adversarial_mean": float(np.mean(adv)),
+                                                     "prompt_free_share_mean": float(np.mean(share)),
+                                                     "runs": accs}  # fmt: skip
     command = "python experiments/decomposition/toy_studies.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
         "command": command.strip(), "seconds": time.perf_counter() - started, "bias": args.bias,
-        "steps": args.steps, "seeds": args.seeds, "summary": table, "quadrants": figures, "runs": runs,
+        "steps": budgets, "n_train": n_train, "batch_size": BATCH_SIZE, "seeds": args.seeds, "summary": table,
+        "quadrants": figures, "runs": runs,
     }  # fmt: skip
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     lines = [f"# Reward-decomposition toy studies ({result['date']}, {result['machine']})", "",
-             f"`{result['command']}`: {len(args.seeds)} seed(s), {args.steps} steps, training bias {args.bias}; "
-             "held-out accuracy on debiased pairs (bias 0.5), mean +- std over seeds "
-             "(adversarial: the pairs a response-only rule gets wrong).", "",
-             "| set | method | debiased accuracy | adversarial-pair accuracy |", "|---|---|---|---|"]  # fmt: skip
+             f"`{result['command']}`: {len(args.seeds)} seed(s), budgets {budgets} steps (batch {BATCH_SIZE}, "
+             f"{n_train} training pairs), training bias {args.bias}; held-out accuracy on debiased pairs (bias 0.5), "
+             "mean +- std over seeds (adversarial: the pairs a response-only rule gets wrong; prompt-free share: "
+             "mean |dr2| / (mean |dr1| + mean |dr2|) over the training pairs).", "",
+             "| set | steps | method | debiased accuracy | adversarial-pair accuracy | prompt-free share |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for key, row in table.items():
-        kind, method = key.split("/")
-        lines.append(f"| {kind} | {method} | {row['mean']:.3f} +- {row['std']:.3f} | {row['adversarial_mean']:.3f} |")
+        kind, method, steps = key.split("/")
+        lines.append(
+            f"| {kind} | {steps} | {method} | {row['mean']:.3f} +- {row['std']:.3f} | {row['adversarial_mean']:.3f} | "
+            f"{row['prompt_free_share_mean']:.3f} |"
+        )
     with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

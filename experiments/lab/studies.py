@@ -663,7 +663,7 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
             )
             claims.append({
                 "claim": f"{kind} set, {budget(steps)}: prioritized training lowers the prompt-free share of the "
-                         "training pairs' reward gap, mean |dr2| / (mean |dr1| + mean |dr2|), below plain "
+                         "training pairs' reward gap, mean abs(dr2) / (mean abs(dr1) + mean abs(dr2)), below plain "
                          "Bradley-Terry's (the shift toward the dr1 axis of the paper's Figs. 3-4)",
                 "measured": f"{_pm(ours)} vs {_pm(theirs)}",
                 "verdict": compare_verdict(ours, theirs, higher=False),

@@ -11,7 +11,7 @@ schedule: at 19 epochs every method but RRM has learned the adversarial set's pr
 quadrant plots show (dr1, dr2) of the training pairs under the plain BT model (before) and the prioritized model
 (after), at the shortest and the longest budget, for the first seed.
 
-    python experiments/decomposition/toy_studies.py                 # 3 seeds, both sets, ~15 min on 2 cores
+    python experiments/decomposition/toy_studies.py                 # 3 seeds, both sets, 3 budgets: ~19 min on 2 cores
     python experiments/decomposition/toy_studies.py --smoke         # one tiny run per method, seconds
 
 Writes results.json, RESULTS.md and quadrant PNGs under --out (default experiments/decomposition/results); the

@@ -622,8 +622,9 @@ DECOMPOSITION_BIAS = 0.95  # the share of training pairs a response-only rule fi
 
 def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
     """Reward decomposition (Mao et al. 2025): plain Bradley-Terry, RRM and prioritized training (small
-    prompt-free gap first) on the length-biased and the adversarial-prompt sets; debiased held-out accuracy
-    (all pairs and the adversarial ones) and the (dr1, dr2) quadrant plots before / after prioritized training.
+    prompt-free gap first) on the length-biased and the adversarial-prompt sets, each method at 1, 2 and 19
+    epochs; debiased held-out accuracy (all pairs and the adversarial ones), the prompt-free share of the
+    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training.
     Runs ``experiments/decomposition/toy_studies.py`` (tiny reward models from scratch; ``size`` is not used)."""
     from experiments.decomposition.toy_studies import main as toy_studies
 

@@ -55,8 +55,9 @@ def _choose(logits, key, *, greedy, temperature, top_k, top_p):
         token = _first_argmax(logits)
     else:
         token = jax.random.categorical(key, process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p))
-    logprob = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)
-    return token.astype(jnp.int32), logprob[:, 0]
+    # The chosen token's logit minus the log-partition: a log_softmax would write a [B, V] array per step.
+    chosen = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
+    return token.astype(jnp.int32), chosen - jax.nn.logsumexp(logits, axis=-1)
 
 
 def _first_argmax(logits):

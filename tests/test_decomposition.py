@@ -176,12 +176,25 @@ def test_decompose_and_evaluate_commands(tmp_path, toy, capsys):
               "--color", "missing", "--max-length", "24"])  # fmt: skip
 
 
-def test_toy_studies_smoke(tmp_path):
+def _toy_studies():
     spec = importlib.util.spec_from_file_location(
         "toy_studies", os.path.join(ROOT, "experiments", "decomposition", "toy_studies.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_prompt_free_share_is_one_for_a_prompt_blind_gap_and_zero_for_a_prompt_only_gap():
+    share = _toy_studies().prompt_free_share
+    gap = np.random.default_rng().normal(size=50)
+    assert share({"dr1": np.zeros(50), "dr2": gap}) == 1.0
+    assert share({"dr1": gap, "dr2": np.zeros(50)}) == 0.0
+    assert share({"dr1": gap, "dr2": -gap}) == pytest.approx(0.5)  # sign does not matter, only size
+
+
+def test_toy_studies_smoke(tmp_path):
+    module = _toy_studies()
     assert module.main(["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work")]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     methods = ("standard", "rrm", "dir")  # the smoke size runs each method kind once, at two budgets

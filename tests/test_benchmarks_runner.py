@@ -1,6 +1,9 @@
 """`python -m benchmarks`: runs a script in its own process, reads its result, and tabulates ratios and targets."""
 
 import json
+import os
+import subprocess
+import sys
 
 from benchmarks.__main__ import _overhead, _row, main, markdown_table
 
@@ -22,3 +25,24 @@ def test_runner_runs_a_script_and_writes_the_summary(tmp_path):
     assert row["workload"].startswith("k-means 2000x8") and row["ratio"] > 0 and row["target"] == 2.0
     assert result["results"]["kmeans"]["n"] == 2000  # the script's own result, as written to --out
     assert (tmp_path / summary.name.replace(".json", ".md")).read_text().count("| k-means") == 1
+
+
+def test_decode_roofline_counts_bytes_and_matches_transformers_greedy(tmp_path):
+    """The GPU decode benchmark at its tiny size on the CPU, in float32: the peer (transformers with our weights)
+    decodes the same greedy tokens, and the bytes per step are the tied model's weights plus the whole KV cache."""
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "decode_roofline.py")
+    args = ["--tiny", "--dtype", "float32", "--batch", "1", "3", "--peer-batch", "3", "--prompt", "8",
+            "--new-tokens", "6", "--repeats", "1", "--probe-gb", "0.01"]  # fmt: skip
+    env = {**os.environ, "INFORM_JAX_BENCH_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, script, *args], env=env, check=True, capture_output=True)
+    (path,) = tmp_path.glob("decode_roofline-float32-cpu-*.json")
+    result = json.loads(path.read_text())
+    assert [r["batch"] for r in result["rows"]] == [1, 3] and not result["rows"][0]["single_row_padded"]
+    (peer,) = result["peer"]
+    assert peer["rows_identical"] == 3 and peer["mean_tokens_before_first_difference"] == 6
+    layers, kv_heads, head_dim = 2, 2, 16  # the --tiny model; its embedding table is tied to the LM head
+    for row in result["rows"]:
+        assert row["weight_bytes_per_step"] == 4 * result["parameters"]
+        cache = 2 * layers * row["batch"] * kv_heads * head_dim * (8 + 6) * 4
+        assert row["bytes_per_step_ours"] == row["weight_bytes_per_step"] + cache
+        assert row["weight_bytes_per_step"] < row["bytes_per_step_least"] < row["bytes_per_step_ours"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 from hf_models import VARIANTS, make_hf_checkpoint, random_batch, rel_err, torch_forward
 
 from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, save_pretrained
@@ -144,3 +145,14 @@ def test_sharded_save_writes_an_index_that_transformers_reads(tmp_path, checkpoi
     assert (
         rel_err(ours(jnp.asarray(ids), jnp.asarray(mask)).logits, torch_forward(torch_model, ids, mask)[0], mask) < 1e-4
     )
+
+
+@pytest.mark.parametrize(
+    "preset, published", [("llama-3.2-1b", 1_235_814_400), ("llama-3-8b", 8_030_261_248), ("llama-2-7b", 6_738_415_616)]
+)
+def test_presets_have_the_published_parameter_counts(preset, published):
+    """Parameter counts from the models' Hugging Face pages (tied embeddings counted once), without allocating."""
+    from inform_jax.models.presets import preset_config
+
+    model = nnx.eval_shape(lambda: CausalLM(preset_config(preset), rngs=nnx.Rngs(0)))
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == published

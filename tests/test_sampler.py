@@ -55,6 +55,19 @@ def test_cached_decode_logits_equal_the_full_forward(scan_layers):
     np.testing.assert_allclose(cached[sel], full[sel], rtol=1e-4, atol=1e-4 * np.abs(full).max())
 
 
+def test_a_single_row_decoded_as_two_copies_gives_the_rows_own_output():
+    config = DecoderConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                           num_kv_heads=2, initializer_range=0.3)  # fmt: skip
+    model = CausalLM(config, rngs=nnx.Rngs(2))
+    ids, mask = random_batch(np.random.default_rng(), batch=1, length=7, padding="left")
+    ids, mask = jnp.asarray(ids % 64), jnp.asarray(mask)
+    alone, doubled = (generate(model, ids, mask, max_new_tokens=9, greedy=True, eos_id=EOS, pad_single_row=pad)
+                      for pad in (False, True))  # fmt: skip
+    assert doubled.tokens.shape == alone.tokens.shape == (1, 9)
+    for a, b in zip(alone, doubled, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+
 def test_greedy_choice_is_numpys_argmax_first_index_on_ties():
     rng = np.random.default_rng()
     logits = rng.integers(-3, 4, size=(16, 300)).astype(np.float32)  # many tied maxima per row

@@ -76,7 +76,7 @@ def _first_argmax(logits):
     static_argnames=("max_new_tokens", "greedy", "temperature", "top_k", "top_p", "eos_id", "pad_id"),
     graph_updates=False,
 )
-def generate(
+def _generate(
     model: CausalLM,
     prompt_ids: jax.Array,
     prompt_mask: jax.Array,
@@ -90,7 +90,7 @@ def generate(
     eos_id: int | None = None,
     pad_id: int = 0,
 ) -> GenerateOutput:
-    """Sample up to `max_new_tokens` tokens after left-padded prompts [B, P] (mask 1 = token)."""
+    """`generate` for any batch size, compiled per shape and option set."""
     batch, prompt_len = prompt_ids.shape
     if key is None:
         if not greedy:
@@ -138,3 +138,20 @@ def generate(
         sequences=jnp.concatenate([prompt_ids.astype(jnp.int32), tokens], axis=1),
         sequence_mask=jnp.concatenate([prompt_mask.astype(jnp.int32), mask], axis=1),
     )
+
+
+def generate(model: CausalLM, prompt_ids, prompt_mask, *, pad_single_row: bool | None = None, **options):
+    """Sample up to `max_new_tokens` tokens after left-padded prompts [B, P] (mask 1 = token) -> GenerateOutput.
+
+    options: max_new_tokens (required), key, greedy, temperature, top_k, top_p, eos_id, pad_id (see `_generate`).
+    pad_single_row: decode a batch of one as two copies of the row and keep the first; None = on GPU only. XLA's
+    GPU backend runs one-row matmuls far below the two-row speed (H200, Llama-3.2-1B bf16: a decode step took 1.42
+    ms at batch 1 and 0.96 ms at batch 2), so the copy is cheaper than the slow path. Greedy output is unchanged;
+    a sampled row draws different random bits than it would alone.
+    """
+    if pad_single_row is None:
+        pad_single_row = jax.default_backend() == "gpu"
+    if pad_single_row and prompt_ids.shape[0] == 1:
+        doubled = _generate(model, jnp.concatenate([prompt_ids] * 2), jnp.concatenate([prompt_mask] * 2), **options)
+        return GenerateOutput(*(x[:1] for x in doubled))
+    return _generate(model, prompt_ids, prompt_mask, **options)

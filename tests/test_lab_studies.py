@@ -8,7 +8,7 @@ import pytest
 
 from experiments.lab.__main__ import _on_edge, _sweep_table, main, write_results_md
 from experiments.lab.common import binned_mean_curve, compare_verdict, fraction_verdict, spread
-from experiments.lab.studies import STUDIES
+from experiments.lab.studies import STUDIES, paired_difference
 
 VERDICTS = {"reproduced", "not reproduced", "mixed", "not measurable"}
 
@@ -67,3 +67,16 @@ def test_binned_mean_curve_averages_per_seed_bins():
     # gold = kl + offset: the seed-mean of bin means is the bin's kl mean + 0.5, seeds 1 apart -> std near 0.5
     np.testing.assert_allclose(mean, centers + 0.5, atol=0.6)
     np.testing.assert_allclose(std, 0.5, atol=0.4)
+
+
+def test_paired_difference_interval_matches_the_normal_approximation_and_counts_seeds():
+    rng = np.random.default_rng()
+    theirs = rng.normal(size=400)
+    ours = theirs + rng.normal(0.3, 1.0, size=400)
+    ours[:5] = theirs[:5]  # a few ties
+    diff = paired_difference(ours, theirs)
+    d = ours - theirs
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)  # the bootstrap interval of a mean of 400 tends to this
+    assert abs(diff["mean"] - d.mean()) < 1e-12
+    np.testing.assert_allclose(diff["ci95"], [d.mean() - half, d.mean() + half], atol=0.15 * half)
+    assert (diff["higher"], diff["lower"], diff["equal"]) == ((d > 0).sum(), (d < 0).sum(), 5)

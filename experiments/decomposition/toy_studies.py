@@ -149,16 +149,18 @@ def main(argv=None) -> int:
     parser.add_argument("--bias", type=float, default=0.85, help="share of training pairs the response-only rule fits")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "latest"))
     parser.add_argument("--work", help="folder for the generated data and training runs (default: a temp folder)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--sets", nargs="+", choices=list(TOY_SETS), default=list(TOY_SETS))
     parser.add_argument("--smoke", action="store_true", help="one seed, tiny sets and models, few steps")
     args = parser.parse_args(argv)
     if min(args.steps) < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     work = args.work or tempfile.mkdtemp(prefix="toy-studies-")
-    methods = METHODS
+    methods = {k: v for k, v in METHODS.items() if k in args.methods}
     n_train, n_test = N_TRAIN, N_TEST
     if args.smoke:  # end to end on every set with each method kind once (the dir variants share dir's path)
         args.seeds, args.steps, n_train, n_test = args.seeds[:1], [6, 12], 64, 32
-        methods = {k: v for k, v in METHODS.items() if k in ("standard", "rrm", "dir")}
+        methods = {k: v for k, v in methods.items() if k in ("standard", "rrm", "dir")}
     budgets = sorted(set(args.steps))
     plotted = sorted({budgets[0], budgets[-1]})
     os.makedirs(args.out, exist_ok=True)
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
         files = write_toy_sets(
             world, os.path.join(work, "data", f"seed{seed}"), n_train=n_train, n_test=n_test, bias=args.bias, seed=seed
         )  # fmt: skip
-        for kind in TOY_SETS:
+        for kind in args.sets:
             for steps in budgets:
                 for method in methods:
                     run_dir = os.path.join(work, "runs", f"{kind}-{method}-{steps}steps-seed{seed}")
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
                     figures[f"{kind}-{stage}-{steps}steps"] = {"figure": os.path.basename(path), "steps": steps,
                                                                 **summary}  # fmt: skip
     table = {}
-    for kind in TOY_SETS:
+    for kind in args.sets:
         for steps in budgets:
             for method in methods:
                 rows = [r for r in runs if (r["set"], r["steps"], r["method"]) == (kind, steps, method)]

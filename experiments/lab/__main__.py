@@ -35,8 +35,10 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
         with open(os.path.join(results, name, "study.json")) as f:
             study = json.load(f)
         p = study["provenance"]
+        extra = study.get("extra_seeds")
+        seeds = f"Seeds {study['seeds']}" + (f" (and {extra} where a claim names more seeds)" if extra else "")
         lines += [f"## {study['title']}", "",
-                  f"Seeds {study['seeds']}; run {p['date']} on {p['machine']} ({p['jax']}), "
+                  f"{seeds}; run {p['date']} on {p['machine']} ({p['jax']}), "
                   f"{p.get('seconds', 0) / 60:.1f} min: `{p['command']}`", "",
                   "| claim | measured | verdict |", "|---|---|---|"]  # fmt: skip
         cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731  (a literal | would split the cell)

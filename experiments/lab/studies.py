@@ -618,13 +618,35 @@ def _table1_figure(path: str, tables: dict) -> str:
 
 
 DECOMPOSITION_BIAS = 0.95  # the share of training pairs a response-only rule fits (0.85 leaves BT near ceiling)
+# At 1 and 2 epochs the seeds disagree on the adversarial set's accuracy and on the prompt-free shares; these many
+# more seeds of plain BT and prioritized training at those budgets (~8 min) say which way the differences go.
+DECOMPOSITION_EXTRA_SEEDS = 7
+DECOMPOSITION_SHORT_BUDGETS = (32, 64)
+
+
+def paired_difference(ours, theirs, *, resamples: int = 10000) -> dict[str, Any]:
+    """Per-seed ours - theirs: its mean, a 95% bootstrap interval of the mean (fixed resampling seed, so the page
+    is reproducible), and how many seeds are higher, lower and equal."""
+    d = np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)
+    means = d[np.random.default_rng(0).integers(0, d.size, (resamples, d.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(d.mean()), "ci95": [float(low), float(high)], "higher": int((d > 0).sum()),
+            "lower": int((d < 0).sum()), "equal": int((d == 0).sum())}  # fmt: skip
+
+
+def _paired_text(diff: dict[str, Any], what: str) -> str:
+    low, high = diff["ci95"]
+    return (f"{what} per seed: mean {diff['mean']:+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f}), above 0 "
+            f"in {diff['higher']}, below in {diff['lower']}, 0 in {diff['equal']} seeds")  # fmt: skip
 
 
 def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
     """Reward decomposition (Mao et al. 2025): plain Bradley-Terry, RRM and prioritized training (small
     prompt-free gap first) on the length-biased and the adversarial-prompt sets, each method at 1, 2 and 19
     epochs; debiased held-out accuracy (all pairs and the adversarial ones), the prompt-free share of the
-    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training.
+    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training. On the adversarial
+    set at 1 and 2 epochs, where the methods have headroom, plain BT and prioritized training also run on
+    DECOMPOSITION_EXTRA_SEEDS more seeds, and the claim is judged on every seed with the paired difference.
     Runs ``experiments/decomposition/toy_studies.py`` (tiny reward models from scratch; ``size`` is not used)."""
     from experiments.decomposition.toy_studies import main as toy_studies
 
@@ -635,6 +657,14 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
     with open(os.path.join(out, "results.json")) as f:
         result = json.load(f)
     ran = result["seeds"]
+
+    extra_seeds = list(range(max(seeds) + 1, max(seeds) + 1 + DECOMPOSITION_EXTRA_SEEDS))
+    extra_out = os.path.join(work, "extra-seeds")  # its quadrant plots are of seed 3, not for the page
+    toy_studies(["--seeds", *map(str, extra_seeds), "--bias", str(DECOMPOSITION_BIAS), "--out", extra_out, "--work",
+                 extra_out, "--methods", "standard", "dir",
+                 "--steps", *map(str, DECOMPOSITION_SHORT_BUDGETS)] + (["--smoke"] if smoke else []))  # fmt: skip
+    with open(os.path.join(extra_out, "results.json")) as f:
+        extra = json.load(f)
 
     runs = [{**r, **r["train_decomposition"]} for r in result["runs"]]  # flat: accuracies and (dr1, dr2) summary
 
@@ -680,8 +710,32 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
                         "measured": f"{_pm(ours)} vs {_pm(theirs)}",
                         "verdict": compare_verdict(ours, theirs),
                     })  # fmt: skip
+    # The short budgets over the main seeds and the extra ones, plain BT vs prioritized: the adversarial set's
+    # accuracy (the length set's stays at 0.5 there for both) and both sets' prompt-free shares.
+    every_seed = list(ran) + list(extra["seeds"])
+    pooled = runs + [{**r, **r["train_decomposition"]} for r in extra["runs"]]
+
+    def pooled_values(kind: str, steps: int, method: str, field: str) -> list[float]:
+        rows = {r["seed"]: r[field] for r in pooled if (r["set"], r["steps"], r["method"]) == (kind, steps, method)}
+        return [rows[s] for s in every_seed]
+
+    checks = [("adversarial", "debiased_accuracy", True, "is more accurate than plain Bradley-Terry on debiased "
+               "held-out pairs")] + [(kind, "prompt_free_share", False, "lowers the prompt-free share of the training "
+                                     "pairs' reward gap below plain Bradley-Terry's") for kind in sets]  # fmt: skip
+    for kind, field, higher, what in checks:
+        for steps in extra["steps"]:
+            ours, theirs = pooled_values(kind, steps, "dir", field), pooled_values(kind, steps, "standard", field)
+            diff = paired_difference(ours, theirs) if higher else paired_difference(theirs, ours)
+            claims.append({
+                "claim": f"{kind} set, {budget(steps)}, {len(every_seed)} seeds: prioritized training {what}",
+                "measured": f"{_pm(ours)} vs {_pm(theirs)}; "
+                            + _paired_text(diff, "prioritized minus BT" if higher else "BT minus prioritized"),
+                "verdict": compare_verdict(ours, theirs, higher=higher),
+                "paired_difference": diff,
+            })  # fmt: skip
     payload = {"study": "decomposition", "title": "Reward decomposition: plain BT, RRM and prioritized training "
-               f"(training bias {DECOMPOSITION_BIAS})", "seeds": list(ran), "size": {"steps": result["steps"]},
+               f"(training bias {DECOMPOSITION_BIAS})", "seeds": list(ran), "extra_seeds": list(extra["seeds"]),
+               "size": {"steps": result["steps"]},
                "table": table, "claims": claims, "quadrants": result["quadrants"],
                "figures": [q["figure"] for q in result["quadrants"].values()],
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip

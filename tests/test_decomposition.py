@@ -15,6 +15,7 @@ from inform_jax.data.preference import PreferencePair
 from inform_jax.data.rrm import rrm_augment
 from inform_jax.data.synthetic import SyntheticWorld
 from inform_jax.data.synthetic_decomposition import toy_pairs, write_toy_sets
+from inform_jax.data.synthetic_vocab import NUMBER_WORDS
 from inform_jax.models import DecoderConfig, make_mesh
 from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
 from inform_jax.train.config import DataSection, config_from_dict
@@ -140,12 +141,21 @@ def test_rewardbench_report_by_hand():
 
 def test_toy_sets_bias_and_gold_order():
     world = SyntheticWorld()
-    for kind in ("length", "adversarial"):
+    for kind in ("length", "adversarial", "shifted_count"):
         rows = toy_pairs(world, kind, 40, 0.75, seed=3)
         assert sum(r["bias_aligned"] for r in rows) == 30
         assert all(r["gold_chosen"] > r["gold_rejected"] for r in rows)
     rows = toy_pairs(world, "length", 40, 1.0, seed=0)
     assert all(len(r["chosen"].split()) > len(r["rejected"].split()) for r in rows)
+    # Shifted count: the chosen run is what was asked; the rejected one as long, shifted by 1-3, up exactly when
+    # the pair is bias-aligned (then the run of smaller numbers wins).
+    number = {w: i for i, w in enumerate(NUMBER_WORDS)}
+    for r in toy_pairs(world, "shifted_count", 200, 0.5, seed=int(np.random.default_rng().integers(1000))):
+        asked = [number[w] for w in r["prompt"].split() if w in number]
+        chosen, rejected = ([number[w] for w in r[side].split()] for side in ("chosen", "rejected"))
+        assert chosen == list(range(asked[0], asked[-1] + 1)) and len(rejected) == len(chosen)
+        shift = rejected[0] - chosen[0]
+        assert rejected == [n + shift for n in chosen] and 1 <= abs(shift) <= 3 and (shift > 0) == r["bias_aligned"]
 
 
 def test_decompose_and_evaluate_commands(tmp_path, toy, capsys):

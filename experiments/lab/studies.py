@@ -640,32 +640,16 @@ def _paired_text(diff: dict[str, Any], what: str) -> str:
             f"in {diff['higher']}, below in {diff['lower']}, 0 in {diff['equal']} seeds")  # fmt: skip
 
 
-def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
-    """Reward decomposition (Mao et al. 2025): plain Bradley-Terry, RRM and prioritized training (small
-    prompt-free gap first) on the length-biased and the adversarial-prompt sets, each method at 1, 2 and 19
-    epochs; debiased held-out accuracy (all pairs and the adversarial ones), the prompt-free share of the
-    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training. On the adversarial
-    set at 1 and 2 epochs, where the methods have headroom, plain BT and prioritized training also run on
-    DECOMPOSITION_EXTRA_SEEDS more seeds, and the claim is judged on every seed with the paired difference.
-    Runs ``experiments/decomposition/toy_studies.py`` (tiny reward models from scratch; ``size`` is not used)."""
-    from experiments.decomposition.toy_studies import main as toy_studies
+def _toy_budget(result: dict, steps: int) -> str:
+    epochs = steps * result["batch_size"] / result["n_train"]
+    return f"{steps} steps ({epochs:g} epoch{'' if epochs == 1 else 's'})"
 
-    start = time.perf_counter()
-    os.makedirs(out, exist_ok=True)
-    args = ["--seeds", *map(str, seeds), "--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work]
-    toy_studies(args + (["--smoke"] if smoke else []))
-    with open(os.path.join(out, "results.json")) as f:
-        result = json.load(f)
+
+def _toy_table_and_claims(result: dict) -> tuple[dict, list[dict]]:
+    """From toy_studies' results.json: per set and budget the methods' accuracies and prompt-free shares over the
+    seeds, and the claims that prioritized training ("dir") lowers the share below plain BT's and is more
+    accurate than plain BT and RRM (each judged per seed)."""
     ran = result["seeds"]
-
-    extra_seeds = list(range(max(seeds) + 1, max(seeds) + 1 + DECOMPOSITION_EXTRA_SEEDS))
-    extra_out = os.path.join(work, "extra-seeds")  # its quadrant plots are of seed 3, not for the page
-    toy_studies(["--seeds", *map(str, extra_seeds), "--bias", str(DECOMPOSITION_BIAS), "--out", extra_out, "--work",
-                 extra_out, "--methods", "standard", "dir",
-                 "--steps", *map(str, DECOMPOSITION_SHORT_BUDGETS)] + (["--smoke"] if smoke else []))  # fmt: skip
-    with open(os.path.join(extra_out, "results.json")) as f:
-        extra = json.load(f)
-
     runs = [{**r, **r["train_decomposition"]} for r in result["runs"]]  # flat: accuracies and (dr1, dr2) summary
 
     def per_seed(kind: str, steps: int, method: str, field: str) -> list[float]:
@@ -673,8 +657,7 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
         return [rows[s] for s in ran]
 
     def budget(steps: int) -> str:
-        epochs = steps * result["batch_size"] / result["n_train"]
-        return f"{steps} steps ({epochs:g} epoch{'' if epochs == 1 else 's'})"
+        return _toy_budget(result, steps)
 
     sets = sorted({r["set"] for r in result["runs"]})
     methods = list(dict.fromkeys(r["method"] for r in result["runs"]))
@@ -710,6 +693,42 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
                         "measured": f"{_pm(ours)} vs {_pm(theirs)}",
                         "verdict": compare_verdict(ours, theirs),
                     })  # fmt: skip
+    return table, claims
+
+
+def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """Reward decomposition (Mao et al. 2025): plain Bradley-Terry, RRM and prioritized training (small
+    prompt-free gap first) on the length-biased and the adversarial-prompt sets, each method at 1, 2 and 19
+    epochs; debiased held-out accuracy (all pairs and the adversarial ones), the prompt-free share of the
+    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training. On the adversarial
+    set at 1 and 2 epochs, where the methods have headroom, plain BT and prioritized training also run on
+    DECOMPOSITION_EXTRA_SEEDS more seeds, and the claim is judged on every seed with the paired difference.
+    Runs ``experiments/decomposition/toy_studies.py`` (tiny reward models from scratch; ``size`` is not used)."""
+    from experiments.decomposition.toy_studies import main as toy_studies
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    args = ["--seeds", *map(str, seeds), "--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work]
+    toy_studies(args + (["--smoke"] if smoke else []))
+    with open(os.path.join(out, "results.json")) as f:
+        result = json.load(f)
+    ran = result["seeds"]
+
+    extra_seeds = list(range(max(seeds) + 1, max(seeds) + 1 + DECOMPOSITION_EXTRA_SEEDS))
+    extra_out = os.path.join(work, "extra-seeds")  # its quadrant plots are of seed 3, not for the page
+    toy_studies(["--seeds", *map(str, extra_seeds), "--bias", str(DECOMPOSITION_BIAS), "--out", extra_out, "--work",
+                 extra_out, "--methods", "standard", "dir",
+                 "--steps", *map(str, DECOMPOSITION_SHORT_BUDGETS)] + (["--smoke"] if smoke else []))  # fmt: skip
+    with open(os.path.join(extra_out, "results.json")) as f:
+        extra = json.load(f)
+
+    runs = [{**r, **r["train_decomposition"]} for r in result["runs"]]  # flat, as the helper's
+    table, claims = _toy_table_and_claims(result)
+    sets = sorted({r["set"] for r in result["runs"]})
+
+    def budget(steps: int) -> str:
+        return _toy_budget(result, steps)
+
     # The short budgets over the main seeds and the extra ones, plain BT vs prioritized: the adversarial set's
     # accuracy (the length set's stays at 0.5 there for both) and both sets' prompt-free shares.
     every_seed = list(ran) + list(extra["seeds"])
@@ -743,6 +762,33 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
     return payload
 
 
+SLOW_RULE_BUDGETS = (150, 300, 600)  # 4.7, 9.4 and 18.75 epochs: plain BT reached 0.86, 0.98 and 0.98
+
+
+def decomposition_slow_rule(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False):
+    """Reward decomposition on the shifted-count set, whose prompt rule a 2-layer reward model learns slowly
+    (the adversarial-prompt set's is learned within 2 epochs): plain BT, RRM and prioritized training at 4.7, 9.4
+    and 18.75 epochs, where plain BT still has headroom; the same claims, table and quadrant plots as the
+    decomposition study. Runs ``experiments/decomposition/toy_studies.py --sets shifted_count``."""
+    from experiments.decomposition.toy_studies import main as toy_studies
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    toy_studies(["--seeds", *map(str, seeds), "--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work,
+                 "--sets", "shifted_count", "--methods", "standard", "rrm", "dir",
+                 "--steps", *map(str, SLOW_RULE_BUDGETS)] + (["--smoke"] if smoke else []))  # fmt: skip
+    with open(os.path.join(out, "results.json")) as f:
+        result = json.load(f)
+    table, claims = _toy_table_and_claims(result)
+    payload = {"study": "decomposition_slow_rule", "title": "Reward decomposition on a slowly learned prompt rule: "
+               f"the shifted-count set (training bias {DECOMPOSITION_BIAS})", "seeds": list(result["seeds"]),
+               "size": {"steps": result["steps"]}, "table": table, "claims": claims, "quadrants": result["quadrants"],
+               "figures": [q["figure"] for q in result["quadrants"].values()],
+               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("decomposition_slow_rule", payload, out)
+    return payload
+
+
 STUDIES = {
     "fig4": fig4,
     "inform_table1": inform_table1,
@@ -751,4 +797,5 @@ STUDIES = {
     "design": design,
     "detection": detection,
     "decomposition": decomposition,
+    "decomposition_slow_rule": decomposition_slow_rule,
 }

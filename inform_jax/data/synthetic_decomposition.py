@@ -12,6 +12,10 @@ one of them. In a fraction ``bias`` of training pairs the winner is a list of an
 without the prompt); the rest are adversarial pairs whose prompt asks for the other category, so the animal
 list loses.
 
+Shifted-count set: "count from A to B" answered by A..B and by a run of as many numbers shifted by 1-3. In a
+fraction ``bias`` of training pairs the wrong run is shifted up ("smaller numbers win" fits them without the
+prompt); in the rest it is shifted down. Unlike the adversarial-prompt set's, its prompt rule is learned slowly.
+
 Debiased held-out sets put the bias at 0.5: a prompt-blind model scores about 50% there. Every row carries
 ``bias_aligned`` (the response-only rule picks the chosen side) and ``adversarial`` (= not bias_aligned),
 with the world's gold scores of both sides (chosen always has the higher gold reward).
@@ -75,11 +79,35 @@ def adversarial_pair(world, rng: np.random.Generator, favoured_wins: bool) -> di
     return _row(world, prompt, lists[asked], rejected, aligned=favoured_wins)
 
 
-TOY_SETS = {"length": length_biased_pair, "adversarial": adversarial_pair}
+def shifted_count_pair(world, rng: np.random.Generator, smaller_wins: bool) -> dict[str, Any]:
+    """One pair of the shifted-count set: "count from A to B" answered by A..B (chosen) and by the same number of
+    consecutive numbers shifted by 1-3 (rejected); ``smaller_wins``: the rejected run is shifted up, so the run of
+    smaller numbers wins. Matching the response's first number to the prompt's A is a rule a 2-layer reward model
+    learns slowly (the lab, bias 0.95, 3 seeds: plain BT's debiased accuracy 0.86 at 4.7 epochs, 0.98 at 9.4)."""
+    c = world.config
+    k = int(rng.integers(c.min_items, c.max_items + 1))
+    shift = int(rng.integers(1, 4))
+    last_start = len(NUMBER_WORDS) - k + 1  # 1-based starts of a run of k numbers: 1 .. last_start
+    if smaller_wins:  # the rejected run, shifted up, must still fit
+        start = int(rng.integers(1, last_start - shift + 1))
+        rejected_start = start + shift
+    else:
+        start = int(rng.integers(1 + shift, last_start + 1))
+        rejected_start = start - shift
+
+    def run(first: int) -> str:
+        return " ".join(NUMBER_WORDS[first - 1 : first - 1 + k])
+
+    template = str(rng.choice(PROMPT_TEMPLATES["count"]))
+    prompt = template.format(a=NUMBER_WORDS[start - 1], b=NUMBER_WORDS[start + k - 2])
+    return _row(world, prompt, run(start), run(rejected_start), aligned=smaller_wins)
+
+
+TOY_SETS = {"length": length_biased_pair, "adversarial": adversarial_pair, "shifted_count": shifted_count_pair}
 
 
 def toy_pairs(world, kind: str, n: int, bias: float, seed: int) -> list[dict[str, Any]]:
-    """``n`` pairs of the ``kind`` set ("length" | "adversarial"); exactly round(bias * n) are bias-aligned,
+    """``n`` pairs of the ``kind`` set (a key of TOY_SETS); exactly round(bias * n) are bias-aligned,
     in random order."""
     if kind not in TOY_SETS:
         raise ValueError(f"toy set must be one of {sorted(TOY_SETS)}, got {kind!r}")
@@ -94,7 +122,7 @@ def toy_pairs(world, kind: str, n: int, bias: float, seed: int) -> list[dict[str
 def write_toy_sets(
     world, folder: str | os.PathLike, *, n_train: int = 1024, n_test: int = 256, bias: float = 0.85, seed: int = 0
 ) -> dict[str, str]:
-    """Write ``{kind}_train.jsonl`` (bias ``bias``) and ``{kind}_test_debiased.jsonl`` (bias 0.5) for both sets
+    """Write ``{kind}_train.jsonl`` (bias ``bias``) and ``{kind}_test_debiased.jsonl`` (bias 0.5) for every set
     and the world's tokenizer; returns name -> path."""
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)

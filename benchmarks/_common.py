@@ -43,6 +43,16 @@ def paired_median_seconds(ours, peer, repeats: int) -> tuple[float, float]:
     return float(np.median(times["ours"])), float(np.median(times["peer"]))
 
 
+def left_padded_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random prompt ids [B, P] in [3, vocab) and their mask (1 = token), with the first quarter of the slots padded
+    (id 0, mask 0) on every other row."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, vocab, (batch, length))
+    mask = np.ones_like(ids)
+    mask[::2, : length // 4] = 0
+    return np.where(mask > 0, ids, 0), mask
+
+
 def stamp(result: dict) -> dict:
     """Add the machine and date to a result."""
     result["machine"] = f"{platform.node()} ({os.cpu_count()} CPUs)"

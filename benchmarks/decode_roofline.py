@@ -20,17 +20,18 @@ repeats after a compile run, so prefill and per-call overhead cancel.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import median_seconds, paired_median_seconds, save_results
+from _common import left_padded_prompts, median_seconds, paired_median_seconds, save_results
 from flax import nnx
 
 from inform_jax.models import CausalLM, DecoderConfig, hf_state_dict
 from inform_jax.models.presets import preset_config
-from inform_jax.models.sampler import generate
+from inform_jax.models.sampler import generate, pads_single_row
 
 # Vendor datasheet HBM bandwidth (GB/s), for reference beside the measured ceiling.
 DATASHEET_GBS = {"NVIDIA H200": 4800.0, "NVIDIA H100 80GB HBM3": 3350.0, "NVIDIA A100-SXM4-80GB": 2039.0}
@@ -62,15 +63,6 @@ def kv_bytes_per_step(config: DecoderConfig, batch: int, slots: float) -> float:
     return 2.0 * config.num_layers * batch * config.num_kv_heads * config.resolved_head_dim * slots * itemsize
 
 
-def left_padded_prompts(batch: int, length: int, vocab: int, seed: int = 0):
-    """Random prompts [B, P] with a quarter of the slots padded on every other row (mask 1 = token)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(3, vocab, (batch, length))
-    mask = np.ones_like(ids)
-    mask[::2, : length // 4] = 0
-    return np.where(mask > 0, ids, 0), mask
-
-
 def measure_batch(
     model: CausalLM, batch: int, prompt: int, new_tokens: int, repeats: int, bandwidth: float, pad_single_row=None
 ) -> dict:
@@ -94,9 +86,7 @@ def measure_batch(
     least_bytes = weights + kv_bytes_per_step(config, batch, float(np.asarray(mask).sum(1).mean()) + new_tokens / 2)
     return {
         "batch": batch,
-        "single_row_padded": bool(
-            batch == 1 and (jax.default_backend() == "gpu" if pad_single_row is None else pad_single_row)
-        ),
+        "single_row_padded": pads_single_row(batch, pad_single_row),
         "prompt": prompt,
         "new_tokens": new_tokens,
         "prefill_and_first_token_s": first_s,
@@ -243,7 +233,7 @@ def main():
         "datasheet_gbs": DATASHEET_GBS.get(device.device_kind),
         "rows": [],
         "peer": [],
-        "command": "python benchmarks/decode_roofline.py " + " ".join(__import__("sys").argv[1:]),
+        "command": "python benchmarks/decode_roofline.py " + " ".join(sys.argv[1:]),
     }
     pad = False if args.no_single_row_pad else None
     parts = (

@@ -15,7 +15,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import paired_median_seconds, save_results
+from _common import left_padded_prompts, paired_median_seconds, save_results
 
 from inform_jax.models import from_pretrained
 from inform_jax.models.sampler import generate
@@ -40,11 +40,7 @@ def main():
     )  # fmt: skip
     torch.manual_seed(0)
     peer = transformers.LlamaForCausalLM(config).eval()
-    rng = np.random.default_rng(0)
-    ids = rng.integers(3, config.vocab_size, (args.batch, args.prompt))
-    mask = np.ones_like(ids)
-    mask[::2, : args.prompt // 4] = 0  # left padding on half the rows
-    ids = np.where(mask > 0, ids, 0)
+    ids, mask = left_padded_prompts(args.batch, args.prompt, config.vocab_size)
     with tempfile.TemporaryDirectory() as folder:
         peer.save_pretrained(folder)
         ours = from_pretrained(folder, scan_layers=args.scan_layers)

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+
 from benchmarks.__main__ import _overhead, _row, main, markdown_table
 
 
@@ -46,3 +48,22 @@ def test_decode_roofline_counts_bytes_and_matches_transformers_greedy(tmp_path):
         cache = 2 * layers * row["batch"] * kv_heads * head_dim * (8 + 6) * 4
         assert row["bytes_per_step_ours"] == row["weight_bytes_per_step"] + cache
         assert row["weight_bytes_per_step"] < row["bytes_per_step_least"] < row["bytes_per_step_ours"]
+
+
+def test_decode_roofline_reads_an_untied_input_table_only_for_the_batch_rows(monkeypatch):
+    """Untied embeddings: the LM head's [D, V] kernel is read whole, the input table only for B gathered rows."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from inform_jax.models import CausalLM, DecoderConfig
+
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from decode_roofline import weight_bytes_per_step
+
+    config = DecoderConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                           num_kv_heads=2, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)  # fmt: skip
+    model = CausalLM(config, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    every = sum(x.size for x in jax.tree.leaves(params)) * 2  # bf16
+    for batch in (1, 5):
+        assert weight_bytes_per_step(model, batch) == every - 96 * 32 * 2 + batch * 32 * 2

@@ -140,6 +140,11 @@ def _generate(
     )
 
 
+def pads_single_row(batch: int, pad_single_row: bool | None = None) -> bool:
+    """Whether `generate` decodes this batch as two copies of its one row (`pad_single_row=None`: on GPU only)."""
+    return batch == 1 and (jax.default_backend() == "gpu" if pad_single_row is None else pad_single_row)
+
+
 def generate(model: CausalLM, prompt_ids, prompt_mask, *, pad_single_row: bool | None = None, **options):
     """Sample up to `max_new_tokens` tokens after left-padded prompts [B, P] (mask 1 = token) -> GenerateOutput.
 
@@ -149,9 +154,7 @@ def generate(model: CausalLM, prompt_ids, prompt_mask, *, pad_single_row: bool |
     ms at batch 1 and 0.96 ms at batch 2), so the copy is cheaper than the slow path. Greedy output is unchanged;
     a sampled row draws different random bits than it would alone.
     """
-    if pad_single_row is None:
-        pad_single_row = jax.default_backend() == "gpu"
-    if pad_single_row and prompt_ids.shape[0] == 1:
+    if pads_single_row(prompt_ids.shape[0], pad_single_row):
         doubled = _generate(model, jnp.concatenate([prompt_ids] * 2), jnp.concatenate([prompt_mask] * 2), **options)
         return GenerateOutput(*(x[:1] for x in doubled))
     return _generate(model, prompt_ids, prompt_mask, **options)

@@ -8,8 +8,8 @@ import torch
 from flax import nnx
 from hf_models import make_hf_checkpoint, random_batch
 
-from inform_jax.models import CausalLM, DecoderConfig, batch_sharding, from_pretrained, make_mesh, shard_module
-from inform_jax.models.sampler import _first_argmax, generate, process_logits
+from inform_jax.models import CausalLM, DecoderConfig, batch_sharding, from_pretrained, make_mesh, sampler, shard_module
+from inform_jax.models.sampler import _first_argmax, generate, pads_single_row, process_logits
 
 EOS = 5
 
@@ -55,7 +55,15 @@ def test_cached_decode_logits_equal_the_full_forward(scan_layers):
     np.testing.assert_allclose(cached[sel], full[sel], rtol=1e-4, atol=1e-4 * np.abs(full).max())
 
 
-def test_a_single_row_decoded_as_two_copies_gives_the_rows_own_output():
+def test_a_single_row_decoded_as_two_copies_gives_the_rows_own_output(monkeypatch):
+    # The rule: only a batch of one, and by default only on the GPU backend (these tests run on the CPU).
+    assert pads_single_row(1, True) and not pads_single_row(2, True) and not pads_single_row(1, False)
+    assert pads_single_row(1) == (jax.default_backend() == "gpu")
+    decoded_batches = []  # the batch the jitted decoder really got, so the test fails if no copy is made
+    inner = sampler._generate
+    monkeypatch.setattr(
+        sampler, "_generate", lambda m, i, k, **o: decoded_batches.append(i.shape[0]) or inner(m, i, k, **o)
+    )
     config = DecoderConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
                            num_kv_heads=2, initializer_range=0.3)  # fmt: skip
     model = CausalLM(config, rngs=nnx.Rngs(2))
@@ -63,6 +71,7 @@ def test_a_single_row_decoded_as_two_copies_gives_the_rows_own_output():
     ids, mask = jnp.asarray(ids % 64), jnp.asarray(mask)
     alone, doubled = (generate(model, ids, mask, max_new_tokens=9, greedy=True, eos_id=EOS, pad_single_row=pad)
                       for pad in (False, True))  # fmt: skip
+    assert decoded_batches == [1, 2]
     assert doubled.tokens.shape == alone.tokens.shape == (1, 9)
     for a, b in zip(alone, doubled, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)

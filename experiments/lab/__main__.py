@@ -46,7 +46,7 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
         lines += [""] + [f"![{fig}](results/{name}/{fig})" for fig in study["figures"]] + [""]
         for setting, methods in study.get("table", {}).items():
             lines += [f"{setting}:", ""] + _metric_table(methods) + [""]
-        if "sweep_gold_final" in study:
+        if "sweep" in study:
             lines += _sweep_table(study) + [""]
     missing = [s for s in STUDIES if s not in studies]
     if missing:
@@ -56,28 +56,36 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
     return path
 
 
+SWEPT = {"actor_lr": "lr", "kl": "kl"}  # the swept hyperparameters of a sweep record, and their short labels
+
+
 def _sweep_table(study: dict) -> list[str]:
     """The hyperparameter sweep: final gold reward per method and setting on the sweep seed, the chosen setting
-    in bold, and a flag when it lies on an edge of the method's grid (a wider grid might choose otherwise)."""
-    by_method: dict[str, dict[str, float]] = {}
-    for key, gold in study["sweep_gold_final"].items():
-        method, setting = key.split(" | ")
-        by_method.setdefault(method, {})[setting] = gold
+    in bold, and a flag when it lies on an edge of the method's grid (a wider grid might choose otherwise).
+
+    study["sweep"]: records {"method", "actor_lr", optionally "kl", "gold_final", ...} (other keys are fixed
+    settings such as the label noise)."""
+    by_method: dict[str, list[dict]] = {}
+    for record in study["sweep"]:
+        by_method.setdefault(record["method"], []).append(record)
     lines = [f"Sweep on seed {study['sweep_seed']} (final gold reward; chosen setting in bold):", "",
              "| method | settings | chosen on the grid's edge |", "|---|---|---|"]  # fmt: skip
-    for method, golds in by_method.items():
-        best = max(golds, key=golds.get)
-        cells = ", ".join(f"**{k}: {v:.3f}**" if k == best else f"{k}: {v:.3f}" for k, v in golds.items())
-        lines.append(f"| {method} | {cells} | {'yes' if _on_edge(best, list(golds)) else 'no'} |")
+    for method, records in by_method.items():
+        best = max(records, key=lambda r: r["gold_final"])
+        cells = [f"{_setting_label(r)}: {r['gold_final']:.3f}" for r in records]
+        cells = ", ".join(f"**{c}**" if r is best else c for r, c in zip(records, cells, strict=True))
+        lines.append(f"| {method} | {cells} | {'yes' if _on_edge(best, records) else 'no'} |")
     return lines
 
 
-def _on_edge(best: str, settings: list[str]) -> bool:
-    """Whether any swept value of ``best`` ("lr 5e-05, kl 0.2") is the smallest or largest swept for it."""
-    values = [dict(part.split(" ") for part in s.split(", ")) for s in settings]
-    chosen = values[settings.index(best)]
-    return any(float(v) in (min(float(x[k]) for x in values), max(float(x[k]) for x in values))
-               for k, v in chosen.items())  # fmt: skip
+def _setting_label(record: dict) -> str:
+    """A sweep record's swept values, e.g. "lr 5e-05, kl 0.2"."""
+    return ", ".join(f"{short} {record[k]:g}" for k, short in SWEPT.items() if k in record)
+
+
+def _on_edge(best: dict, records: list[dict]) -> bool:
+    """Whether any swept value of the ``best`` record is the smallest or largest swept for it among ``records``."""
+    return any(best[k] in (min(r[k] for r in records), max(r[k] for r in records)) for k in SWEPT if k in best)
 
 
 def _metric_table(methods: dict[str, dict[str, dict]]) -> list[str]:

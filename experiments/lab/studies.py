@@ -591,7 +591,8 @@ def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smo
     payload = {"study": "inform_table1", "title": "InfoRM Table 1 (win / tie / lose by the gold judge, each method "
                "at its best swept learning rate and KL coefficient)", "seeds": list(seeds), "size": size,
                "tie_margin": margin, "sweep_seed": sweep_seed,
-               "sweep_gold_final": {f"{m} | {n}": g for (n, m), g in final_gold.items()},
+               "sweep": [{"method": m, **{k: v for k, v in sweep_settings[n].items() if k != "methods"},
+                          "gold_final": g} for (n, m), g in final_gold.items()],
                "best_settings": best, "gold_final": gold, "win_tie_lose": tables, "claims": claims,
                "figures": [os.path.basename(figure)],
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip

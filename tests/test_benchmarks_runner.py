@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+from flax import nnx
 
 from benchmarks.__main__ import _overhead, _row, main, markdown_table
+from inform_jax.models import CausalLM, DecoderConfig
 
 
 def test_rows_compute_ratios_and_targets():
@@ -52,11 +55,6 @@ def test_decode_roofline_counts_bytes_and_matches_transformers_greedy(tmp_path):
 
 def test_decode_roofline_reads_an_untied_input_table_only_for_the_batch_rows(monkeypatch):
     """Untied embeddings: the LM head's [D, V] kernel is read whole, the input table only for B gathered rows."""
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from inform_jax.models import CausalLM, DecoderConfig
-
     monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     from decode_roofline import weight_bytes_per_step
 

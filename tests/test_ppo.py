@@ -32,8 +32,9 @@ def prompts(n=64, seed=0):
 
 def policy():
     # Init std 0.1 (not the 0.02 default, which is sized for widths in the thousands): the hidden states start
-    # at a scale where the final-layer energy is comparable to the reward, as in a trained model, and where
-    # eta = 2.0 (set by the authors for width-normalized energies) is neither negligible nor overwhelming. Over
+    # large enough that the responses differ in final-layer energy, so the penalty (eta = 2.0, the authors' value
+    # for width-normalized energies) has something to steer by, and small enough that it does not outweigh the
+    # reward. A chosen operating point, not a property of EPPO at every scale. Over
     # train.seed 0-2, EPPO's final-layer shift / PPO's and EPPO's gain / PPO's were, by init std:
     #   0.02: 1.09, 1.03, 1.03 / 0.99, 1.00, 1.00 (the starting energy, ~1e-3, is negligible: RL's weight drift
     #         sets the energy alone, and a sequence-level penalty cannot steer a drift every response shares)

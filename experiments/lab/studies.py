@@ -646,16 +646,25 @@ def _toy_budget(result: dict, steps: int) -> str:
     return f"{steps} steps ({epochs:g} epoch{'' if epochs == 1 else 's'})"
 
 
+def _toy_runs(*results: dict) -> list[dict]:
+    """toy_studies' runs of one or more results.json, flat: each run's accuracies and (dr1, dr2) summary."""
+    return [{**r, **r["train_decomposition"]} for result in results for r in result["runs"]]
+
+
+def _toy_per_seed(runs: list[dict], seeds, kind: str, steps: int, method: str, field: str) -> list[float]:
+    """``field`` of the ``method`` run on the ``kind`` set at ``steps``, one value per seed of ``seeds``."""
+    rows = {r["seed"]: r[field] for r in runs if (r["set"], r["steps"], r["method"]) == (kind, steps, method)}
+    return [rows[s] for s in seeds]
+
+
 def _toy_table_and_claims(result: dict) -> tuple[dict, list[dict]]:
     """From toy_studies' results.json: per set and budget the methods' accuracies and prompt-free shares over the
     seeds, and the claims that prioritized training ("dir") lowers the share below plain BT's and is more
     accurate than plain BT and RRM (each judged per seed)."""
-    ran = result["seeds"]
-    runs = [{**r, **r["train_decomposition"]} for r in result["runs"]]  # flat: accuracies and (dr1, dr2) summary
+    runs = _toy_runs(result)
 
     def per_seed(kind: str, steps: int, method: str, field: str) -> list[float]:
-        rows = {r["seed"]: r[field] for r in runs if (r["set"], r["steps"], r["method"]) == (kind, steps, method)}
-        return [rows[s] for s in ran]
+        return _toy_per_seed(runs, result["seeds"], kind, steps, method, field)
 
     def budget(steps: int) -> str:
         return _toy_budget(result, steps)
@@ -701,9 +710,10 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
     """Reward decomposition (Mao et al. 2025): plain Bradley-Terry, RRM and prioritized training (small
     prompt-free gap first) on the length-biased and the adversarial-prompt sets, each method at 1, 2 and 19
     epochs; debiased held-out accuracy (all pairs and the adversarial ones), the prompt-free share of the
-    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training. On the adversarial
-    set at 1 and 2 epochs, where the methods have headroom, plain BT and prioritized training also run on
-    DECOMPOSITION_EXTRA_SEEDS more seeds, and the claim is judged on every seed with the paired difference.
+    training pairs' gap, and the (dr1, dr2) quadrant plots before / after prioritized training. At 1 and 2 epochs,
+    where the seeds disagree, plain BT and prioritized training also run on DECOMPOSITION_EXTRA_SEEDS more seeds
+    of both sets, and the adversarial set's accuracy claim and both sets' prompt-free share claims are judged on
+    every seed, with the paired difference.
     Runs ``experiments/decomposition/toy_studies.py`` (tiny reward models from scratch; ``size`` is not used)."""
     from experiments.decomposition.toy_studies import main as toy_studies
 
@@ -723,21 +733,16 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
     with open(os.path.join(extra_out, "results.json")) as f:
         extra = json.load(f)
 
-    runs = [{**r, **r["train_decomposition"]} for r in result["runs"]]  # flat, as the helper's
     table, claims = _toy_table_and_claims(result)
     sets = sorted({r["set"] for r in result["runs"]})
-
-    def budget(steps: int) -> str:
-        return _toy_budget(result, steps)
 
     # The short budgets over the main seeds and the extra ones, plain BT vs prioritized: the adversarial set's
     # accuracy (the length set's stays at 0.5 there for both) and both sets' prompt-free shares.
     every_seed = list(ran) + list(extra["seeds"])
-    pooled = runs + [{**r, **r["train_decomposition"]} for r in extra["runs"]]
+    pooled = _toy_runs(result, extra)
 
     def pooled_values(kind: str, steps: int, method: str, field: str) -> list[float]:
-        rows = {r["seed"]: r[field] for r in pooled if (r["set"], r["steps"], r["method"]) == (kind, steps, method)}
-        return [rows[s] for s in every_seed]
+        return _toy_per_seed(pooled, every_seed, kind, steps, method, field)
 
     checks = [("adversarial", "debiased_accuracy", True, "is more accurate than plain Bradley-Terry on debiased "
                "held-out pairs")] + [(kind, "prompt_free_share", False, "lowers the prompt-free share of the training "
@@ -747,7 +752,8 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
             ours, theirs = pooled_values(kind, steps, "dir", field), pooled_values(kind, steps, "standard", field)
             diff = paired_difference(ours, theirs) if higher else paired_difference(theirs, ours)
             claims.append({
-                "claim": f"{kind} set, {budget(steps)}, {len(every_seed)} seeds: prioritized training {what}",
+                "claim": f"{kind} set, {_toy_budget(result, steps)}, {len(every_seed)} seeds: prioritized training "
+                         f"{what}",
                 "measured": f"{_pm(ours)} vs {_pm(theirs)}; "
                             + _paired_text(diff, "prioritized minus BT" if higher else "BT minus prioritized"),
                 "verdict": compare_verdict(ours, theirs, higher=higher),

@@ -26,8 +26,6 @@ def _train_rm(args: argparse.Namespace) -> int:
     import jax
 
     from inform_jax.train.config import load_config
-    from inform_jax.train.decomposition import method_callbacks, method_data_transform
-    from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
     from inform_jax.train.rm_trainer import RewardModelTrainer
 
     overrides = list(args.set or [])
@@ -40,15 +38,11 @@ def _train_rm(args: argparse.Namespace) -> int:
         jax.distributed.initialize()  # one process per host on a TPU pod / GPU cluster
     if not config.data.train:
         raise SystemExit("data.train is required (a preference file)")
-    tokenizer_path = config.data.tokenizer or config.model.path
-    if not tokenizer_path:
+    if not (config.data.tokenizer or config.model.path):
         raise SystemExit("data.tokenizer (or model.path) is required to tokenize the data")
-    tokenizer = load_tokenizer(tokenizer_path)
-    transform = method_data_transform(config)
-    train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform)
-    held_out = prepare_pairs(config.data.eval, tokenizer, config.data) if config.data.eval else None
-    callbacks = method_callbacks(config, train, tokenizer.pad_token_id or 0)
-    trainer = RewardModelTrainer(config, train, held_out, callbacks=callbacks)
+    trainer = RewardModelTrainer.from_config(config)
+    tokenizer = trainer.tokenizer
+    held_out = trainer.eval_arrays
     trainer.fit()
     if jax.process_index() == 0:  # the final folder is then self-contained for `detect` and `ppo`
         tokenizer.save_pretrained(f"{config.train.output_dir}/final")
@@ -298,16 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     from inform_jax.train.config import describe_fields
+    from inform_jax.train.rm.methods import describe_methods
 
     train_rm = sub.add_parser(
         "train-rm",
-        help="Train a reward model: standard, InfoRM, ODIN, ensemble, WARM (and InfoRM + ensemble / WARM).",
+        help="Train a reward model: standard, InfoRM, ODIN, ensembles, WARM, prioritized (dir), RRM, ...",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a reward model from a YAML config, with section.key=value overrides.\n\n"
-        "Methods: standard (Bradley-Terry, scalar head); inform (InfoRM: IB latent, BT + beta * KL);\n"
-        "odin (quality + length heads; RL uses the quality head); ensemble (k members, aggregated reward);\n"
-        "warm (k members fine-tuned from one init with different data orders, weights averaged);\n"
-        "inform+ensemble, inform+warm (the same with IB heads).",
+        "Methods:\n" + describe_methods(),
         epilog="config keys:\n" + describe_fields(),
     )
     train_rm.add_argument("--config", help="YAML config file (see experiments/rm/)")

@@ -19,7 +19,7 @@ from inform_jax.data.synthetic_vocab import NUMBER_WORDS
 from inform_jax.models import DecoderConfig, make_mesh
 from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
 from inform_jax.train.config import DataSection, config_from_dict
-from inform_jax.train.decomposition import PairTokens, decompose, method_callbacks, score_spliced
+from inform_jax.train.decomposition import PairTokens, decompose, score_spliced
 from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
 from inform_jax.train.rm_eval import rewardbench_report
 from inform_jax.train.rm_trainer import RewardModelTrainer
@@ -93,8 +93,8 @@ def test_priority_schedule_weights_and_exact_resume(tmp_path, toy):
 
     config = dir_config(files, tmp_path / "full")
     mesh = make_mesh(devices=jax.devices()[:1])
-    full = RewardModelTrainer(config, arrays, mesh=mesh,
-                              callbacks=[*method_callbacks(config, arrays, 0), (1, record)])  # fmt: skip
+    # The method's own callback (the prompt-free priority) comes from the registry; `record` runs after it.
+    full = RewardModelTrainer(config, arrays, mesh=mesh, callbacks=[(1, record)])
     full.fit()
     # Plain BT before step 4; refreshes at 4, 6, 8 (multiples of 2 from the warm-up on).
     assert all(np.all(seen[s] == 1.0) for s in (1, 2, 3))
@@ -108,9 +108,9 @@ def test_priority_schedule_weights_and_exact_resume(tmp_path, toy):
     assert np.array_equal(seen[5], seen[4]) and not np.array_equal(seen[6], seen[4])
 
     config = dir_config(files, tmp_path / "resumed")
-    first = RewardModelTrainer(config, arrays, mesh=mesh, callbacks=method_callbacks(config, arrays, 0))
+    first = RewardModelTrainer(config, arrays, mesh=mesh)
     first.fit(stop_after=5)  # killed after step 5; the last checkpoint is step 3
-    second = RewardModelTrainer(config, arrays, mesh=mesh, callbacks=method_callbacks(config, arrays, 0))
+    second = RewardModelTrainer(config, arrays, mesh=mesh)
     second.fit()
     np.testing.assert_array_equal(second.pair_weights, full.pair_weights)
     for a, b in zip(jax.tree.leaves(second.params), jax.tree.leaves(full.params), strict=True):
@@ -150,7 +150,7 @@ def test_toy_sets_bias_and_gold_order():
     # Shifted count: the chosen run is what was asked; the rejected one as long, shifted by 1-3, up exactly when
     # the pair is bias-aligned (then the run of smaller numbers wins).
     number = {w: i for i, w in enumerate(NUMBER_WORDS)}
-    for r in toy_pairs(world, "shifted_count", 200, 0.5, seed=int(np.random.default_rng().integers(1000))):
+    for r in toy_pairs(world, "shifted_count", 200, 0.5, seed=int(np.random.default_rng(1001).integers(1000))):
         asked = [number[w] for w in r["prompt"].split() if w in number]
         chosen, rejected = ([number[w] for w in r[side].split()] for side in ("chosen", "rejected"))
         assert chosen == list(range(asked[0], asked[-1] + 1)) and len(rejected) == len(chosen)
@@ -197,7 +197,7 @@ def _toy_studies():
 
 def test_prompt_free_share_is_one_for_a_prompt_blind_gap_and_zero_for_a_prompt_only_gap():
     share = _toy_studies().prompt_free_share
-    gap = np.random.default_rng().normal(size=50)
+    gap = np.random.default_rng(1002).normal(size=50)
     assert share({"dr1": np.zeros(50), "dr2": gap}) == 1.0
     assert share({"dr1": gap, "dr2": np.zeros(50)}) == 0.0
     assert share({"dr1": gap, "dr2": -gap}) == pytest.approx(0.5)  # sign does not matter, only size

@@ -44,7 +44,7 @@ def _np_gae(rewards, values, mask, gamma, lam):
 
 @pytest.mark.parametrize("layout", ["right_padded", "holes"])
 def test_gae_matches_numpy_loop(layout):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1001)
     b, t = 6, 13
     rewards, values = rng.normal(size=(2, b, t)).astype(np.float32)
     if layout == "right_padded":
@@ -61,7 +61,7 @@ def test_gae_matches_numpy_loop(layout):
 
 def test_gae_terminal_reward_gamma_one():
     """gamma = lam = 1 with a single terminal reward: every advantage is score - V_t."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1002)
     b, t = 4, 9
     mask = _right_padded_mask(rng, b, t, min_len=1)
     values = rng.normal(size=(b, t)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_gae_terminal_reward_gamma_one():
 
 
 def test_kl_estimators_match_numpy_and_k3_nonnegative():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1003)
     logp, ref = (rng.normal(size=(2, 5, 7)) * 2).astype(np.float32)
     d = logp.astype(np.float64) - ref
     np.testing.assert_allclose(kl_penalty(logp, ref, "k1"), d, rtol=1e-6, atol=1e-6)
@@ -86,7 +86,7 @@ def test_kl_estimators_match_numpy_and_k3_nonnegative():
 
 
 def test_k1_and_k3_are_unbiased_for_the_true_kl():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1004)
     k, n = 6, 200_000
     p, q = rng.dirichlet(np.ones(k), size=2)
     true_kl = np.sum(p * np.log(p / q))
@@ -99,7 +99,7 @@ def test_k1_and_k3_are_unbiased_for_the_true_kl():
 
 
 def test_token_rewards_places_clipped_score_at_last_valid_token():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1005)
     b, t = 7, 10
     mask = _right_padded_mask(rng, b, t)
     mask[0] = 0  # an empty row gets no reward at all
@@ -127,7 +127,7 @@ def _np_policy_loss(logp, old, adv, mask, eps):
 
 
 def test_policy_loss_matches_numpy():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1006)
     b, t, eps = 5, 8, rng.uniform(0.1, 0.3)
     old = rng.normal(size=(b, t)).astype(np.float32)
     logp = (old + 0.3 * rng.normal(size=(b, t))).astype(np.float32)
@@ -160,7 +160,7 @@ def test_policy_loss_clip_fraction_and_gradient_on_constructed_case():
 
 
 def test_value_loss_matches_numpy():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1007)
     b, t, eps = 8, 16, rng.uniform(0.1, 0.3)
     old, ret = rng.normal(size=(2, b, t)).astype(np.float32)
     values = (old + 0.4 * rng.normal(size=(b, t))).astype(np.float32)
@@ -175,7 +175,7 @@ def test_value_loss_matches_numpy():
 
 
 def test_entropy_matches_numpy_with_masked_vocabulary():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1008)
     b, t, v = 3, 6, 11
     logits = (rng.normal(size=(b, t, v)) * 2).astype(np.float32)
     logits[0, 0, :4] = -np.inf  # a masked vocabulary must not give NaN
@@ -189,7 +189,7 @@ def test_entropy_matches_numpy_with_masked_vocabulary():
 
 @pytest.mark.parametrize("shift_mean", [True, False])
 def test_whiten_matches_numpy(shift_mean):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1009)
     b, t = 5, 8
     x = (rng.normal(size=(b, t)) * 3 + 2).astype(np.float32)
     mask = _right_padded_mask(rng, b, t, min_len=1)
@@ -205,7 +205,7 @@ def test_whiten_matches_numpy(shift_mean):
 
 
 def test_adaptive_kl_coef_matches_formula():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1010)
     coef, target, horizon = rng.uniform(0.01, 0.5), rng.uniform(1, 10), rng.uniform(1e3, 1e4)
     n_steps = int(rng.integers(8, 256))
     fn = jax.jit(adaptive_kl_coef, static_argnums=(2, 3))
@@ -216,7 +216,7 @@ def test_adaptive_kl_coef_matches_formula():
 
 
 def test_length_penalty_and_masked_mean():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1011)
     score, sigma = rng.normal(size=6), rng.uniform(0.1, 2)
     lengths = rng.integers(1, 65, size=6)
     np.testing.assert_allclose(

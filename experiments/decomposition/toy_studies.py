@@ -36,11 +36,11 @@ from inform_jax.data.synthetic import SyntheticWorld
 from inform_jax.data.synthetic_decomposition import TOY_SETS, write_toy_sets
 from inform_jax.models import make_mesh
 from inform_jax.train.config import config_from_dict
-from inform_jax.train.decomposition import PairTokens, decompose, method_callbacks, method_data_transform, summarize
+from inform_jax.train.decomposition import PairTokens, decompose, summarize
 from inform_jax.train.decomposition_report import plot_quadrants
 from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
 from inform_jax.train.rm_eval import pair_scores
-from inform_jax.train.rm_trainer import RewardModelTrainer
+from inform_jax.train.rm_trainer import RewardModelTrainer, method_pair_transform
 
 # study name -> (train-rm method, decomposition overrides). The dir variants compare the estimators and weights.
 METHODS = {
@@ -91,12 +91,11 @@ def train_one(method, files, kind, seed, steps, out, smoke, log):
     config = config_from_dict(run_config(method, files, kind, seed, steps, out, smoke))
     tokenizer = load_tokenizer(files["tokenizer"])
     quiet = lambda *_: None  # noqa: E731
-    train = prepare_pairs(config.data.train, tokenizer, config.data, transform=method_data_transform(config), log=quiet)
+    train = prepare_pairs(config.data.train, tokenizer, config.data, transform=method_pair_transform(config), log=quiet)
     held_out, pairs = prepare_pairs(config.data.eval, tokenizer, config.data, log=quiet, return_pairs=True)
     trainer = RewardModelTrainer(
-        config, train, held_out, mesh=make_mesh(devices=jax.devices()[:1]),
-        callbacks=method_callbacks(config, train, tokenizer.pad_token_id or 0),
-    )  # fmt: skip
+        config, train, held_out, mesh=make_mesh(devices=jax.devices()[:1]), pad_id=tokenizer.pad_token_id or 0
+    )
     start = time.perf_counter()
     model = trainer.fit()
     chosen, rejected = pair_scores(model, held_out)

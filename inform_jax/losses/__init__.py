@@ -32,6 +32,7 @@ from inform_jax.losses.mahalanobis import (
 from inform_jax.losses.odin import odin_loss, pearson_correlation
 from inform_jax.losses.ppo import (
     KL_ESTIMATORS,
+    ShapedRewards,
     adaptive_kl_coef,
     entropy,
     gae,
@@ -40,6 +41,8 @@ from inform_jax.losses.ppo import (
     length_penalty,
     masked_mean,
     policy_loss,
+    ppo_advantages,
+    shape_rewards,
     token_entropy,
     token_rewards,
     value_loss,
@@ -63,6 +66,9 @@ __all__ = [
     "length_penalty",
     "masked_mean",
     "policy_loss",
+    "ppo_advantages",
+    "shape_rewards",
+    "ShapedRewards",
     "token_entropy",
     "token_rewards",
     "value_loss",

@@ -44,7 +44,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from inform_jax.losses.preference import _float
+from inform_jax.losses._utils import as_float
 
 IMPORTANCE_KINDS = ("uniform", "reward")
 PRIORITY_SCHEMES = ("keep_lowest", "sigmoid")
@@ -57,7 +57,7 @@ def _check_positive(value: float, name: str) -> None:
 
 def _dr_and_weights(dr: jax.Array, weights: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """``dr`` at least float32 and raw weights broadcast to its shape (ones for None), same dtype."""
-    dr = _float(dr)
+    dr = as_float(dr)
     if dr.ndim < 1:
         raise ValueError(f"dr must be at least 1-D [..., N], got shape {dr.shape}")
     if weights is None:
@@ -209,7 +209,7 @@ def prompt_related_gap(dr_at_prompt: jax.Array, dr2: jax.Array) -> jax.Array:
     Raises:
       ValueError: if ``dr2`` has more axes than ``dr_at_prompt``.
     """
-    dr, dr2 = _float(dr_at_prompt), _float(dr2)
+    dr, dr2 = as_float(dr_at_prompt), as_float(dr2)
     if dr2.ndim > dr.ndim:
         raise ValueError(f"dr2 has more axes than dr_at_prompt: {dr2.shape} vs {dr.shape}")
     return dr - jnp.reshape(dr2, dr2.shape + (1,) * (dr.ndim - dr2.ndim))
@@ -243,7 +243,7 @@ def importance_weights(
     Raises:
       ValueError: for an unknown ``kind``, ``tau <= 0`` or mismatched shapes.
     """
-    r_chosen, r_rejected = _float(r_chosen), _float(r_rejected)
+    r_chosen, r_rejected = as_float(r_chosen), as_float(r_rejected)
     if r_chosen.shape != r_rejected.shape or r_chosen.ndim < 1:
         raise ValueError(
             f"r_chosen and r_rejected must share a [..., N] shape, got {r_chosen.shape}, {r_rejected.shape}"
@@ -289,7 +289,7 @@ def priority_weights(
     Raises:
       ValueError: for an unknown ``scheme``, ``keep_fraction`` outside ``(0, 1]`` or ``tau <= 0``.
     """
-    dr2 = _float(dr2)
+    dr2 = as_float(dr2)
     if dr2.ndim < 1:
         raise ValueError(f"dr2 must be at least 1-D [..., P], got shape {dr2.shape}")
     p = dr2.shape[-1]

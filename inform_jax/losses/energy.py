@@ -23,8 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from inform_jax.losses.ppo import masked_mean
-from inform_jax.losses.preference import _float
+from inform_jax.losses._utils import as_float, masked_mean
 
 ENERGY_SITES = ("residual", "mlp")
 
@@ -44,7 +43,7 @@ def layer_energy(residual_l1: jax.Array, width: int, token_mask: jax.Array, norm
       ``[B, L]`` at least float32: ``mean_t (residual_l1[l] - residual_l1[l + 1])`` (/ width); 0 for a row
       with an empty mask.
     """
-    l1 = _float(residual_l1)
+    l1 = as_float(residual_l1)
     de = l1[:-1] - l1[1:]  # [L, B, T]
     if normalize:
         de = de / width
@@ -64,7 +63,7 @@ def mlp_energy(mlp_input: jax.Array, mlp_output: jax.Array, token_mask: jax.Arra
       ``[B]`` at least float32; 0 for a row with an empty mask.
     """
     reduce = jnp.mean if normalize else jnp.sum
-    de = reduce(jnp.abs(_float(mlp_input)), axis=-1) - reduce(jnp.abs(_float(mlp_output)), axis=-1)
+    de = reduce(jnp.abs(as_float(mlp_input)), axis=-1) - reduce(jnp.abs(as_float(mlp_output)), axis=-1)
     return masked_mean(de, token_mask, axis=-1)
 
 
@@ -119,7 +118,7 @@ def energy_penalty(
     Returns:
       ``[B]`` at least float32.
     """
-    r = _float(rewards) - eta * jnp.abs(_float(sft_energy) - _float(policy_energy))
+    r = as_float(rewards) - eta * jnp.abs(as_float(sft_energy) - as_float(policy_energy))
     return r if clamp is None else jnp.clip(r, -clamp, clamp)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from inform_jax.losses.preference import _float
+from inform_jax.losses._utils import as_float
 
 MEAN = "mean"  # ERM-Mean
 MIN = "min"  # ERM-WCO, worst-case optimization
@@ -28,7 +28,7 @@ def aggregate_rewards(
     Returns:
       ``[B]`` float: ``rewards`` with ``axis`` reduced.
     """
-    rewards = _float(rewards)
+    rewards = as_float(rewards)
     if method == MEAN:
         return jnp.mean(rewards, axis=axis)
     if method == MIN:

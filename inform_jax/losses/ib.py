@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from inform_jax.losses.preference import _float, _weighted_mean, bradley_terry_loss, preference_accuracy
+from inform_jax.losses._utils import as_float, weighted_mean
+from inform_jax.losses.preference import bradley_terry_loss, preference_accuracy
 
 KL_REDUCTIONS = ("paper", "release")
 
@@ -49,7 +50,7 @@ def gaussian_kl(mean: jax.Array, logvar: jax.Array, reduction: str = "paper") ->
     Returns:
       ``[...]`` KL per sample, at least float32.
     """
-    mean, logvar = _float(mean), _float(logvar)
+    mean, logvar = as_float(mean), as_float(logvar)
     if reduction == "paper":
         return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
     if reduction == "release":
@@ -96,8 +97,8 @@ def inform_loss(
       (mean of the two) and ``"accuracy"`` (unweighted).
     """
     bt = bradley_terry_loss(chosen_rewards, rejected_rewards, margin=margin, weights=weights)
-    kl_chosen = _weighted_mean(gaussian_kl(chosen_mean, chosen_logvar, kl_reduction), weights)
-    kl_rejected = _weighted_mean(gaussian_kl(rejected_mean, rejected_logvar, kl_reduction), weights)
+    kl_chosen = weighted_mean(gaussian_kl(chosen_mean, chosen_logvar, kl_reduction), weights)
+    kl_rejected = weighted_mean(gaussian_kl(rejected_mean, rejected_logvar, kl_reduction), weights)
     aux = {
         "bt_loss": bt,
         "kl_chosen": kl_chosen,

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 
+from inform_jax.losses._utils import as_float
+
 COVARIANCES = ("ledoit_wolf", "empirical")
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -34,12 +36,6 @@ class GaussianReference(NamedTuple):
 
     mean: jax.Array
     precision: jax.Array
-
-
-def _float(x: jax.Array) -> jax.Array:
-    """Casts to at least float32 (bf16 latents are far too coarse for a covariance)."""
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _check_2d(x: jax.Array, name: str) -> None:
@@ -56,7 +52,7 @@ def empirical_covariance(x: jax.Array) -> jax.Array:
     Returns:
       ``[D, D]`` at least float32.
     """
-    x = _float(x)
+    x = as_float(x)
     _check_2d(x, "x")
     xc = x - jnp.mean(x, axis=0)
     cov = jnp.matmul(xc.T, xc, precision=_HIGHEST) / x.shape[0]
@@ -81,7 +77,7 @@ def ledoit_wolf_covariance(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     Returns:
       ``(covariance [D, D], shrinkage scalar in [0, 1])``, at least float32.
     """
-    x = _float(x)
+    x = as_float(x)
     _check_2d(x, "x")
     n, d = x.shape
     xc = x - jnp.mean(x, axis=0)
@@ -125,7 +121,7 @@ def fit_gaussian_reference(
     Raises:
       ValueError: for non-2-D latents or an unknown ``covariance`` (both static, checked at trace time).
     """
-    x = _float(latents)
+    x = as_float(latents)
     _check_2d(x, "latents")
     if covariance == "ledoit_wolf":
         cov, _ = ledoit_wolf_covariance(x)
@@ -150,8 +146,8 @@ def squared_mahalanobis(x: jax.Array, reference: GaussianReference) -> jax.Array
     Returns:
       ``[...]`` at least float32, >= 0.
     """
-    diff = _float(x) - _float(reference.mean)
-    pd = jnp.matmul(diff, _float(reference.precision), precision=_HIGHEST)
+    diff = as_float(x) - as_float(reference.mean)
+    pd = jnp.matmul(diff, as_float(reference.precision), precision=_HIGHEST)
     return jnp.maximum(jnp.sum(pd * diff, axis=-1), 0.0)
 
 
@@ -186,4 +182,4 @@ def ibl_penalty(rewards: jax.Array, latents: jax.Array, reference: GaussianRefer
     Returns:
       ``[B]`` at least float32.
     """
-    return _float(rewards) - coef * mahalanobis_distance(latents, reference)
+    return as_float(rewards) - coef * mahalanobis_distance(latents, reference)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from inform_jax.losses.preference import _float, bradley_terry_loss, preference_accuracy
+from inform_jax.losses._utils import as_float
+from inform_jax.losses.preference import bradley_terry_loss, preference_accuracy
 
 
 def pearson_correlation(x: jax.Array, y: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -24,7 +25,7 @@ def pearson_correlation(x: jax.Array, y: jax.Array, eps: float = 1e-8) -> jax.Ar
     Returns:
       ``[...]`` float in [-1, 1].
     """
-    x, y = _float(x), _float(y)
+    x, y = as_float(x), as_float(y)
     xc = x - jnp.mean(x, axis=-1, keepdims=True)
     yc = y - jnp.mean(y, axis=-1, keepdims=True)
     cov = jnp.mean(xc * yc, axis=-1)
@@ -66,8 +67,8 @@ def odin_loss(
       ``"orthogonal_loss"``, ``"corr_quality"`` (ρ(r_Q, L)), ``"corr_length"`` (ρ(r_L, L)),
       ``"accuracy_quality"`` (quality head alone) and ``"accuracy"`` (summed heads).
     """
-    total_chosen = _float(quality_chosen) + _float(length_chosen)
-    total_rejected = _float(quality_rejected) + _float(length_rejected)
+    total_chosen = as_float(quality_chosen) + as_float(length_chosen)
+    total_rejected = as_float(quality_rejected) + as_float(length_rejected)
     rank = bradley_terry_loss(total_chosen, total_rejected, weights=weights)
 
     lengths = jnp.concatenate([jnp.asarray(lengths_chosen), jnp.asarray(lengths_rejected)])
@@ -80,7 +81,7 @@ def odin_loss(
     else:
         w_quality, w_length = head_weights
         # An elementwise sum, not jnp.dot: TPU matmuls default to bf16 passes.
-        orthogonal = jnp.abs(jnp.sum(_float(w_quality) * _float(w_length)))
+        orthogonal = jnp.abs(jnp.sum(as_float(w_quality) * as_float(w_length)))
 
     loss = rank + length_corr_coef * length_term + orthogonal_coef * orthogonal
     aux = {

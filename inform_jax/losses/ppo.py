@@ -7,30 +7,16 @@ Position ``t`` holds the action token ``t`` with its log-probability, value and 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from inform_jax.losses.preference import _float
+from inform_jax.losses._utils import as_float, masked_mean
+from inform_jax.losses.energy import energy_penalty
+from inform_jax.losses.mahalanobis import GaussianReference, ibl_penalty
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-def masked_mean(x: jax.Array, mask: jax.Array, axis: int | tuple[int, ...] | None = None) -> jax.Array:
-    """``sum(mask * x) / sum(mask)`` over ``axis`` (all axes when None); 0 where the mask is empty.
-
-    Args:
-      x: float array.
-      mask: 0/1 (or float weights >= 0) broadcastable to ``x``. Values of ``x`` under a 0 are ignored even
-        when they are NaN or inf.
-      axis: the axes to reduce.
-
-    Returns:
-      ``x`` reduced over ``axis``, at least float32.
-    """
-    x = _float(x)
-    m = jnp.broadcast_to(jnp.asarray(mask, x.dtype), x.shape)
-    total = jnp.sum(jnp.where(m != 0, x, 0.0) * m, axis=axis)
-    return total / jnp.maximum(jnp.sum(m, axis=axis), jnp.finfo(x.dtype).tiny)
 
 
 def gae(
@@ -55,7 +41,7 @@ def gae(
       ``(advantages, returns)``, both ``[B, T]`` at least float32, ``returns = advantages + values``, and
       both 0 at masked positions.
     """
-    rewards, values = _float(rewards), _float(values)
+    rewards, values = as_float(rewards), as_float(values)
     valid = jnp.asarray(mask) != 0
 
     def step(carry, xs):
@@ -86,7 +72,7 @@ def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str = "k
     Returns:
       ``[B, T]`` at least float32 (unmasked: mask it where it is used).
     """
-    d = _float(logprobs) - _float(ref_logprobs)
+    d = as_float(logprobs) - as_float(ref_logprobs)
     if estimator == "k1":
         return d
     if estimator == "k2":
@@ -117,7 +103,7 @@ def token_rewards(
     Returns:
       ``[B, T]`` at least float32, 0 at masked positions; a row with no valid token is all 0.
     """
-    score, kl = _float(score), _float(kl)
+    score, kl = as_float(score), as_float(kl)
     valid = jnp.asarray(mask) != 0
     if clip is not None:
         score = jnp.clip(score, -clip, clip)
@@ -143,8 +129,8 @@ def policy_loss(
       clipped term is the larger one, i.e. whose gradient is cut) and ``"approx_kl"`` (the unbiased k3
       estimate of ``KL(old || new)``, ``mean((rho - 1) - log rho)``).
     """
-    log_ratio = _float(logprobs) - jax.lax.stop_gradient(_float(old_logprobs))
-    advantages = jax.lax.stop_gradient(_float(advantages))
+    log_ratio = as_float(logprobs) - jax.lax.stop_gradient(as_float(old_logprobs))
+    advantages = jax.lax.stop_gradient(as_float(advantages))
     ratio = jnp.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
@@ -174,8 +160,8 @@ def value_loss(
     Returns:
       A scalar, at least float32.
     """
-    values = _float(values)
-    old_values, returns = (jax.lax.stop_gradient(_float(a)) for a in (old_values, returns))
+    values = as_float(values)
+    old_values, returns = (jax.lax.stop_gradient(as_float(a)) for a in (old_values, returns))
     loss = (values - returns) ** 2
     if clip_eps is not None:
         clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
@@ -188,7 +174,7 @@ def token_entropy(logits: jax.Array) -> jax.Array:
 
     ``-inf`` logits (masked vocabulary entries) contribute 0.
     """
-    logp = jax.nn.log_softmax(_float(logits), axis=-1)
+    logp = jax.nn.log_softmax(as_float(logits), axis=-1)
     p = jnp.exp(logp)
     return -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
 
@@ -210,7 +196,7 @@ def whiten(x: jax.Array, mask: jax.Array, shift_mean: bool = True, eps: float = 
     Returns:
       ``[B, T]`` at least float32, 0 at masked positions.
     """
-    x = _float(x)
+    x = as_float(x)
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     out = (x - mean) * jax.lax.rsqrt(var + eps)
@@ -260,4 +246,108 @@ def length_penalty(
     Returns:
       ``[B]`` at least float32.
     """
-    return _float(score) + sigma * (1.0 - _float(lengths) / max_length)
+    return as_float(score) + sigma * (1.0 - as_float(lengths) / max_length)
+
+
+class ShapedRewards(NamedTuple):
+    """The output of :func:`shape_rewards`. B sequences, T response positions.
+
+    score: ``[B]`` the sequence reward after the length, energy and IBL terms, before the clamp;
+    length_bonus, energy_penalty, ibl_penalty: ``[B]`` what each term added (LP) or took off (EPPO, IBL), 0 when
+    off; kl: ``[B, T]`` the per-token KL estimate (the chosen estimator), 0 at masked positions;
+    sequence_kl: ``[B]`` its sum over each response; token_rewards: ``[B, T]`` ``-kl_coef * kl`` at every valid
+    token plus the clamped score at the last one.
+    """
+
+    score: jax.Array
+    length_bonus: jax.Array
+    energy_penalty: jax.Array
+    ibl_penalty: jax.Array
+    kl: jax.Array
+    sequence_kl: jax.Array
+    token_rewards: jax.Array
+
+
+def shape_rewards(
+    score: jax.Array,
+    logprobs: jax.Array,
+    ref_logprobs: jax.Array,
+    mask: jax.Array,
+    *,
+    kl_coef: jax.Array | float = 0.0,
+    kl_estimator: str = "k1",
+    clip: float | None = None,
+    length_sigma: jax.Array | float | None = None,
+    max_length: int | None = None,
+    eta: float = 0.0,
+    sft_energy: jax.Array | None = None,
+    policy_energy: jax.Array | None = None,
+    ibl_coef: float = 0.0,
+    features: jax.Array | None = None,
+    ibl_reference: GaussianReference | None = None,
+) -> ShapedRewards:
+    """The whole PPO reward: proxy score, length penalty, EPPO's energy penalty, IBL, clamp and per-token KL.
+
+    In this order (each term only when its settings are given)::
+
+        s = score + length_sigma * (1 - L / max_length)        LP baseline (length_sigma not None)
+        s = s - eta * |sft_energy - policy_energy|             EPPO (sft_energy not None)
+        s = s - ibl_coef * Mahalanobis(features; reference)    IBL (ibl_reference not None)
+        r_t = -kl_coef * kl_t + [t = last valid] * clip(s, -clip, clip)
+
+    with ``kl_t`` Schulman's ``kl_estimator`` of ``logprobs_t - ref_logprobs_t``. Example: score 1.0, eta 2 and
+    ``|dE| = 0.1`` give s = 0.8; kl_coef 0.1 and log-ratios ``[0.2, 0, -0.1]`` then give ``[-0.02, 0, 0.81]``.
+
+    Args:
+      score: ``[B]`` proxy reward of each response.
+      logprobs, ref_logprobs: ``[B, T]`` policy and reference log-probabilities of the response tokens.
+      mask: ``[B, T]`` 0/1 valid response tokens (a prefix of each row).
+      kl_coef: the per-token KL coefficient (a scalar; may be traced, e.g. adaptive).
+      kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (:func:`kl_penalty`).
+      clip: clamp of the sequence reward (None: none).
+      length_sigma, max_length: the LP baseline's scale (running reward std) and maximum response length.
+      eta, sft_energy, policy_energy: EPPO's weight and the ``[B]`` final-layer energies.
+      ibl_coef, features, ibl_reference: IBL's weight, the ``[B, D]`` reward-model features and the SFT Gaussian.
+
+    Returns:
+      :class:`ShapedRewards`, at least float32.
+    """
+    valid = jnp.asarray(mask) != 0
+    kl = jnp.where(valid, kl_penalty(logprobs, ref_logprobs, kl_estimator), 0.0)
+    score = as_float(score)
+    zeros = jnp.zeros_like(score)
+    length_bonus = energy = ibl = zeros
+    if length_sigma is not None:
+        if max_length is None:
+            raise ValueError("shape_rewards: the length penalty needs max_length")
+        shaped = length_penalty(score, jnp.sum(valid, axis=1), max_length, length_sigma)
+        length_bonus, score = shaped - score, shaped
+    if sft_energy is not None:
+        if policy_energy is None:
+            raise ValueError("shape_rewards: the energy penalty needs policy_energy beside sft_energy")
+        shaped = energy_penalty(score, sft_energy, policy_energy, eta, clamp=None)
+        energy, score = score - shaped, shaped
+    if ibl_reference is not None:
+        if features is None:
+            raise ValueError("shape_rewards: IBL needs the reward model's features")
+        shaped = ibl_penalty(score, features, ibl_reference, ibl_coef)
+        ibl, score = score - shaped, shaped
+    rewards = token_rewards(score, kl, valid, kl_coef, clip=clip)
+    return ShapedRewards(score, length_bonus, energy, ibl, kl, jnp.sum(kl, axis=1), rewards)
+
+
+def ppo_advantages(
+    rewards: jax.Array,
+    values: jax.Array,
+    mask: jax.Array,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    whiten_advantages: bool = True,
+) -> tuple[jax.Array, jax.Array]:
+    """GAE advantages (whitened over the valid tokens when asked) and returns. All ``[B, T]``; see :func:`gae`.
+
+    The returns are the unwhitened advantages plus the values (the critic's targets)."""
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    if whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return advantages, returns

@@ -8,24 +8,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from inform_jax.losses._utils import as_float, weighted_mean
+
 REDUCTIONS = ("mean", "none")
-
-
-def _float(x: jax.Array) -> jax.Array:
-    """Casts to at least float32: bf16 rewards lose too much precision in log-sigmoids and means."""
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def _weighted_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Mean of ``values`` [B], or ``sum(w * values) / max(sum(w), tiny)`` with ``weights`` [B] >= 0.
-
-    The ``tiny`` floor makes all-zero weights give 0 instead of NaN.
-    """
-    if weights is None:
-        return jnp.mean(values)
-    weights = jnp.asarray(weights, values.dtype)
-    return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), jnp.finfo(values.dtype).tiny)
 
 
 def bradley_terry_loss(
@@ -50,13 +35,13 @@ def bradley_terry_loss(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    gap = _float(chosen_rewards) - _float(rejected_rewards)
+    gap = as_float(chosen_rewards) - as_float(rejected_rewards)
     if margin is not None:
         gap = gap - margin
     losses = -jax.nn.log_sigmoid(gap)  # = log(1 + exp(-gap)) without overflow
     if reduction == "none":
         return losses if weights is None else losses * jnp.asarray(weights, losses.dtype)
-    return _weighted_mean(losses, weights)
+    return weighted_mean(losses, weights)
 
 
 def preference_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:
@@ -69,10 +54,10 @@ def preference_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) 
     Returns:
       A float scalar in [0, 1].
     """
-    c, r = _float(chosen_rewards), _float(rejected_rewards)
+    c, r = as_float(chosen_rewards), as_float(rejected_rewards)
     return jnp.mean((c > r).astype(c.dtype) + 0.5 * (c == r).astype(c.dtype))
 
 
 def reward_margin(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:
     """Mean reward gap ``mean(r_c - r_l)`` over ``[B]`` pairs; a float scalar."""
-    return jnp.mean(_float(chosen_rewards) - _float(rejected_rewards))
+    return jnp.mean(as_float(chosen_rewards) - as_float(rejected_rewards))

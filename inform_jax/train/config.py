@@ -14,20 +14,7 @@ from typing import Any
 
 import yaml
 
-# method -> (head kind, training scheme). "inform" means the IB head.
-METHODS = {
-    "standard": ("scalar", "single"),
-    "inform": ("ib", "single"),
-    "odin": ("odin", "single"),
-    "ensemble": ("scalar", "ensemble"),
-    "warm": ("scalar", "warm"),
-    "inform+ensemble": ("ib", "ensemble"),
-    "inform+warm": ("ib", "warm"),
-    "dir": ("scalar", "single"),  # prioritized by the prompt-free gap (reward decomposition)
-    "inform+dir": ("ib", "single"),
-    "rrm": ("scalar", "single"),  # RRM: pairs augmented with other prompts' responses as rejected
-}
-PRIORITIZED_METHODS = ("dir", "inform+dir")
+from inform_jax.train.rm.methods import RewardModelMethod, get_method
 
 
 @dataclasses.dataclass
@@ -134,8 +121,7 @@ class RMTrainConfig:
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        get_method(self.method)  # an unknown method raises with the known ones
         d = self.decomposition
         if d.estimator not in ("bisection", "logit") or d.weights not in ("uniform", "reward"):
             raise ValueError("decomposition.estimator must be bisection|logit and decomposition.weights uniform|reward")
@@ -150,12 +136,17 @@ class RMTrainConfig:
             )
 
     @property
+    def method_spec(self) -> RewardModelMethod:
+        """The registered method (head, scheme, loss, data transform, callbacks)."""
+        return get_method(self.method)
+
+    @property
     def head_kind(self) -> str:
-        return METHODS[self.method][0]
+        return self.method_spec.head
 
     @property
     def scheme(self) -> str:
-        return METHODS[self.method][1]
+        return self.method_spec.scheme
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -221,7 +212,7 @@ def load_config(path: str | None, overrides: list[str] = (), cls=None):
 
 
 FIELD_HELP = {
-    "method": "standard | inform | odin | ensemble | warm | inform+ensemble | inform+warm | dir | inform+dir | rrm",
+    "method": "the reward-model method (see Methods above)",
     "model.path": "local Hugging Face folder (usually the SFT model); the backbone loads from it",
     "model.preset": "architecture preset for random init / planning (e.g. llama-3-8b, pythia-1.4b)",
     "model.config": "DecoderConfig fields for random init (override the preset)",

@@ -219,27 +219,3 @@ def summarize(parts: dict[str, Any]) -> dict[str, float]:
         "quadrant_-+": float(np.mean((dr1 <= 0) & (dr2 > 0))),
         "quadrant_--": float(np.mean((dr1 <= 0) & (dr2 <= 0))),
     }
-
-
-def method_data_transform(config):
-    """The pair-list transform a reward-model method needs before tokenizing (RRM augmentation), or None."""
-    if config.method != "rrm":
-        return None
-    from inform_jax.data.rrm import rrm_augment
-
-    def rrm(pairs):
-        return rrm_augment(pairs, factor=config.decomposition.rrm_augment, seed=config.train.seed)
-
-    return rrm
-
-
-def method_callbacks(config, train_arrays: dict[str, np.ndarray], pad_id: int = 0) -> list:
-    """Trainer callbacks a reward-model method needs: the prompt-free priority for dir / inform+dir."""
-    from inform_jax.train.config import PRIORITIZED_METHODS
-
-    if config.method not in PRIORITIZED_METHODS:
-        return []
-    priority = PromptFreePriority(
-        config.decomposition, PairTokens(train_arrays, pad_id), config.train.output_dir, seed=config.train.seed
-    )
-    return [(priority.every, priority)]

@@ -34,20 +34,15 @@ from inform_jax.losses import (
     GaussianReference,
     adaptive_kl_coef,
     energy_from_output,
-    energy_penalty,
     entropy,
     fit_gaussian_reference,
-    gae,
-    ibl_penalty,
-    kl_penalty,
     layer_energy,
-    length_penalty,
     masked_mean,
     policy_loss,
+    ppo_advantages,
     response_token_mask,
-    token_rewards,
+    shape_rewards,
     value_loss,
-    whiten,
 )
 from inform_jax.models import CausalLM, make_mesh, shard_module
 from inform_jax.models.layers import Linear
@@ -291,24 +286,19 @@ class PPOTrainer:
         )
 
     def _advantages_impl(self, scored: Scored, mask, sft_energy, ibl_reference, kl_coef, score_std):
-        """Shaped sequence reward (LP, EPPO and IBL penalties), per-token rewards with KL, GAE, whitening; one jit."""
+        """The shaped reward (:func:`inform_jax.losses.shape_rewards`), GAE and whitening; one jit."""
         c = self.config
-        kl = kl_penalty(scored.logprobs, scored.ref_logprobs, c.kl.estimator) * mask
-        score = scored.score
-        if c.length_penalty.enabled:
-            score = length_penalty(score, jnp.sum(mask, axis=1), c.rollout.max_new_tokens, score_std)
-        penalties = {"energy_penalty": jnp.zeros_like(score), "ibl_penalty": jnp.zeros_like(score)}
-        if c.energy.eta > 0:
-            penalized = energy_penalty(score, sft_energy, scored.energy, c.energy.eta, clamp=None)
-            penalties["energy_penalty"], score = score - penalized, penalized
-        if c.ibl.coef > 0:
-            penalized = ibl_penalty(score, scored.features, ibl_reference, c.ibl.coef)
-            penalties["ibl_penalty"], score = score - penalized, penalized
-        rewards = token_rewards(score, kl, mask, kl_coef, clip=c.reward.clip)
-        advantages, returns = gae(rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam)
-        if c.ppo.whiten_advantages:
-            advantages = whiten(advantages, mask)
-        return score, penalties, kl, advantages, returns
+        shaped = shape_rewards(
+            scored.score, scored.logprobs, scored.ref_logprobs, mask, kl_coef=kl_coef, kl_estimator=c.kl.estimator,
+            clip=c.reward.clip, length_sigma=score_std if c.length_penalty.enabled else None,
+            max_length=c.rollout.max_new_tokens, eta=c.energy.eta, sft_energy=sft_energy if c.energy.eta > 0 else None,
+            policy_energy=scored.energy, ibl_coef=c.ibl.coef, features=scored.features,
+            ibl_reference=ibl_reference if c.ibl.coef > 0 else None,
+        )  # fmt: skip
+        advantages, returns = ppo_advantages(
+            shaped.token_rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam, c.ppo.whiten_advantages
+        )
+        return shaped, advantages, returns
 
     def _init_optimizer(self, tx: optax.GradientTransformation, params):
         shardings = optimizer_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), self.mesh)
@@ -451,7 +441,7 @@ class PPOTrainer:
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
                 sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"], key)
-        score, penalties, kl, advantages, returns = self._advantages(
+        shaped, advantages, returns = self._advantages(
             scored, mask, sft_energy, self.ibl_reference, jnp.float32(self.kl_coef), jnp.float32(self.score_std)
         )
         lengths = jnp.sum(mask, axis=1)
@@ -474,7 +464,8 @@ class PPOTrainer:
             )
         jax.block_until_ready(self.actor_params)
         timings["update_s"] = time.perf_counter() - start
-        sequence_kl = jnp.sum(kl_penalty(scored.logprobs, scored.ref_logprobs, "k1") * mask, axis=1)
+        # The logged and the adaptively controlled KL are the configured estimator's, summed over each response.
+        sequence_kl = shaped.sequence_kl
         if c.kl.adaptive:
             self.kl_coef = float(
                 adaptive_kl_coef(self.kl_coef, jnp.mean(sequence_kl), c.kl.target, c.kl.horizon, c.rollout.batch_size)
@@ -485,8 +476,9 @@ class PPOTrainer:
             "kl_coef": self.kl_coef,
             "response_length": jnp.mean(lengths),
             "final_layer_energy": jnp.mean(scored.energy),
-            **{name: jnp.mean(value) for name, value in penalties.items()},
-            "shaped_reward": jnp.mean(score),
+            "energy_penalty": jnp.mean(shaped.energy_penalty),
+            "ibl_penalty": jnp.mean(shaped.ibl_penalty),
+            "shaped_reward": jnp.mean(shaped.score),
             "value_mean": masked_mean(scored.values, mask),
             **{k: jnp.mean(v) for k, v in update_metrics.items()},
             **timings,

@@ -24,7 +24,8 @@ def prepare_pairs(
     path: str, tokenizer, section, *, log=print, transform=None, return_pairs: bool = False
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], list]:
     """Load, validate and tokenize a preference file. `section`: a DataSection (format, max_length, skip);
-    `transform`: an optional function of the loaded pair list (e.g. RRM augmentation) applied before tokenizing.
+    `transform`: an optional function of the loaded pair list (e.g. RRM augmentation) applied before tokenizing;
+    its ``__name__`` is recorded as ``arrays["pair_transform"]`` (a 0-d string array) for the trainer to check.
 
     Returns `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask`
     [N, T] (right-padded), `prompt_lengths` and `response_lengths` [N, 2] (prompt / response tokens kept in each
@@ -44,4 +45,6 @@ def prepare_pairs(
     log(str(truncation))
     lengths = np.stack([arrays["chosen_attention_mask"].sum(1), arrays["rejected_attention_mask"].sum(1)], axis=1)
     arrays["response_lengths"] = (lengths - arrays["prompt_lengths"]).astype(np.int32)
+    if transform is not None:
+        arrays["pair_transform"] = np.asarray(getattr(transform, "__name__", "transform"))
     return (arrays, pairs) if return_pairs else arrays

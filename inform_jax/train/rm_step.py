@@ -28,12 +28,12 @@ def make_train_step(config, graphdef, tx, schedule, param_shardings, opt_shardin
     The PRNG key for InfoRM's latent samples is derived from the seed and the step, so a resumed run
     draws the same samples.
     """
-    accum, scheme = config.train.grad_accum, config.scheme
-    batch_axis = 1 if scheme == "warm" else 0
+    accum, method = config.train.grad_accum, config.method_spec
+    batch_axis = 1 if method.scheme == "warm" else 0
     base_key = jax.random.key(config.train.seed)
 
     def loss_fn(params, batch, key):
-        return objective(nnx.merge(graphdef, params), batch, key, config.loss, scheme)
+        return objective(nnx.merge(graphdef, params), batch, key, config.loss, method)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

@@ -3,6 +3,11 @@
     trainer = RewardModelTrainer(config, train_arrays, eval_arrays)
     model = trainer.fit()          # resumes from output_dir/checkpoints when present
 
+    trainer = RewardModelTrainer.from_config(config)   # data.train / data.eval read and tokenized
+
+The method (``config.method``, :mod:`inform_jax.train.rm.methods`) decides the head, the scheme, the loss and
+the callbacks (reward decomposition's prompt-free priority), whichever way the trainer is built.
+
 `train_arrays` / `eval_arrays` are tokenized pairs (see `inform_jax.train.rm_data.prepare_pairs`):
 `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask` [N, T] and
 `response_lengths` [N, 2]. Per-pair loss weights live in `trainer.pair_weights` [N] (ones by default);
@@ -34,6 +39,7 @@ from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.metrics_log import MetricsLog, progress
 from inform_jax.train.optim import adamw
+from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
 from inform_jax.train.rm_objective import evaluate_pairs
 from inform_jax.train.rm_step import make_train_step, optimizer_shardings
 
@@ -117,16 +123,26 @@ class RewardModelTrainer:
         model: RewardModel | EnsembleRewardModel | None = None,
         mesh=None,
         callbacks: list[Callback] = (),
+        pad_id: int = 0,
     ):
+        """callbacks: extra (every, fn(trainer, step)) pairs, run after the method's own; pad_id: the tokenizer's
+        pad id (methods that splice sequences, e.g. dir, pad with it)."""
         missing = [k for k in ARRAY_KEYS if k not in train_arrays]
         if missing:
             raise ValueError(f"train arrays lack {missing}")
+        method = config.method_spec
+        if method.pair_transform is not None and _transformed_by(train_arrays) != method.name:
+            raise ValueError(
+                f"method {method.name!r} transforms the pair list before tokenizing: build the train arrays with "
+                f"prepare_pairs(..., transform=method_pair_transform(config)) or RewardModelTrainer.from_config"
+            )
         self.config = config
         self.train_arrays = {k: np.asarray(train_arrays[k]) for k in ARRAY_KEYS}
         self.eval_arrays = None if eval_arrays is None else {k: np.asarray(eval_arrays[k]) for k in ARRAY_KEYS}
         self.num_pairs = len(self.train_arrays["chosen_input_ids"])
         self.pair_weights = np.ones(self.num_pairs, np.float32)
-        self.callbacks = list(callbacks)
+        own = method.callbacks(config, train_arrays, pad_id) if method.callbacks is not None else []
+        self.callbacks = [*own, *callbacks]
         t = config.train
         self.total_steps = t.max_steps or math.ceil(t.epochs * self.num_pairs / t.batch_size)
         self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
@@ -147,7 +163,7 @@ class RewardModelTrainer:
         self._train_step = make_train_step(
             config, self.graphdef, self.tx, self.schedule, self.param_shardings, self.opt_shardings
         )
-        self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b))
+        self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b, config.loss.kl_reduction))
         self.checkpoints = ocp.CheckpointManager(
             os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
             options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True),
@@ -173,6 +189,24 @@ class RewardModelTrainer:
         return self._batch(self.train_arrays, indices, self.pair_weights, member_axis=False)
 
     # ---------------------------------------------------------------------------------------- public
+
+    @classmethod
+    def from_config(cls, config: RMTrainConfig, *, tokenizer=None, log=print, **kwargs) -> RewardModelTrainer:
+        """A trainer on ``data.train`` (and ``data.eval``) read, transformed as the method needs and tokenized
+        with ``tokenizer`` (default: the one in ``data.tokenizer`` or ``model.path``). kwargs go to __init__."""
+        if not config.data.train:
+            raise ValueError("data.train is required (a preference file)")
+        if tokenizer is None:
+            path = config.data.tokenizer or config.model.path
+            if not path:
+                raise ValueError("data.tokenizer (or model.path) is required to tokenize the data")
+            tokenizer = load_tokenizer(path)
+        transform = method_pair_transform(config)
+        train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
+        held_out = prepare_pairs(config.data.eval, tokenizer, config.data, log=log) if config.data.eval else None
+        trainer = cls(config, train, held_out, pad_id=tokenizer.pad_token_id or 0, **kwargs)
+        trainer.tokenizer = tokenizer
+        return trainer
 
     def current_model(self) -> RewardModel | EnsembleRewardModel:
         return nnx.merge(self.graphdef, self.params)
@@ -272,6 +306,21 @@ class RewardModelTrainer:
         }
         save_reward_model(model, os.path.join(t.output_dir, "final"), extra)
         return model
+
+
+def method_pair_transform(config: RMTrainConfig):
+    """The method's transform of the loaded pair list (e.g. RRM's augmentation), named after the method; or None."""
+    method = config.method_spec
+    if method.pair_transform is None:
+        return None
+    transform = method.pair_transform(config)
+    transform.__name__ = method.name  # prepare_pairs records it; the trainer checks it
+    return transform
+
+
+def _transformed_by(arrays: dict) -> str | None:
+    name = arrays.get("pair_transform")
+    return None if name is None else str(np.asarray(name))
 
 
 def preference_metrics(scores: dict[str, np.ndarray], response_lengths: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Reward decomposition scoring: every pair's two responses under its own prompt and N other prompts.
 
-Ours: :func:`inform_jax.train.decomposition.decompose` end to end (sequences spliced on the device in one jitted
+Ours: :func:`inform_jax.eval.decomposition.decompose` end to end (sequences spliced on the device in one jitted
 pass per batch, then the prompt-free gap); the peer: the same (prompt, response) sequences spliced in NumPy and
 scored by transformers' `LlamaForSequenceClassification` in batches of the same size under `inference_mode`
 (the scoring alone, no gap estimate). Same sizes, random weights; pairs/s = pairs / seconds (median of repeats
@@ -19,9 +19,9 @@ import numpy as np
 from _common import paired_median_seconds, save_results
 from flax import nnx
 
+from inform_jax.eval.decomposition import PairTokens, decompose, other_prompts
 from inform_jax.models import DecoderConfig
 from inform_jax.models.reward_model import HeadConfig, RewardModel
-from inform_jax.train.decomposition import PairTokens, decompose, other_prompts
 
 
 def make_pairs(pairs: int, length: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -21,8 +21,8 @@ from flax import nnx
 from inform_jax.models import CausalLM, DecoderConfig, make_mesh
 from inform_jax.models.reward_model import HeadConfig, RewardModel
 from inform_jax.train.config import load_config
-from inform_jax.train.ppo_config import PPOConfig
-from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
+from inform_jax.train.ppo.config import PPOConfig
+from inform_jax.train.ppo.trainer import PPOTrainer, reward_model_score_fn
 
 
 def run(variant: str, args, folder: str) -> dict:

@@ -38,7 +38,7 @@ from _common import median_seconds, save_results
 
 from inform_jax.models import make_mesh
 from inform_jax.train.config import config_from_dict
-from inform_jax.train.rm_trainer import RewardModelTrainer
+from inform_jax.train.rm.trainer import RewardModelTrainer
 
 VOCAB = 32000
 PAD = 0  # never drawn as a token, so both models pool the last position

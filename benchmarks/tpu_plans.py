@@ -30,7 +30,7 @@ from _common import save_results  # noqa: E402
 
 from inform_jax.train.config import config_from_dict  # noqa: E402
 from inform_jax.train.plan import plan_ppo_update, plan_rm_train_step, topology_devices  # noqa: E402
-from inform_jax.train.ppo_config import PPOConfig  # noqa: E402
+from inform_jax.train.ppo.config import PPOConfig  # noqa: E402
 
 TOPOLOGIES = ("v4:2x2x2", "v4:4x4x4", "v5e:2x4", "v5e:8x8", "v5p:2x2x2", "v5p:4x4x4")  # 8 and 64 chips each
 MODEL = {"dtype": "bfloat16", "param_dtype": "float32", "scan_layers": True, "remat": "full"}

@@ -71,9 +71,9 @@ def tiny_checkpoint(folder: str, preset: str | None, texts: list[str]) -> str:
     from flax import nnx
 
     from inform_jax.data.testing import make_word_tokenizer
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.models import CausalLM, DecoderConfig, save_pretrained
     from inform_jax.models.presets import preset_config
-    from inform_jax.train.rm_data import load_tokenizer
 
     make_word_tokenizer(folder, texts, chat_template=False)
     tokenizer = load_tokenizer(folder)
@@ -136,7 +136,7 @@ def smoke_ppo(config_path: str, work: str) -> dict:
         raw = yaml.safe_load(f)
     dataset = dataset_of(config_path)
     if dataset == "synthetic":
-        from inform_jax.data.synthetic import SyntheticWorld
+        from inform_jax.world.world import SyntheticWorld
 
         files = SyntheticWorld().write(os.path.join(work, "world"), n_train=5, n_test=5, n_sft=5, n_prompts_train=5,
                                        n_prompts_test=5)  # fmt: skip

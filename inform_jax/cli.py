@@ -26,7 +26,7 @@ def _train_rm(args: argparse.Namespace) -> int:
     import jax
 
     from inform_jax.train.config import load_config
-    from inform_jax.train.rm_trainer import RewardModelTrainer
+    from inform_jax.train.rm.trainer import RewardModelTrainer
 
     overrides = list(args.set or [])
     if args.method:
@@ -57,7 +57,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from inform_jax.train.config import load_config
     from inform_jax.train.plan import format_plan, plan_ppo_update, plan_rm_train_step, topology_devices
-    from inform_jax.train.ppo_config import PPOConfig
+    from inform_jax.train.ppo.config import PPOConfig
 
     devices = topology_devices(args.topology)
     if args.program == "ppo":
@@ -88,13 +88,13 @@ def _ppo(args: argparse.Namespace) -> int:
 
     from inform_jax.data.preference import load_prompts
     from inform_jax.data.tokenize import tokenize_prompts
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.models import from_pretrained, save_pretrained
     from inform_jax.models.reward_model import load_reward_model
+    from inform_jax.train.backbone import runtime_options
     from inform_jax.train.config import load_config
-    from inform_jax.train.ppo_config import PPOConfig
-    from inform_jax.train.ppo_trainer import PPOTrainer, ValueModel, callable_score_fn, reward_model_score_fn
-    from inform_jax.train.rm_data import load_tokenizer
-    from inform_jax.train.rm_trainer import runtime_options
+    from inform_jax.train.ppo.config import PPOConfig
+    from inform_jax.train.ppo.trainer import PPOTrainer, ValueModel, callable_score_fn, reward_model_score_fn
 
     config = load_config(args.config, list(args.set or []), cls=PPOConfig)
     if args.distributed:
@@ -109,13 +109,13 @@ def _ppo(args: argparse.Namespace) -> int:
     policy = from_pretrained(config.policy.path, **runtime_options(config.policy))
     world = None
     if config.reward.kind == "gold" or os.path.exists(os.path.join(os.path.dirname(config.data.prompts), "world.json")):
-        from inform_jax.data.synthetic import SyntheticWorld
+        from inform_jax.world.world import SyntheticWorld
 
         world = SyntheticWorld()  # the synthetic world's files: its gold reward is logged (or optimized)
     gold_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).gold)
     if config.reward.gold_path:  # simulated RLHF: a gold reward model's score of each rollout is logged
         from inform_jax.eval.judges import RewardModelJudge
-        from inform_jax.train.gold import text_gold_fn
+        from inform_jax.train.ppo.gold import text_gold_fn
 
         judge = RewardModelJudge(config.reward.gold_path, log=lambda line: print(f"gold reward model: {line}"))
         gold_fn = text_gold_fn(judge.scores, tokenizer)
@@ -170,7 +170,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _decompose(args: argparse.Namespace) -> int:
-    from inform_jax.train.decomposition_report import run_decompose
+    from inform_jax.eval.decomposition_report import run_decompose
 
     run_decompose(
         args.rm, args.data, args.out, tokenizer=args.tokenizer, color=args.color, num_prompts=args.num_prompts,
@@ -182,7 +182,7 @@ def _decompose(args: argparse.Namespace) -> int:
 def _evaluate_rm(args: argparse.Namespace) -> int:
     import json
 
-    from inform_jax.train.decomposition_report import run_evaluate
+    from inform_jax.eval.decomposition_report import run_evaluate
 
     report = run_evaluate(
         args.rm, args.data, tokenizer=args.tokenizer, subset_column=args.subset_column, max_length=args.max_length,
@@ -196,7 +196,7 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from inform_jax.train.generation import generate_file
+    from inform_jax.eval.generation import generate_file
 
     generate_file(
         args.policy, args.prompts, args.out, tokenizer_dir=args.tokenizer, column=args.column, limit=args.limit,
@@ -230,7 +230,7 @@ def _win_rate(args: argparse.Namespace) -> int:
         raise SystemExit("--model is required with a chat judge (the model name the endpoint serves)")
     tokenizer = None
     if kind == "rm":  # messages-format prompts are rendered with the reward model's chat template
-        from inform_jax.train.rm_data import load_tokenizer
+        from inform_jax.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer or args.judge.partition(":")[2])
     rows_a, report_a = load_responses(args.a, label_column=None, tokenizer=tokenizer)
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
         "latents), and CSI / MOP detection every detect.every iterations. See experiments/ppo/ for configs; keys: "
         "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
-        "(inform_jax/train/ppo_config.py documents each).",
+        "(inform_jax/train/ppo/config.py documents each).",
     )
     ppo.add_argument("--config", help="YAML config file")
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

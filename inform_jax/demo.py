@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from inform_jax.losses import layer_energy
 from inform_jax.models import CausalLM, DecoderConfig
 
 TINY_MODELS = {
@@ -36,10 +37,9 @@ def run_forward_example(seed: int = 0, batch: int = 4, length: int = 32) -> None
         start = time.perf_counter()
         out = jax.block_until_ready(forward(model, ids, mask))
         elapsed = time.perf_counter() - start
-        # Energy loss per layer (the EPPO paper's quantity): mean |h_in| - mean |h_out| over real tokens.
-        l1 = np.asarray(out.residual_l1) / config.hidden_size
-        energy = ((l1[:-1] - l1[1:]) * np.asarray(mask)).sum(-1) / np.asarray(mask).sum(-1)
+        # Energy loss per layer (the EPPO paper's quantity): mean |h_in| - mean |h_out| over real tokens. [B, L]
+        energy = np.asarray(layer_energy(out.residual_l1, config.hidden_size, mask))
         print(f"{name}: {config.num_layers} layers, width {config.hidden_size}")
         print(f"  logits {tuple(out.logits.shape)}, reward features at last token {tuple(out.pooled_hidden.shape)}")
-        print(f"  energy loss per layer (sequence 0): {np.round(energy[:, 0], 4).tolist()}")
+        print(f"  energy loss per layer (sequence 0): {[round(float(e), 4) for e in energy[0]]}")
         print(f"  compiled + ran in {elapsed:.2f}s on {jax.devices()[0].platform}")

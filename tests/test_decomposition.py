@@ -13,16 +13,17 @@ from flax import nnx
 from inform_jax.cli import main
 from inform_jax.data.preference import PreferencePair
 from inform_jax.data.rrm import rrm_augment
-from inform_jax.data.synthetic import SyntheticWorld
-from inform_jax.data.synthetic_decomposition import toy_pairs, write_toy_sets
-from inform_jax.data.synthetic_vocab import NUMBER_WORDS
+from inform_jax.data.tokenizer import load_tokenizer
+from inform_jax.eval.decomposition import PairTokens, decompose, score_spliced
+from inform_jax.eval.rm_eval import rewardbench_report
 from inform_jax.models import DecoderConfig, make_mesh
 from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
 from inform_jax.train.config import DataSection, config_from_dict
-from inform_jax.train.decomposition import PairTokens, decompose, score_spliced
-from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
-from inform_jax.train.rm_eval import rewardbench_report
-from inform_jax.train.rm_trainer import RewardModelTrainer
+from inform_jax.train.rm.data import prepare_pairs
+from inform_jax.train.rm.trainer import RewardModelTrainer
+from inform_jax.world.decomposition import toy_pairs, write_toy_sets
+from inform_jax.world.vocab import NUMBER_WORDS
+from inform_jax.world.world import SyntheticWorld
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 

@@ -8,11 +8,11 @@ from flax import nnx
 
 from inform_jax.cli import main
 from inform_jax.data.preference import PreferenceDataError, load_responses
-from inform_jax.data.synthetic import SyntheticWorld
-from inform_jax.data.synthetic_io import write_jsonl
 from inform_jax.detect.latents import embed_responses, extract_features
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
+from inform_jax.world.files import write_jsonl
+from inform_jax.world.world import SyntheticWorld
 
 
 def tiny_rm(world, kind, seed=0):

@@ -15,8 +15,6 @@ from flax import nnx
 
 from inform_jax.cli import main
 from inform_jax.data.preference import PreferenceDataError, PreferencePair
-from inform_jax.data.synthetic import SyntheticWorld
-from inform_jax.data.synthetic_io import write_jsonl
 from inform_jax.data.tokenize import tokenize_pairs
 from inform_jax.eval import (
     ChatJudge,
@@ -33,6 +31,8 @@ from inform_jax.eval import (
 from inform_jax.eval.judges import split_template
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
+from inform_jax.world.files import write_jsonl
+from inform_jax.world.world import SyntheticWorld
 
 MARKER = "MARKER"
 _SECTION = re.compile(r"\[Response (A|B)\]\n(.*?)\n\[End of Response \1\]", re.DOTALL)

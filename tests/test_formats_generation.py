@@ -18,11 +18,11 @@ from inform_jax.data.formats import (
 )
 from inform_jax.data.preference import load_responses
 from inform_jax.data.testing import make_word_tokenizer
+from inform_jax.data.tokenizer import load_tokenizer
+from inform_jax.eval.generation import decode_rows, generate_responses
 from inform_jax.models import CausalLM, DecoderConfig, save_pretrained
 from inform_jax.models.sampler import generate
-from inform_jax.train.generation import decode_rows, generate_responses
-from inform_jax.train.gold import text_gold_fn
-from inform_jax.train.rm_data import load_tokenizer
+from inform_jax.train.ppo.gold import text_gold_fn
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

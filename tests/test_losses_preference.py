@@ -9,7 +9,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from jax.test_util import check_grads
 
-from inform_jax.losses import bradley_terry_loss, preference_accuracy, reward_margin
+from inform_jax.losses import bradley_terry_loss, preference_accuracy
 
 
 def _np_bt(chosen, rejected, margin=0.0, weights=None):
@@ -84,5 +84,4 @@ def test_accuracy_and_margin():
     want = np.mean(np.where(chosen > rejected, 1.0, np.where(chosen == rejected, 0.5, 0.0)))
     assert (chosen == rejected).any()
     np.testing.assert_allclose(preference_accuracy(chosen, rejected), want, rtol=1e-6)
-    np.testing.assert_allclose(reward_margin(chosen, rejected), np.mean(chosen - rejected), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(preference_accuracy)(chosen, rejected), want, rtol=1e-6)

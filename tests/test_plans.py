@@ -6,7 +6,7 @@ import os
 import pytest
 
 from inform_jax.train.config import config_from_dict, load_config
-from inform_jax.train.ppo_config import PPOConfig
+from inform_jax.train.ppo.config import PPOConfig
 
 pytest.importorskip("libtpu", reason="the tpu extra (libtpu) compiles TPU programs; CI installs it")
 from inform_jax.train.plan import plan_ppo_update, plan_rm_train_step, topology_devices  # noqa: E402

@@ -10,8 +10,8 @@ from flax import nnx
 
 from inform_jax.models import CausalLM, DecoderConfig, make_mesh
 from inform_jax.train.config import load_config
-from inform_jax.train.ppo_config import PPOConfig
-from inform_jax.train.ppo_trainer import PPOTrainer, callable_score_fn
+from inform_jax.train.ppo.config import PPOConfig
+from inform_jax.train.ppo.trainer import PPOTrainer, callable_score_fn
 
 VOCAB, TARGET, EOS, PROMPT = 32, 7, 2, 6
 

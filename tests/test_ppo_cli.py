@@ -8,10 +8,10 @@ import pytest
 from flax import nnx
 
 from inform_jax.cli import main
-from inform_jax.data.synthetic import SyntheticWorld
+from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, save_pretrained
 from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
-from inform_jax.train.rm_data import load_tokenizer
+from inform_jax.world.world import SyntheticWorld
 
 
 @pytest.fixture(scope="module")

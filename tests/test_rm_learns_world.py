@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from inform_jax.data.synthetic import SyntheticWorld
 from inform_jax.data.tokenize import tokenize_sft
+from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import CausalLM, DecoderConfig, make_mesh
 from inform_jax.models.reward_model import HeadConfig, RewardModel
 from inform_jax.train.config import config_from_dict
-from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
-from inform_jax.train.rm_trainer import RewardModelTrainer
+from inform_jax.train.rm.data import prepare_pairs
+from inform_jax.train.rm.trainer import RewardModelTrainer
+from inform_jax.world.world import SyntheticWorld
 
 
 @pytest.fixture(scope="module")

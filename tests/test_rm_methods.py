@@ -13,7 +13,7 @@ from inform_jax.losses import gaussian_kl
 from inform_jax.models.heads import HeadOutput
 from inform_jax.train.config import describe_fields
 from inform_jax.train.rm.methods import METHODS, RewardModelMethod, get_method, hinge_member_loss, register
-from inform_jax.train.rm_trainer import RewardModelTrainer
+from inform_jax.train.rm.trainer import RewardModelTrainer
 
 
 def test_every_registered_method_is_accepted_and_listed(tmp_path):

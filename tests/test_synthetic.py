@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inform_jax.data.synthetic import BEHAVIOUR_NAMES, SyntheticWorld, WorldConfig
-from inform_jax.data.synthetic_vocab import FILLER_PHRASES, SPECIAL_TOKENS, filler_words
 from inform_jax.data.word_tokenizer import build_word_tokenizer
+from inform_jax.world.vocab import FILLER_PHRASES, SPECIAL_TOKENS, filler_words
+from inform_jax.world.world import BEHAVIOUR_NAMES, SyntheticWorld, WorldConfig
 
 
 @pytest.fixture(scope="module")

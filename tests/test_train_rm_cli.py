@@ -6,10 +6,10 @@ import os
 import pytest
 
 from inform_jax.cli import main
-from inform_jax.data.synthetic import SyntheticWorld
 from inform_jax.models.reward_model import EnsembleRewardModel, load_reward_model
 from inform_jax.train.config import load_config
 from inform_jax.train.metrics_log import read_metrics
+from inform_jax.world.world import SyntheticWorld
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 TINY = "{vocab_size: 96, hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 4, num_kv_heads: 4}"

@@ -32,15 +32,16 @@ import time
 import jax
 import numpy as np
 
-from inform_jax.data.synthetic import SyntheticWorld
-from inform_jax.data.synthetic_decomposition import TOY_SETS, write_toy_sets
+from inform_jax.data.tokenizer import load_tokenizer
+from inform_jax.eval.decomposition import PairTokens, decompose, summarize
+from inform_jax.eval.decomposition_report import plot_quadrants
+from inform_jax.eval.rm_eval import pair_scores
 from inform_jax.models import make_mesh
 from inform_jax.train.config import config_from_dict
-from inform_jax.train.decomposition import PairTokens, decompose, summarize
-from inform_jax.train.decomposition_report import plot_quadrants
-from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
-from inform_jax.train.rm_eval import pair_scores
-from inform_jax.train.rm_trainer import RewardModelTrainer, method_pair_transform
+from inform_jax.train.rm.data import prepare_pairs
+from inform_jax.train.rm.trainer import RewardModelTrainer, method_pair_transform
+from inform_jax.world.decomposition import TOY_SETS, write_toy_sets
+from inform_jax.world.world import SyntheticWorld
 
 # study name -> (train-rm method, decomposition overrides). The dir variants compare the estimators and weights.
 METHODS = {

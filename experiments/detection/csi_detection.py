@@ -51,9 +51,9 @@ def _data_specs(items: list[str]) -> dict[str, str]:
 def generate_all(args, datasets: dict[str, str]) -> dict[str, dict]:
     """For each dataset: its prompts, and the SFT and RLHF responses files (generated unless they exist)."""
     from inform_jax.data.formats import read_dataset_prompts
+    from inform_jax.data.tokenizer import load_tokenizer
+    from inform_jax.eval.generation import generate_responses, write_responses
     from inform_jax.models import from_pretrained
-    from inform_jax.train.generation import generate_responses, write_responses
-    from inform_jax.train.rm_data import load_tokenizer
 
     plan = {}
     for name, path in datasets.items():
@@ -115,9 +115,9 @@ def smoke(out: str) -> dict:
     import jax
     from flax import nnx
 
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.models import from_pretrained, save_pretrained
     from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
-    from inform_jax.train.rm_data import load_tokenizer
 
     texts = [t for path in SMOKE_DATA.values() for t in _texts(path)]
     sft = tiny_checkpoint(os.path.join(out, "sft"), "pythia-1.4b", texts)

@@ -155,9 +155,9 @@ def smoke(out: str) -> dict:
     """The whole study on tiny random Pythia-family checkpoints and the 5-row AlpacaFarm fixtures."""
     from flax import nnx
 
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.models import from_pretrained
     from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
-    from inform_jax.train.rm_data import load_tokenizer
 
     files = dataset_files("alpacafarm", out)
     sft = tiny_checkpoint(os.path.join(out, "sft"), "pythia-1.4b", _texts(files["pairs"]))

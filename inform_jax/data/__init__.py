@@ -1,1 +1,1 @@
-"""Preference and prompt data: file loaders, tokenization, and the synthetic RLHF world."""
+"""Preference and prompt data: file loaders, formats, tokenization, tokenizer loading."""

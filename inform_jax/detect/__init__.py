@@ -1,5 +1,5 @@
 """Detecting overoptimization in a reward model's latent space: k-means, CSI, DBSCAN, MOP, latent extraction,
-checkpoint selection and plots (REFERENCE.md sections 1-2)."""
+checkpoint selection and plots (docs/reference.md sections 1-2)."""
 
 from inform_jax.detect.csi import ClusterTable, CSIResult, choose_k, csi, csi_from_labels, silhouette_score
 from inform_jax.detect.dbscan import DBSCANResult, dbscan, knee_eps

@@ -1,4 +1,4 @@
-"""The Cluster Separation Index (InfoRM, REFERENCE.md section 2) and the clustering choices around it.
+"""The Cluster Separation Index (InfoRM, docs/reference.md section 2) and the clustering choices around it.
 
 CSI clusters the RLHF model's outputs in the reward model's latent space, then sums over clusters the
 cluster size times the distance from its centroid to the nearest SFT output:

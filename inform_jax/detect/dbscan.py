@@ -1,6 +1,6 @@
 """Jitted DBSCAN (Euclidean) that reproduces scikit-learn's labels exactly, plus the k-distance knee rule for eps.
 
-An alternative to :mod:`inform_jax.detect.kmeans` for CSI (REFERENCE.md section 2) when the number of clusters is
+An alternative to :mod:`inform_jax.detect.kmeans` for CSI (docs/reference.md section 2) when the number of clusters is
 unknown and outlying RLHF outputs should be left as noise instead of being forced into a cluster.
 
 The pairwise distances, the core mask and the connected components of core points run in one jitted program on an

@@ -1,6 +1,6 @@
 """Jitted k-means (greedy k-means++ init, Lloyd iterations, restarts in one program) in pure jax.numpy.
 
-Used as the default clusterer for CSI (REFERENCE.md section 2): cluster RLHF outputs in the IB latent space,
+Used as the default clusterer for CSI (docs/reference.md section 2): cluster RLHF outputs in the IB latent space,
 then measure each centroid's distance to the nearest SFT output.
 """
 

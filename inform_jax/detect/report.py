@@ -99,9 +99,9 @@ def run_detect(
     with two or more files the report adds CSI-guided checkpoint selection. ``control_rm``: a second reward model
     (a standard RM) analyzed the same way, the paper's control; ``tokenizer``: default, each model's folder."""
     from inform_jax.data.preference import load_responses
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.detect.latents import embed_responses, resolve_feature
     from inform_jax.models.reward_model import load_reward_model
-    from inform_jax.train.rm_data import load_tokenizer
 
     if not rlhf_paths:
         raise ValueError("give at least one RLHF response file")

@@ -108,7 +108,7 @@ class ScoreJudge:
 def gold_judge(world=None) -> ScoreJudge:
     """The synthetic world's gold reward (in [-1, 1], from text) as a judge; default tie margin 0.05, the lab's."""
     if world is None:
-        from inform_jax.data.synthetic import SyntheticWorld
+        from inform_jax.world.world import SyntheticWorld
 
         world = SyntheticWorld()
 
@@ -171,8 +171,8 @@ class RewardModelJudge(ScoreJudge):
         batch_size: int = 32,
         log: Callable[[str], Any] = print,
     ):
+        from inform_jax.data.tokenizer import load_tokenizer
         from inform_jax.models.reward_model import load_reward_model
-        from inform_jax.train.rm_data import load_tokenizer
 
         self.path = os.fspath(path)
         self.model = load_reward_model(self.path)

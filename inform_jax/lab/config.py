@@ -41,7 +41,7 @@ class LabConfig:
     # share of training pairs whose gold-preferred side also scores higher on the spurious features (length,
     # filler, repetition) that a proxy can latch on to
     spurious_correlation: float = 0.6
-    # behaviour mix of the SFT demonstrations (over synthetic_config.BEHAVIOUR_NAMES): None = the world's default
+    # behaviour mix of the SFT demonstrations (over world.config.BEHAVIOUR_NAMES): None = the world's default
     sft_behaviour_probs: tuple[float, ...] | None = None
     n_pairs: int = 3000
     n_sft: int = 2000

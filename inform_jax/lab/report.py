@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from inform_jax.eval.winrate import compare_scores
 from inform_jax.lab.figures import smooth
-from inform_jax.lab.judge import compare_scores
 
 
 def overoptimization(metrics: list[dict], window: int, drop: float = 0.05) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def energy_by_label(samples: list[dict], last_iterations: int) -> dict[str, floa
 
 def win_tables(results: dict[str, dict], sft_final: dict, margin: float) -> dict[str, dict]:
     """Each final policy's greedy outputs on the evaluation prompts against the SFT policy's and against the
-    standard-RM PPO policy's, judged by the gold reward with the tie margin (both orders; see lab.judge)."""
+    standard-RM PPO policy's, judged by the gold reward with the tie margin (both orders; see eval.winrate)."""
     tables = {"vs SFT": {}}
     for name, result in results.items():
         tables["vs SFT"][name] = compare_scores(result["final"]["gold"], sft_final["gold"], margin=margin)

@@ -20,8 +20,8 @@ from inform_jax.detect.latents import features_of
 from inform_jax.lab.stages import Lab
 from inform_jax.models import CausalLM
 from inform_jax.train.config import load_config
-from inform_jax.train.ppo_config import PPOConfig
-from inform_jax.train.ppo_trainer import PPOTrainer, reward_model_score_fn
+from inform_jax.train.ppo.config import PPOConfig
+from inform_jax.train.ppo.trainer import PPOTrainer, reward_model_score_fn
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "feature"))

@@ -3,7 +3,6 @@ files, the SFT policy, the proxy reward models, PPO runs against them, and the f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -15,8 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from inform_jax.data.synthetic import SyntheticWorld
-from inform_jax.data.synthetic_config import WorldConfig
 from inform_jax.lab.config import METHODS, RM_FIELDS, SFT_FIELDS, WORLD_FIELDS, LabConfig
 from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, make_mesh, save_pretrained
 from inform_jax.models.reward_model import (
@@ -26,6 +23,8 @@ from inform_jax.models.reward_model import (
     load_reward_model,
     save_reward_model,
 )
+from inform_jax.world.config import WorldConfig
+from inform_jax.world.world import SyntheticWorld
 
 # ensemble kinds -> the RM trainer's method: members trained in one vmapped program, one data order each
 ENSEMBLE_METHODS = {"ensemble": "warm", "inform-ensemble": "inform+warm"}
@@ -49,7 +48,7 @@ class Lab:
         self.scorer = self.world.score_ids
         self.mesh = make_mesh(devices=jax.devices()[:1])
         self.files = self._world_files()
-        from inform_jax.train.rm_data import load_tokenizer
+        from inform_jax.data.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.files["tokenizer"])
         self.prompts = self._prompts("prompts_train.jsonl", self.config.n_prompts)
@@ -147,8 +146,8 @@ class Lab:
 
     def _train_rm(self, kind: str, sft: CausalLM, folder: str, seed: int) -> RewardModel:
         from inform_jax.train.config import config_from_dict
-        from inform_jax.train.rm_data import prepare_pairs
-        from inform_jax.train.rm_trainer import RewardModelTrainer
+        from inform_jax.train.rm.data import prepare_pairs
+        from inform_jax.train.rm.trainer import RewardModelTrainer
 
         c = self.config
         # The ensemble's members train in one vmapped program with one data order each (the WARM scheme); the
@@ -223,7 +222,3 @@ def method_runs(config: LabConfig) -> list[tuple[str, str, dict[str, Any]]]:
             overrides["length_penalty.enabled"] = True
         runs.append((name, kind, overrides))
     return runs
-
-
-def as_dict(config: LabConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)

@@ -48,7 +48,7 @@ from inform_jax.losses.ppo import (
     value_loss,
     whiten,
 )
-from inform_jax.losses.preference import bradley_terry_loss, preference_accuracy, reward_margin
+from inform_jax.losses.preference import bradley_terry_loss, preference_accuracy
 
 __all__ = [
     "ENERGY_SITES",
@@ -83,7 +83,6 @@ __all__ = [
     "pearson_correlation",
     "preference_accuracy",
     "reparameterize",
-    "reward_margin",
     "COVARIANCES",
     "GaussianReference",
     "empirical_covariance",

@@ -56,8 +56,3 @@ def preference_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) 
     """
     c, r = as_float(chosen_rewards), as_float(rejected_rewards)
     return jnp.mean((c > r).astype(c.dtype) + 0.5 * (c == r).astype(c.dtype))
-
-
-def reward_margin(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:
-    """Mean reward gap ``mean(r_c - r_l)`` over ``[B]`` pairs; a float scalar."""
-    return jnp.mean(as_float(chosen_rewards) - as_float(rejected_rewards))

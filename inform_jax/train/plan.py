@@ -19,12 +19,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from inform_jax.models import CausalLM, make_mesh
 from inform_jax.models.sharding import BATCH_AXES, variable_sharding
+from inform_jax.train.backbone import section_config
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.optim import adamw
-from inform_jax.train.ppo_config import PPOConfig
-from inform_jax.train.ppo_trainer import ValueModel, make_ppo_update, ppo_optimizers
-from inform_jax.train.rm_step import make_train_step, optimizer_shardings
-from inform_jax.train.rm_trainer import backbone_config, build_reward_model, section_config
+from inform_jax.train.ppo.config import PPOConfig
+from inform_jax.train.ppo.trainer import ValueModel, make_ppo_update, ppo_optimizers
+from inform_jax.train.rm.step import make_train_step, optimizer_shardings
+from inform_jax.train.rm.trainer import build_reward_model
 
 # High-bandwidth memory per chip, GiB (public specifications).
 HBM_GIB = {"v4": 32, "v5 lite": 16, "v5e": 16, "v5": 95, "v5p": 95, "v6 lite": 32, "v6e": 32}
@@ -63,7 +64,7 @@ def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None
     num_layers: plan a shallower model of the same width (quicker to compile); the memory reported is that
     model's.
     """
-    arch = backbone_config(config, preset_if_path_missing=True)
+    arch = section_config(config.model, preset_if_path_missing=True)
     if num_layers is not None:
         arch = arch.replace(num_layers=num_layers)
     section = dataclasses.replace(config.model, path=None, preset=None, config=_arch_fields(arch))

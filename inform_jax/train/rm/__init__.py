@@ -1,1 +1,1 @@
-"""Reward-model training: the method registry (:mod:`inform_jax.train.rm.methods`)."""
+"""Reward-model training: the method registry, the objective, the jitted step, the trainer, the data."""

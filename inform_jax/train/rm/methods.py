@@ -140,7 +140,8 @@ def rrm_pair_transform(config):
 
 def prompt_free_priority_callbacks(config, train_arrays, pad_id: int = 0) -> list:
     """Reward decomposition's prioritized training: reweight the pairs by their prompt-free gap dr2."""
-    from inform_jax.train.decomposition import PairTokens, PromptFreePriority
+    from inform_jax.eval.decomposition import PairTokens
+    from inform_jax.train.rm.priority import PromptFreePriority
 
     priority = PromptFreePriority(
         config.decomposition, PairTokens(train_arrays, pad_id), config.train.output_dir, seed=config.train.seed

@@ -8,7 +8,7 @@
 The method (``config.method``, :mod:`inform_jax.train.rm.methods`) decides the head, the scheme, the loss and
 the callbacks (reward decomposition's prompt-free priority), whichever way the trainer is built.
 
-`train_arrays` / `eval_arrays` are tokenized pairs (see `inform_jax.train.rm_data.prepare_pairs`):
+`train_arrays` / `eval_arrays` are tokenized pairs (see `inform_jax.train.rm.data.prepare_pairs`):
 `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask` [N, T] and
 `response_lengths` [N, 2]. Per-pair loss weights live in `trainer.pair_weights` [N] (ones by default);
 callbacks may change them (the decomposition method reweights pairs from the current model) and they
@@ -31,19 +31,19 @@ import yaml
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from inform_jax.models import CausalLM, DecoderConfig, config_from_pretrained, from_pretrained, make_mesh, shard_module
-from inform_jax.models.presets import preset_config
+from inform_jax.data.tokenizer import load_tokenizer
+from inform_jax.models import make_mesh, shard_module
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
 from inform_jax.models.sharding import BATCH_AXES
+from inform_jax.train.backbone import build_backbone
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.metrics_log import MetricsLog, progress
 from inform_jax.train.optim import adamw
-from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
-from inform_jax.train.rm_objective import evaluate_pairs
-from inform_jax.train.rm_step import make_train_step, optimizer_shardings
+from inform_jax.train.rm.data import prepare_pairs
+from inform_jax.train.rm.objective import evaluate_pairs
+from inform_jax.train.rm.step import make_train_step, optimizer_shardings
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ARRAY_KEYS = (
     "chosen_input_ids",
     "chosen_attention_mask",
@@ -58,43 +58,6 @@ class TrainingDivergedError(RuntimeError):
 
 
 Callback = tuple[int, Callable[["RewardModelTrainer", int], None]]
-
-
-def runtime_options(section) -> dict:
-    return dict(
-        dtype=DTYPES[section.dtype],
-        param_dtype=DTYPES[section.param_dtype],
-        scan_layers=section.scan_layers,
-        remat=section.remat,
-        attention_impl=section.attention_impl,
-    )
-
-
-def backbone_config(config: RMTrainConfig, *, preset_if_path_missing: bool = False) -> DecoderConfig:
-    """The architecture with runtime options: from model.path's config.json, else preset + config fields.
-
-    preset_if_path_missing: plan from `model.preset` when `model.path` is not on this machine (planning
-    only; training refuses a missing folder rather than silently starting from random weights).
-    """
-    return section_config(config.model, preset_if_path_missing=preset_if_path_missing)
-
-
-def section_config(section, *, preset_if_path_missing: bool = False) -> DecoderConfig:
-    """`backbone_config` for any model section (the RM's `model`, PPO's `policy`)."""
-    if section.path and not (preset_if_path_missing and section.preset and not os.path.isdir(section.path)):
-        return config_from_pretrained(section.path, **runtime_options(section))
-    if section.preset:
-        return preset_config(section.preset, **section.config, **runtime_options(section))
-    if not section.config:
-        raise ValueError("one of model.path, model.preset or model.config must be given")
-    return DecoderConfig(**section.config, **runtime_options(section))
-
-
-def build_backbone(config: RMTrainConfig, seed: int) -> CausalLM:
-    """The decoder without LM head: loaded from `model.path`, or randomly initialized."""
-    if config.model.path:
-        return from_pretrained(config.model.path, lm_head=False, **runtime_options(config.model))
-    return CausalLM(backbone_config(config), rngs=nnx.Rngs(seed), lm_head=False)
 
 
 def build_reward_model(config: RMTrainConfig) -> RewardModel | EnsembleRewardModel:

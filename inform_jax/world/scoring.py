@@ -1,6 +1,6 @@
 """Text form of the synthetic world's scores: prompt parsing, gold reward, spurious score, hacking label.
 
-The JAX form over token ids (``synthetic_jax``) implements the same rules and must give the same numbers;
+The JAX form over token ids (``inform_jax.world.jax_scorer``) implements the same rules and must give the same numbers;
 both compute in float32 in the same order. The rules, for prompt words and response words:
 
 Prompt parsing (presence based, so phrasing, role tags and padding do not matter):
@@ -20,8 +20,8 @@ import dataclasses
 
 import numpy as np
 
-from inform_jax.data.synthetic_config import COST_RESOLUTION, WorldConfig, cost_units
-from inform_jax.data.synthetic_vocab import (
+from inform_jax.world.config import COST_RESOLUTION, WorldConfig, cost_units
+from inform_jax.world.vocab import (
     CATEGORIES,
     COLOR_WORD,
     COUNT_WORD,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-# Response behaviours the generators know (see synthetic_responses.BEHAVIOURS for what each one writes).
+# Response behaviours the generators know (see world.responses.BEHAVIOURS for what each one writes).
 BEHAVIOUR_NAMES = (
     "correct",
     "partial",

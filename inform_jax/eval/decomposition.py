@@ -1,6 +1,6 @@
 """Reward decomposition in practice: score each pair's responses under other prompts in one jitted pass, estimate
 the prompt-free gap dr2 and the prompt-related gap dr1, reweight training pairs by dr2, and the prompt
-diagnostics (REFERENCE.md section 4; the math is in :mod:`inform_jax.losses.decomposition`).
+diagnostics (docs/reference.md section 4; the math is in :mod:`inform_jax.losses.decomposition`).
 
 Sequences are spliced on the device from already tokenized pairs (right-padded ``[prompt | response | pad]``
 rows with their prompt lengths): prompt j's tokens followed by response i's tokens, the prompt's start cut
@@ -10,7 +10,6 @@ when the two do not fit (the response, where the reward is read, is never cut).
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -20,7 +19,6 @@ from flax import nnx
 
 from inform_jax.losses.decomposition import (
     importance_weights,
-    priority_weights,
     prompt_free_gap,
     prompt_free_gap_logit,
 )
@@ -171,41 +169,6 @@ def prompt_diagnostics(model, tokens: PairTokens, *, num_prompts: int = 8, seed:
         "gap_change": float(np.abs(parts["dr"][:, None] - parts["dr_other"]).mean()),
         "swapped_accuracy": float(np.mean(r_own > r_swapped)),
     }
-
-
-class PromptFreePriority:
-    """A reward-model trainer callback: at every step that is a multiple of ``refresh_every`` and at least
-    ``warmup_steps`` (plain BT before), estimate dr2 for every training pair with the current model (other prompts
-    drawn with seed ``seed + step``) and set ``trainer.pair_weights``, used from the next step on, to
-    :func:`inform_jax.losses.decomposition.priority_weights` of it. The weights are checkpointed with the model,
-    so a resumed run continues with the weights of its last refresh; each refresh is saved to
-    ``output_dir/decomposition/step_<s>.npz``."""
-
-    def __init__(self, section, tokens: PairTokens, output_dir: str, seed: int = 0):
-        self.section = section
-        self.tokens = tokens
-        self.folder = os.path.join(output_dir, "decomposition")
-        self.seed = seed
-
-    @property
-    def every(self) -> int:
-        return self.section.refresh_every
-
-    def __call__(self, trainer, step: int) -> None:
-        s = self.section
-        if step < s.warmup_steps:
-            return
-        parts = decompose(
-            trainer.current_model(), self.tokens, num_prompts=s.num_prompts, estimator=s.estimator,
-            weights=s.weights, tau=s.tau, seed=self.seed + step,
-        )  # fmt: skip
-        weights = np.asarray(
-            priority_weights(jnp.asarray(parts["dr2"]), scheme=s.priority, keep_fraction=s.keep_fraction,
-                             tau=s.priority_tau)
-        )  # fmt: skip
-        trainer.pair_weights = weights.astype(np.float32)
-        os.makedirs(self.folder, exist_ok=True)
-        np.savez(os.path.join(self.folder, f"step_{step}.npz"), dr=parts["dr"], dr2=parts["dr2"], weights=weights)
 
 
 def summarize(parts: dict[str, Any]) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """Overoptimization detection during PPO: CSI and MOP of the policy's outputs against the SFT model's, in the
-reward model's latent space, every ``detect.every`` iterations on a fixed prompt set (REFERENCE.md section 2).
+reward model's latent space, every ``detect.every`` iterations on a fixed prompt set (docs/reference.md section 2).
 
 The SFT side (greedy SFT responses to the first ``detect.num_prompts`` prompts) is embedded once and cached;
 each check embeds the current policy's greedy responses to the same prompts. The latents (and hacked labels,

@@ -51,9 +51,9 @@ from inform_jax.models.sampler import generate
 from inform_jax.models.sharding import BATCH_AXES, constrain_batch
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.metrics_log import MetricsLog, progress
-from inform_jax.train.ppo_config import PPOConfig
-from inform_jax.train.ppo_detect import TrainingDetector
-from inform_jax.train.rm_step import optimizer_shardings
+from inform_jax.train.ppo.config import PPOConfig
+from inform_jax.train.ppo.detect import TrainingDetector
+from inform_jax.train.rm.step import optimizer_shardings
 
 # score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask) -> [B] rewards
 ScoreFn = Callable[..., jax.Array]

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from inform_jax.data.synthetic_config import BEHAVIOUR_NAMES, TASK_NAMES, WorldConfig, normalized
-from inform_jax.data.synthetic_scoring import TaskSpec
-from inform_jax.data.synthetic_vocab import CATEGORIES, FILLER_PHRASES, FRUIT_COLORS, NUMBER_WORDS
+from inform_jax.world.config import BEHAVIOUR_NAMES, TASK_NAMES, WorldConfig, normalized
+from inform_jax.world.scoring import TaskSpec
+from inform_jax.world.vocab import CATEGORIES, FILLER_PHRASES, FRUIT_COLORS, NUMBER_WORDS
 
 # Phrasings per task; every one parses to the same TaskSpec (parsing looks only at the task-bearing words).
 PROMPT_TEMPLATES: dict[str, tuple[str, ...]] = {

@@ -8,18 +8,6 @@ from inform_jax.data.preference import load_preferences
 from inform_jax.data.tokenize import tokenize_pairs
 
 
-def load_tokenizer(path: str):
-    """The tokenizer saved in a local folder; a clear error when the folder has none (e.g. a reward model folder
-    written without one)."""
-    import os
-
-    import transformers
-
-    if not os.path.exists(os.path.join(path, "tokenizer_config.json")):
-        raise FileNotFoundError(f"{path}: no tokenizer files; pass the tokenizer folder (--tokenizer)")
-    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-
 def prepare_pairs(
     path: str, tokenizer, section, *, log=print, transform=None, return_pairs: bool = False
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], list]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from inform_jax.lab.judge import compare, compare_scores, verdict
+from inform_jax.eval.winrate import compare, compare_scores, verdict
 
 
 def test_verdict_needs_both_orders_to_agree_beyond_the_margin():

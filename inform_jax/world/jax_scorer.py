@@ -1,6 +1,6 @@
 """JAX form of the synthetic world's scores over token ids: jittable, batched, static shapes, no token loops.
 
-Implements the rules of ``synthetic_scoring`` (see its docstring) with lookup tables and masks, so a PPO loop
+Implements the rules of ``inform_jax.world.scoring`` (see its docstring) with lookup tables and masks, so a PPO loop
 can score its rollouts inside ``jax.jit``. Ids outside ``[0, V)`` (a policy with a padded vocabulary) count as
 ``<unk>``, as the text form sees them.
 """
@@ -13,8 +13,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from inform_jax.data.synthetic_config import COST_RESOLUTION, WorldConfig, cost_units
-from inform_jax.data.synthetic_vocab import EOS, UNK, VocabTables
+from inform_jax.world.config import COST_RESOLUTION, WorldConfig, cost_units
+from inform_jax.world.vocab import EOS, UNK, VocabTables
 
 
 class IdScores(NamedTuple):

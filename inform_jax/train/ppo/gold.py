@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from inform_jax.train.generation import decode_rows
+from inform_jax.eval.generation import decode_rows
 
 
 def text_gold_fn(scores: Callable[[list[str], list[str]], Any], tokenizer: Any) -> Callable[..., np.ndarray]:

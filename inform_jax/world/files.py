@@ -21,12 +21,9 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from inform_jax.data.synthetic import SyntheticWorld
 
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman: ", "\n\nAssistant: "
 
@@ -62,7 +59,7 @@ def conversation(prompt: str, response: str) -> list[dict[str, str]]:
 
 
 def write_world(
-    world: SyntheticWorld,
+    world,
     out_dir: str | os.PathLike,
     *,
     n_sft: int,
@@ -74,7 +71,8 @@ def write_world(
     spurious_correlation: float,
     seed: int,
 ) -> dict[str, str]:
-    """Write every file listed in the module docstring; returns ``{name: path}``."""
+    """Write every file listed in the module docstring for ``world`` (a :class:`inform_jax.world.SyntheticWorld`,
+    which calls this from its ``write``); returns ``{name: path}``."""
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     # One independent stream per file: changing one file's size leaves the others unchanged.

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from inform_jax.data.synthetic_config import WorldConfig, check_probability
-from inform_jax.data.synthetic_responses import generate_response, sample_behaviour, sample_prompt
-from inform_jax.data.synthetic_scoring import Scores, TaskSpec
+from inform_jax.world.config import WorldConfig, check_probability
+from inform_jax.world.responses import generate_response, sample_behaviour, sample_prompt
+from inform_jax.world.scoring import Scores, TaskSpec
 
 # A prompt is kept for this many candidate pairs before a fresh one is drawn (some prompts make an aligned
 # or an anti-aligned pair rare; a bounded retry keeps sampling from stalling on them).

@@ -8,7 +8,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from inform_jax.train.rm_objective import objective
+from inform_jax.train.rm.objective import objective
 
 
 def optimizer_shardings(tx: optax.GradientTransformation, params, param_shardings, mesh):

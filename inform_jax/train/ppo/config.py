@@ -1,6 +1,6 @@
 """PPO / EPPO configuration (YAML + section.key=value overrides, like the reward-model config).
 
-Defaults follow the EPPO authors' DeepSpeed-Chat settings where REFERENCE.md states them (gamma 1, lambda
+Defaults follow the EPPO authors' DeepSpeed-Chat settings where docs/reference.md states them (gamma 1, lambda
 0.95, clip 0.2, value clip 0.2, 1 PPO epoch, eta 2.0, reward clamp 5, per-token KL coefficient 0 for both
 PPO and EPPO); learning rates are for the small synthetic world and need lowering for 7B models
 (authors: actor 5e-7, critic 1e-6).

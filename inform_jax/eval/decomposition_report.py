@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from inform_jax.detect.plots import _pyplot, save_figure
+from inform_jax.eval.decomposition import PairTokens, decompose, prompt_diagnostics, summarize
+from inform_jax.eval.rm_eval import pair_scores, rewardbench_report
 from inform_jax.train.config import DataSection
-from inform_jax.train.decomposition import PairTokens, decompose, prompt_diagnostics, summarize
-from inform_jax.train.rm_eval import pair_scores, rewardbench_report
 
 
 def plot_quadrants(path: str, dr1, dr2, red, *, red_label: str, other_label: str, title: str) -> str:
@@ -32,8 +32,9 @@ def plot_quadrants(path: str, dr1, dr2, red, *, red_label: str, other_label: str
 
 
 def _load(rm_dir: str, data: str, tokenizer: str | None, max_length: int, log):
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.models.reward_model import load_reward_model
-    from inform_jax.train.rm_data import load_tokenizer, prepare_pairs
+    from inform_jax.train.rm.data import prepare_pairs
 
     tok = load_tokenizer(tokenizer or rm_dir)
     arrays, pairs = prepare_pairs(data, tok, DataSection(max_length=max_length), log=log, return_pairs=True)

@@ -8,7 +8,7 @@ RL can exploit: proxy reward keeps rising while gold reward rises, then falls.
 
 Scores exist in two forms that agree: on text (``gold_reward_text``...) and on token ids in JAX
 (``gold_reward_ids``..., jittable, for a reward function inside a jitted PPO loop). The rules and formulas
-are in :class:`WorldConfig` and ``synthetic_scoring``; file formats in ``synthetic_io``.
+are in :class:`WorldConfig` and ``inform_jax.world.scoring``; file formats in ``inform_jax.world.files``.
 
 Example::
 
@@ -26,14 +26,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from inform_jax.data.synthetic_config import BEHAVIOUR_NAMES, TASK_NAMES, WorldConfig
-from inform_jax.data.synthetic_io import HH_CHAT_TEMPLATE, write_world
-from inform_jax.data.synthetic_jax import IdScores, make_id_scorer
-from inform_jax.data.synthetic_pairs import preference_pairs, sft_demonstrations
-from inform_jax.data.synthetic_responses import generate_response, sample_prompt
-from inform_jax.data.synthetic_scoring import Scores, TaskSpec, known_words, parse_prompt, score_words
-from inform_jax.data.synthetic_vocab import PAD, UNK, build_tables, vocabulary
 from inform_jax.data.word_tokenizer import build_word_tokenizer
+from inform_jax.world.config import BEHAVIOUR_NAMES, TASK_NAMES, WorldConfig
+from inform_jax.world.files import HH_CHAT_TEMPLATE, write_world
+from inform_jax.world.jax_scorer import IdScores, make_id_scorer
+from inform_jax.world.pairs import preference_pairs, sft_demonstrations
+from inform_jax.world.responses import generate_response, sample_prompt
+from inform_jax.world.scoring import Scores, TaskSpec, known_words, parse_prompt, score_words
+from inform_jax.world.vocab import PAD, UNK, build_tables, vocabulary
 
 __all__ = [
     "BEHAVIOUR_NAMES",
@@ -110,7 +110,7 @@ class SyntheticWorld:
     # ------------------------------------------------------------------------------------------ text scores
 
     def parse_prompt(self, prompt: str) -> TaskSpec:
-        """What a prompt asks for (see ``synthetic_scoring`` for the rules)."""
+        """What a prompt asks for (see ``inform_jax.world.scoring`` for the rules)."""
         return parse_prompt(self.words(prompt))
 
     def score_text(self, prompt: str, response: str) -> Scores:
@@ -197,7 +197,7 @@ class SyntheticWorld:
         spurious_correlation: float | None = None,
         seed: int = 0,
     ) -> dict[str, str]:
-        """Write the world's files (see ``synthetic_io``) under ``out_dir``; returns ``{name: path}``.
+        """Write the world's files (see ``inform_jax.world.files``) under ``out_dir``; returns ``{name: path}``.
 
         Test pairs are noise-free; ``label_noise`` and ``spurious_correlation`` (None: config defaults) shape
         the training pairs. Deterministic given ``seed``.

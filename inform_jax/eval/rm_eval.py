@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from inform_jax.train.rm_objective import evaluate_pairs
+from inform_jax.train.rm.objective import evaluate_pairs
 
 # RewardBench (Lambert et al. 2024) subsets by section. A subset not listed falls in "other".
 REWARDBENCH_CATEGORIES: dict[str, tuple[str, ...]] = {

@@ -94,9 +94,9 @@ def generate_file(
     """Answer the prompts of ``prompts_path`` (a prompt file, as PPO reads) with the checkpoint at ``policy_dir``
     and write ``out_path`` (JSONL prompt / response). ``limit``: the first N prompts only."""
     from inform_jax.data.preference import load_prompts
+    from inform_jax.data.tokenizer import load_tokenizer
     from inform_jax.models import from_pretrained
-    from inform_jax.train.rm_data import load_tokenizer
-    from inform_jax.train.rm_trainer import DTYPES
+    from inform_jax.models.dtypes import DTYPES
 
     tokenizer = load_tokenizer(tokenizer_dir or policy_dir)
     prompts, report = load_prompts(prompts_path, column, tokenizer=tokenizer)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from inform_jax.data.synthetic_io import write_jsonl
-from inform_jax.data.synthetic_responses import PROMPT_TEMPLATES
-from inform_jax.data.synthetic_vocab import CATEGORIES, NUMBER_WORDS
+from inform_jax.world.files import write_jsonl
+from inform_jax.world.responses import PROMPT_TEMPLATES
+from inform_jax.world.vocab import CATEGORIES, NUMBER_WORDS
 
 FAVOURED = "animals"
 

@@ -1,10 +1,7 @@
 """One architecture description for every decoder we support, read from and written to Hugging Face configs.
 
-Two families cover the papers' models:
-
-- ``llama``: Llama 2/3 (llama3 RoPE scaling), Mistral (sliding window), Qwen2 (q/k/v bias), DeepSeek-LLM
-  (Llama architecture): RMSNorm, RoPE, grouped-query attention, SwiGLU MLP, tied or untied embeddings.
-- ``gpt_neox``: the Pythia suite: LayerNorm, partial rotary, parallel or sequential residual, GELU MLP.
+The families (``inform_jax.models.families``) map their Hugging Face configs onto these fields: ``llama``
+(Llama 2/3, Mistral, Qwen2, DeepSeek-LLM) and ``gpt_neox`` (Pythia).
 """
 
 from __future__ import annotations
@@ -14,19 +11,13 @@ from typing import Any
 
 import jax.numpy as jnp
 
-# Hugging Face model_type -> our family. Anything else is refused by name.
-SUPPORTED_MODEL_TYPES = {
-    "llama": "llama",
-    "mistral": "llama",
-    "qwen2": "llama",
-    "gpt_neox": "gpt_neox",
-}
+from inform_jax.models.families import BY_MODEL_TYPE, family_of
+from inform_jax.models.families.rules import UnsupportedModelError
+
+# Hugging Face model_type -> our family name (kept for callers that list what is supported).
+SUPPORTED_MODEL_TYPES = {t: family.NAME for t, family in BY_MODEL_TYPE.items()}
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
-
-
-class UnsupportedModelError(ValueError):
-    """The checkpoint's architecture or one of its options is not implemented."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +64,7 @@ class DecoderConfig:
     attention_impl: str = "jax"  # "jax" (jax.nn.dot_product_attention, fused where available) | "einsum"
 
     def __post_init__(self):
-        if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise UnsupportedModelError(
-                f"model_type {self.model_type!r} is not supported; supported: {sorted(SUPPORTED_MODEL_TYPES)}"
-            )
+        family_of(self.model_type)  # an unsupported model_type raises naming the supported ones
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.rope_type not in SUPPORTED_ROPE_TYPES:
@@ -92,7 +80,12 @@ class DecoderConfig:
 
     @property
     def family(self) -> str:
-        return SUPPORTED_MODEL_TYPES[self.model_type]
+        return family_of(self.model_type).NAME
+
+    @property
+    def family_module(self):
+        """The module of ``inform_jax.models.families`` that maps this architecture to Hugging Face's."""
+        return family_of(self.model_type)
 
     @property
     def resolved_head_dim(self) -> int:
@@ -146,40 +139,12 @@ class DecoderConfig:
             bos_token_id=getattr(hf_config, "bos_token_id", None),
             eos_token_id=_as_hashable(getattr(hf_config, "eos_token_id", None)),
         )
-        if model_type == "gpt_neox":
-            fields.update(
-                num_kv_heads=hf_config.num_attention_heads,
-                norm="layer",
-                norm_eps=hf_config.layer_norm_eps,
-                activation=hf_config.hidden_act,
-                gated_mlp=False,
-                qkv_bias=bool(getattr(hf_config, "attention_bias", True)),
-                o_bias=bool(getattr(hf_config, "attention_bias", True)),
-                mlp_bias=True,
-                parallel_residual=bool(hf_config.use_parallel_residual),
-            )
-        else:
-            attention_bias = bool(getattr(hf_config, "attention_bias", False))
-            fields.update(
-                num_kv_heads=getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads,
-                head_dim=getattr(hf_config, "head_dim", None),
-                norm="rms",
-                norm_eps=hf_config.rms_norm_eps,
-                activation=hf_config.hidden_act,
-                gated_mlp=True,
-                # Qwen2 has q/k/v bias and no o bias; Llama's attention_bias covers all four.
-                qkv_bias=True if model_type == "qwen2" else attention_bias,
-                o_bias=False if model_type == "qwen2" else attention_bias,
-                mlp_bias=bool(getattr(hf_config, "mlp_bias", False)),
-                sliding_windows=_sliding_windows(hf_config),
-            )
+        fields.update(family_of(model_type).config_fields(hf_config, model_type))
         fields.update(runtime)
         return cls(**fields)
 
     def to_hf(self):
         """A transformers config object that reproduces this architecture (for `save_pretrained`)."""
-        import transformers
-
         rope_parameters = {
             "rope_type": self.rope_type,
             "rope_theta": self.rope_theta,
@@ -199,55 +164,8 @@ class DecoderConfig:
             bos_token_id=self.bos_token_id,
             eos_token_id=list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
         )
-        if self.family == "gpt_neox":
-            if self.qkv_bias != self.o_bias or not self.mlp_bias:
-                raise UnsupportedModelError("GPT-NeoX configs have one attention_bias flag and MLP biases")
-            rope_parameters["partial_rotary_factor"] = self.partial_rotary_factor
-            return transformers.GPTNeoXConfig(
-                **common,
-                layer_norm_eps=self.norm_eps,
-                use_parallel_residual=self.parallel_residual,
-                attention_bias=self.qkv_bias,
-                rope_parameters=rope_parameters,
-            )
-        windows = {w for w in self.layer_windows if w}
-        kwargs = dict(
-            **common,
-            num_key_value_heads=self.num_kv_heads,
-            rms_norm_eps=self.norm_eps,
-            rope_parameters=rope_parameters,
-        )
-        if self.model_type == "qwen2":
-            kwargs.update(
-                use_sliding_window=bool(windows),
-                sliding_window=max(windows) if windows else None,
-                layer_types=["sliding_attention" if w else "full_attention" for w in self.layer_windows],
-            )
-            return transformers.Qwen2Config(**kwargs)
-        if self.model_type == "mistral":
-            return transformers.MistralConfig(
-                **kwargs, head_dim=self.resolved_head_dim, sliding_window=max(windows) if windows else None
-            )
-        if self.qkv_bias != self.o_bias:
-            raise UnsupportedModelError("Llama configs have one attention_bias flag for q, k, v and o")
-        return transformers.LlamaConfig(
-            **kwargs, head_dim=self.resolved_head_dim, attention_bias=self.qkv_bias, mlp_bias=self.mlp_bias
-        )
+        return self.family_module.to_hf(self, common, rope_parameters)
 
 
 def _as_hashable(value):
     return tuple(value) if isinstance(value, list) else value
-
-
-def _sliding_windows(hf_config) -> tuple[int, ...]:
-    """Per-layer attention windows as transformers applies them (0 = full attention)."""
-    window = getattr(hf_config, "sliding_window", None)
-    layer_types = getattr(hf_config, "layer_types", None)
-    n = hf_config.num_hidden_layers
-    if layer_types is not None:
-        if "sliding_attention" in layer_types and not window:
-            raise UnsupportedModelError("layer_types asks for sliding attention but sliding_window is unset")
-        return tuple(window if t == "sliding_attention" else 0 for t in layer_types)
-    if hf_config.model_type == "qwen2" and not getattr(hf_config, "use_sliding_window", False):
-        return ()
-    return (window,) * n if window else ()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +20,7 @@ from jax.sharding import Mesh
 
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.decoder import CausalLM
+from inform_jax.models.families.rules import Rules
 from inform_jax.models.safetensors_io import open_tensors, save_file
 from inform_jax.models.sharding import DEFAULT_RULES, variable_sharding
 
@@ -33,93 +32,14 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing a tensor, has a mis-shaped one, or cannot be read."""
 
 
-@dataclass(frozen=True)
-class TensorRule:
-    """How one of our parameters is read from (and written to) Hugging Face tensors.
-
-    `hf_names` are the HF tensor names (a format string with {prefix} and {i} for the layer);
-    `load` maps the HF arrays of one layer to our array; `save` maps our array back to HF arrays.
-    """
-
-    path: tuple[str, ...]
-    hf_names: tuple[str, ...]
-    load: Callable[..., np.ndarray]
-    save: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+def layer_rules(config: DecoderConfig) -> Rules:
+    """(our path inside a Block, rule) pairs of the config's family; HF names use {prefix} and {i}."""
+    return config.family_module.layer_rules(config)
 
 
-def _linear(name):
-    return TensorRule(("kernel",), (name,), lambda w: w.T, lambda k: (k.T,))
-
-
-def _vector(name):
-    return TensorRule((), (name,), lambda b: b, lambda b: (b,))
-
-
-def _neox_qkv_rules(config: DecoderConfig, base: str) -> list[tuple[tuple[str, ...], TensorRule]]:
-    """GPT-NeoX's fused query_key_value is laid out per head as [H, (q, k, v), head_dim] on the output axis."""
-    h, hd, d = config.num_heads, config.resolved_head_dim, config.hidden_size
-    rules = []
-    for j, proj in enumerate(("q", "k", "v")):
-
-        def load_w(w, j=j):
-            return w.reshape(h, 3, hd, d)[:, j].reshape(h * hd, d).T
-
-        def load_b(b, j=j):
-            return b.reshape(h, 3, hd)[:, j].reshape(h * hd)
-
-        rules.append(((proj,), TensorRule(("kernel",), (f"{base}.query_key_value.weight",), load_w, None)))
-        if config.qkv_bias:
-            rules.append(((proj,), TensorRule(("bias",), (f"{base}.query_key_value.bias",), load_b, None)))
-    return rules
-
-
-def layer_rules(config: DecoderConfig) -> list[tuple[tuple[str, ...], TensorRule]]:
-    """(our path inside a Block, rule) pairs; HF names use {prefix} and {i}."""
-    rules: list[tuple[tuple[str, ...], TensorRule]] = []
-
-    def linear(path, hf, bias):
-        rules.append((path, _linear(hf + ".weight")))
-        if bias:
-            rules.append((path, TensorRule(("bias",), (hf + ".bias",), lambda b: b, lambda b: (b,))))
-
-    if config.family == "gpt_neox":
-        base = "{prefix}layers.{i}"
-        for ours, theirs in (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")):
-            rules.append(((ours, "scale"), _vector(f"{base}.{theirs}.weight")))
-            rules.append(((ours, "bias"), _vector(f"{base}.{theirs}.bias")))
-        rules += [(("attn", *p), r) for p, r in _neox_qkv_rules(config, f"{base}.attention")]
-        linear(("attn", "o"), f"{base}.attention.dense", config.o_bias)
-        linear(("mlp", "up"), f"{base}.mlp.dense_h_to_4h", True)
-        linear(("mlp", "down"), f"{base}.mlp.dense_4h_to_h", True)
-        return rules
-    base = "{prefix}layers.{i}"
-    rules.append((("attn_norm", "scale"), _vector(f"{base}.input_layernorm.weight")))
-    rules.append((("mlp_norm", "scale"), _vector(f"{base}.post_attention_layernorm.weight")))
-    for proj in ("q", "k", "v"):
-        linear(("attn", proj), f"{base}.self_attn.{proj}_proj", config.qkv_bias)
-    linear(("attn", "o"), f"{base}.self_attn.o_proj", config.o_bias)
-    for proj in ("gate", "up", "down"):
-        linear(("mlp", proj), f"{base}.mlp.{proj}_proj", config.mlp_bias)
-    return rules
-
-
-def top_rules(config: DecoderConfig, lm_head: bool) -> list[tuple[tuple[str, ...], TensorRule]]:
-    if config.family == "gpt_neox":
-        rules = [
-            (("embed", "embedding"), _vector("{prefix}embed_in.weight")),
-            (("final_norm", "scale"), _vector("{prefix}final_layer_norm.weight")),
-            (("final_norm", "bias"), _vector("{prefix}final_layer_norm.bias")),
-        ]
-        head = "embed_out.weight"
-    else:
-        rules = [
-            (("embed", "embedding"), _vector("{prefix}embed_tokens.weight")),
-            (("final_norm", "scale"), _vector("{prefix}norm.weight")),
-        ]
-        head = "lm_head.weight"
-    if lm_head and not config.tie_word_embeddings:
-        rules.append((("lm_head",), _linear(head)))
-    return rules
+def top_rules(config: DecoderConfig, lm_head: bool) -> Rules:
+    """(our path, rule) pairs of the embedding, final norm and LM head of the config's family."""
+    return config.family_module.top_rules(config, lm_head)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -145,9 +65,10 @@ def open_checkpoint(path: str) -> dict[str, np.ndarray]:
 
 
 def _detect_prefix(config: DecoderConfig, names) -> str:
-    """'model.' / 'gpt_neox.' for *ForCausalLM (and *ForSequenceClassification) checkpoints, '' for bare models."""
-    embed = "embed_in.weight" if config.family == "gpt_neox" else "embed_tokens.weight"
-    for prefix in ("model.", "gpt_neox.", ""):
+    """The family's base-model prefix ('model.', 'gpt_neox.') for *ForCausalLM (and *ForSequenceClassification)
+    checkpoints, '' for bare models."""
+    embed = config.family_module.EMBED_TENSOR
+    for prefix in (config.family_module.HF_PREFIX, ""):
         if prefix + embed in names:
             return prefix
     raise CheckpointError(f"no embedding tensor (*{embed}) found; tensors start with {sorted(names)[:5]}")
@@ -263,22 +184,11 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def _fuse_neox_qkv(config, q, k, v):
-    """Inverse of the per-head split: ([D, H*hd] kernels or [H*hd] biases) -> HF fused layout."""
-    h, hd = config.num_heads, config.resolved_head_dim
-    if q.ndim == 2:
-        d = q.shape[0]
-        parts = [p.T.reshape(h, 1, hd, d) for p in (q, k, v)]
-        return np.concatenate(parts, axis=1).reshape(3 * h * hd, d)
-    parts = [p.reshape(h, 1, hd) for p in (q, k, v)]
-    return np.concatenate(parts, axis=1).reshape(3 * h * hd)
-
-
 def hf_state_dict(model: CausalLM) -> dict[str, np.ndarray]:
     """Our parameters as Hugging Face *ForCausalLM tensors (host NumPy arrays)."""
     config = model.config
     flat = {k: _to_host(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-    prefix = "gpt_neox." if config.family == "gpt_neox" else "model."
+    prefix = config.family_module.HF_PREFIX
     out = {}
     for path, rule in top_rules(config, model.lm_head is not None):
         (out[rule.hf_names[0].format(prefix=prefix)],) = rule.save(flat[path + rule.path])
@@ -287,15 +197,16 @@ def hf_state_dict(model: CausalLM) -> dict[str, np.ndarray]:
         def get(path, i=i):
             return flat[("layers", *path)][i] if config.scan_layers else flat[("layers", i, *path)]
 
-        fused: dict[str, list] = {}
+        fused: dict[str, tuple] = {}
         for path, rule in layer_rules(config):
             name = rule.hf_names[0].format(prefix=prefix, i=i)
-            if rule.save is None:  # GPT-NeoX q/k/v, fused below
-                fused.setdefault(name, []).append(get(path + rule.path))
+            if rule.save is None:  # one HF tensor made of several of ours (GPT-NeoX q/k/v): fused below
+                fuse, parts = fused.get(name, (rule.fuse, []))
+                fused[name] = (fuse, [*parts, get(path + rule.path)])
                 continue
             (out[name],) = rule.save(get(path + rule.path))
-        for name, (q, k, v) in fused.items():
-            out[name] = _fuse_neox_qkv(config, q, k, v)
+        for name, (fuse, parts) in fused.items():
+            out[name] = fuse(config, *parts)
     return out
 
 
@@ -306,12 +217,7 @@ def save_pretrained(model: CausalLM, path: str, *, max_shard_bytes: int = 5 * 2*
         return
     os.makedirs(path, exist_ok=True)
     hf_config = model.config.to_hf()
-    family_class = {
-        "gpt_neox": "GPTNeoXForCausalLM",
-        "llama": "LlamaForCausalLM",
-        "mistral": "MistralForCausalLM",
-    }
-    hf_config.architectures = [family_class.get(model.config.model_type, "Qwen2ForCausalLM")]
+    hf_config.architectures = [model.config.family_module.CAUSAL_LM_CLASSES[model.config.model_type]]
     hf_config.dtype = str(jnp.dtype(model.config.param_dtype))
     hf_config.save_pretrained(path)
     shards: list[dict[str, np.ndarray]] = [{}]

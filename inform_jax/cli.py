@@ -84,70 +84,24 @@ def _ppo(args: argparse.Namespace) -> int:
     import os
 
     import jax
-    import numpy as np
 
-    from inform_jax.data.preference import load_prompts
-    from inform_jax.data.tokenize import tokenize_prompts
-    from inform_jax.data.tokenizer import load_tokenizer
-    from inform_jax.models import from_pretrained, save_pretrained
-    from inform_jax.models.reward_model import load_reward_model
-    from inform_jax.train.backbone import runtime_options
+    from inform_jax.models import save_pretrained
     from inform_jax.train.config import load_config
+    from inform_jax.train.ppo.build import build_ppo
     from inform_jax.train.ppo.config import PPOConfig
-    from inform_jax.train.ppo.trainer import PPOTrainer, ValueModel, callable_score_fn, reward_model_score_fn
 
     config = load_config(args.config, list(args.set or []), cls=PPOConfig)
     if args.distributed:
         jax.distributed.initialize()
     if not config.policy.path or not config.data.prompts:
         raise SystemExit("policy.path (the SFT model folder) and data.prompts are required")
-    tokenizer = load_tokenizer(config.data.tokenizer or config.policy.path)
-    texts, report = load_prompts(config.data.prompts, tokenizer=tokenizer)
-    print(report)
-    prompts, truncation = tokenize_prompts(texts, tokenizer, config.data.max_prompt_length)
-    print(truncation)
-    policy = from_pretrained(config.policy.path, **runtime_options(config.policy))
-    world = None
-    if config.reward.kind == "gold" or os.path.exists(os.path.join(os.path.dirname(config.data.prompts), "world.json")):
-        from inform_jax.world.world import SyntheticWorld
-
-        world = SyntheticWorld()  # the synthetic world's files: its gold reward is logged (or optimized)
-    gold_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).gold)
-    if config.reward.gold_path:  # simulated RLHF: a gold reward model's score of each rollout is logged
-        from inform_jax.eval.judges import RewardModelJudge
-        from inform_jax.train.ppo.gold import text_gold_fn
-
-        judge = RewardModelJudge(config.reward.gold_path, log=lambda line: print(f"gold reward model: {line}"))
-        gold_fn = text_gold_fn(judge.scores, tokenizer)
-    hacked_fn = None if world is None else (lambda *a, s=world.id_scorer(): s(*a).hacked)
-    critic = None
-    reward_params = None
-    if config.reward.kind == "gold":
-        if world is None:
-            raise SystemExit("reward.kind=gold needs the synthetic world's prompt files")
-        score_fn = callable_score_fn(gold_fn)
-    elif config.reward.kind == "model":
-        if not config.reward.path:
-            raise SystemExit("reward.path (a reward model folder from train-rm) is required")
-        reward_model = load_reward_model(config.reward.path, **runtime_options(config.policy))
-        from flax import nnx
-
-        reward_graph, reward_params = nnx.split(reward_model)
-        score_fn = reward_model_score_fn(reward_graph)
-        if config.ppo.critic_init == "reward_model":
-            backbone = reward_model.backbone if hasattr(reward_model, "backbone") else reward_model.member(0).backbone
-            critic = ValueModel(nnx.clone(backbone), rngs=nnx.Rngs(config.train.seed))
-    else:
-        raise SystemExit(f"reward.kind must be 'model' or 'gold', got {config.reward.kind!r}")
-    trainer = PPOTrainer(
-        config, {k: np.asarray(v) for k, v in prompts.items()}, policy, score_fn=score_fn,
-        reward_params=reward_params, critic=critic, gold_fn=gold_fn, hacked_fn=hacked_fn,
-        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id or 0,
-    )  # fmt: skip
+    if config.reward.kind == "model" and not config.reward.path:
+        raise SystemExit("reward.path (a reward model folder from train-rm) is required")
+    trainer = build_ppo(config)
     final = trainer.fit()
     out = os.path.join(config.train.output_dir, "final")
     save_pretrained(final, out)
-    tokenizer.save_pretrained(out)
+    trainer.tokenizer.save_pretrained(out)
     print(f"policy saved to {out}")
     return 0
 
@@ -334,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
         "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
         "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
-        "latents), and CSI / MOP detection every detect.every iterations. See experiments/ppo/ for configs; keys: "
+        "latents), and CSI / MOP detection every detect.every iterations; reward.gold=world logs the synthetic world's "
+        "gold reward beside the proxy. See experiments/ppo/ for configs; keys: "
         "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
         "(inform_jax/train/ppo/config.py documents each).",
     )

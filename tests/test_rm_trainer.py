@@ -7,8 +7,9 @@ import pytest
 from inform_jax.models import make_mesh
 from inform_jax.models.reward_model import load_reward_model
 from inform_jax.train.config import config_from_dict
+from inform_jax.train.loop import TrainingDivergedError
 from inform_jax.train.metrics_log import read_metrics
-from inform_jax.train.rm.trainer import RewardModelTrainer, TrainingDivergedError
+from inform_jax.train.rm.trainer import RewardModelTrainer
 
 VOCAB, LENGTH = 40, 12
 TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)

@@ -23,7 +23,7 @@ from inform_jax.train.backbone import section_config
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.optim import adamw
 from inform_jax.train.ppo.config import PPOConfig
-from inform_jax.train.ppo.trainer import ValueModel, make_ppo_update, ppo_optimizers
+from inform_jax.train.ppo.trainer import Rollout, ValueModel, make_ppo_update, ppo_optimizers
 from inform_jax.train.rm.step import make_train_step, optimizer_shardings
 from inform_jax.train.rm.trainer import build_reward_model
 
@@ -152,12 +152,10 @@ def plan_ppo_update(
     )
     rows = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
     length = prompt_len + response_len
-    batch = {
-        k: jax.ShapeDtypeStruct((minibatch, length), jnp.int32, sharding=rows) for k in ("sequences", "sequence_mask")
-    }
-    batch["response_mask"] = jax.ShapeDtypeStruct((minibatch, response_len), jnp.int32, sharding=rows)
-    for k in ("old_logprobs", "old_values", "advantages", "returns"):
-        batch[k] = jax.ShapeDtypeStruct((minibatch, response_len), jnp.float32, sharding=rows)
+    tokens = jax.ShapeDtypeStruct((minibatch, length), jnp.int32, sharding=rows)
+    actions = jax.ShapeDtypeStruct((minibatch, response_len), jnp.int32, sharding=rows)
+    values = jax.ShapeDtypeStruct((minibatch, response_len), jnp.float32, sharding=rows)
+    batch = Rollout(tokens, tokens, actions, values, values, values, values)
     with jax.set_mesh(mesh):
         compiled = step.lower(actor, critic, actor_opt, critic_opt, batch).compile()
     return memory_report(compiled, devices, mesh, arch.num_layers, actor, critic)

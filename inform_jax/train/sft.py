@@ -14,6 +14,7 @@ from flax import nnx
 
 from inform_jax.models import CausalLM
 from inform_jax.train.batches import batch_indices, take
+from inform_jax.train.loop import LoopSettings, fit_loop
 
 
 def response_nll(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> jax.Array:
@@ -36,7 +37,10 @@ def train_sft(
     seed: int = 0,
     log=None,
 ) -> list[float]:
-    """Train `model` in place on `input_ids`, `attention_mask`, `loss_mask` [N, T]; returns per-step losses."""
+    """Train `model` in place on `input_ids`, `attention_mask`, `loss_mask` [N, T]; returns per-step losses.
+
+    Runs the trainers' fit loop (no checkpoints: the SFT policies here train in seconds); a non-finite loss at a
+    logged step (every steps / 5) stops with TrainingDivergedError."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(int(warmup_ratio * steps), 1), steps, lr * 0.1)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=0.0))
     graphdef, params = nnx.split(model)
@@ -54,11 +58,20 @@ def train_sft(
 
     n = len(arrays["input_ids"])
     losses = []
-    for s in range(steps):
+    state = {"params": params, "opt_state": opt_state}
+
+    def one_step(s: int) -> dict:
         batch = take(arrays, batch_indices(n, batch_size, s, seed))
-        params, opt_state, loss = step(params, opt_state, batch)
+        state["params"], state["opt_state"], loss = step(state["params"], state["opt_state"], batch)
         losses.append(loss)
-        if log is not None and (s + 1) % max(steps // 5, 1) == 0:
-            log(f"sft step {s + 1}/{steps}: loss {float(loss):.4f}")
-    nnx.update(model, params)
+        return {"loss": loss}
+
+    def report(done: int, metrics: dict) -> None:
+        if log is not None and done % log_every == 0:
+            log(f"sft step {done}/{steps}: loss {float(metrics['loss']):.4f}")
+
+    log_every = max(steps // 5, 1)
+    settings = LoopSettings(total=steps, log_every=log_every, save_every=None, progress=False, label="sft")
+    fit_loop(settings, 0, one_step, after_log=report)
+    nnx.update(model, state["params"])
     return [float(x) for x in jax.device_get(losses)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from inform_jax.losses import ENERGY_SITES, KL_ESTIMATORS
 from inform_jax.train.config import MeshSection, ModelSection
 
 
@@ -17,6 +18,7 @@ from inform_jax.train.config import MeshSection, ModelSection
 class RewardSection:
     kind: str = "model"  # "model": a reward-model folder | "gold": the synthetic world's gold reward
     path: str | None = None  # reward model folder (save_reward_model output)
+    gold: str | None = None  # "world": log the synthetic world's gold reward and hacked flag beside the proxy
     gold_path: str | None = None  # a gold reward model folder scored on decoded text and logged as gold_reward
     clip: float | None = 5.0  # clamp of the final sequence reward (after penalties)
 
@@ -128,6 +130,14 @@ class PPOConfig:
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def __post_init__(self):
+        if self.reward.kind not in ("model", "gold"):
+            raise ValueError(f"reward.kind must be 'model' or 'gold', got {self.reward.kind!r}")
+        if self.reward.gold not in (None, "world"):
+            raise ValueError(f"reward.gold must be null or 'world' (the synthetic world's), got {self.reward.gold!r}")
+        if self.kl.estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl.estimator must be one of {KL_ESTIMATORS}, got {self.kl.estimator!r}")
+        if self.energy.site not in ENERGY_SITES:
+            raise ValueError(f"energy.site must be one of {ENERGY_SITES}, got {self.energy.site!r}")
         if self.rollout.batch_size % self.ppo.minibatches:
             raise ValueError("rollout.batch_size must be a multiple of ppo.minibatches")
         if self.energy.sft_energy not in ("cached", "regenerate"):

@@ -19,7 +19,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,8 @@ from inform_jax.models.reward_model import EnsembleRewardModel
 from inform_jax.models.sampler import generate
 from inform_jax.models.sharding import BATCH_AXES, constrain_batch
 from inform_jax.train.batches import batch_indices, take
-from inform_jax.train.metrics_log import MetricsLog, progress
+from inform_jax.train.loop import LoopSettings, fit_loop
+from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.detect import TrainingDetector
 from inform_jax.train.rm.step import optimizer_shardings
@@ -105,6 +106,38 @@ def _split_score(out) -> tuple[jax.Array, jax.Array | None]:
     return tuple(out) if isinstance(out, tuple) else (out, None)
 
 
+class PPOState(NamedTuple):
+    """Everything a PPO run carries from one iteration to the next; a checkpoint is this state.
+
+    actor, critic: parameter pytrees; actor_opt, critic_opt: their optimizer states; kl_coef: [] float32, the
+    per-token KL coefficient (adapted when kl.adaptive); score_std: [] float32, the running std of the proxy scores
+    (the length penalty's scale). All global arrays on the trainer's mesh (the scalars replicated).
+    """
+
+    actor: Any
+    critic: Any
+    actor_opt: Any
+    critic_opt: Any
+    kl_coef: jax.Array
+    score_std: jax.Array
+
+
+class Rollout(NamedTuple):
+    """One iteration's experience, as the clipped updates read it. B rollouts, P prompt and N response tokens.
+
+    sequences, sequence_mask: [B, P + N] prompt and response; response_mask: [B, N] the response's action tokens;
+    old_logprobs, old_values, advantages, returns: [B, N] float32.
+    """
+
+    sequences: jax.Array
+    sequence_mask: jax.Array
+    response_mask: jax.Array
+    old_logprobs: jax.Array
+    old_values: jax.Array
+    advantages: jax.Array
+    returns: jax.Array
+
+
 class Scored(NamedTuple):
     """One jitted pass over a rollout: everything the rewards, advantages and logs need. [B, N] unless noted."""
 
@@ -137,23 +170,22 @@ def ppo_optimizers(config: PPOConfig) -> tuple[optax.GradientTransformation, opt
 def make_ppo_update(config: PPOConfig, actor_graph, critic_graph, prompt_len: int, actor_tx, critic_tx):
     """update(actor_params, critic_params, actor_opt, critic_opt, minibatch) -> (the four, updated; metrics).
 
-    One clipped policy-and-value step on a minibatch of M rollouts: `sequences`, `sequence_mask` [M, P + N];
-    `response_mask`, `old_logprobs`, `old_values`, `advantages`, `returns` [M, N]. Not jitted: the trainer jits
+    One clipped policy-and-value step on a :class:`Rollout` minibatch of M rollouts. Not jitted: the trainer jits
     it with donated buffers, and the planner compiles it ahead of time for a TPU topology.
     """
     p = config.ppo
 
     def update(actor_params, critic_params, actor_opt, critic_opt, batch):
-        mask = batch["response_mask"]
+        mask = batch.response_mask
 
         def loss_fn(params):
             actor_params, critic_params = params
-            out = nnx.merge(actor_graph, actor_params)(batch["sequences"], batch["sequence_mask"])
-            logprobs = _response_logprobs(out.logits, batch["sequences"], prompt_len)
-            pg, aux = policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask, p.clip)
+            out = nnx.merge(actor_graph, actor_params)(batch.sequences, batch.sequence_mask)
+            logprobs = _response_logprobs(out.logits, batch.sequences, prompt_len)
+            pg, aux = policy_loss(logprobs, batch.old_logprobs, batch.advantages, mask, p.clip)
             ent = entropy(out.logits[:, prompt_len - 1 : -1], mask)
-            values = nnx.merge(critic_graph, critic_params)(batch["sequences"], batch["sequence_mask"])
-            vf = value_loss(values[:, prompt_len - 1 : -1], batch["old_values"], batch["returns"], mask, p.value_clip)
+            values = nnx.merge(critic_graph, critic_params)(batch.sequences, batch.sequence_mask)
+            vf = value_loss(values[:, prompt_len - 1 : -1], batch.old_values, batch.returns, mask, p.value_clip)
             return pg - p.entropy_coef * ent + vf, {"policy_loss": pg, "value_loss": vf, "entropy": ent, **aux}
 
         (_, metrics), (actor_grads, critic_grads) = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -171,8 +203,8 @@ def make_ppo_update(config: PPOConfig, actor_graph, critic_graph, prompt_len: in
 def ppo_epochs(update):
     """update_all(actor_params, critic_params, actor_opt, critic_opt, batch, order) -> (the four; metrics [S]).
 
-    Runs `update` over S = epochs x minibatches minibatches in one program (a `lax.scan`): batch holds the
-    rollout's [B, ...] arrays, order [S, M] the rows of each minibatch. One dispatch per PPO iteration instead
+    Runs `update` over S = epochs x minibatches minibatches in one program (a `lax.scan`): batch is the
+    :class:`Rollout` of [B, ...] arrays, order [S, M] the rows of each minibatch. One dispatch per PPO iteration instead
     of a gather, a transfer and an update call per minibatch (on the lab's small models that overhead was a
     third of the update time).
     """
@@ -227,18 +259,23 @@ class PPOTrainer:
             backbone.lm_head = None
             critic = ValueModel(backbone, rngs=nnx.Rngs(config.train.seed))
         critic = shard_module(critic, self.mesh, copy=True)
-        self.actor_graph, self.actor_params = nnx.split(actor)
+        self.actor_graph, actor_params = nnx.split(actor)
         self.ref_graph, self.ref_params = nnx.split(reference)
-        self.critic_graph, self.critic_params = nnx.split(critic)
+        self.critic_graph, critic_params = nnx.split(critic)
         self.reward_params = reward_params
         self.actor_tx, self.critic_tx = ppo_optimizers(config)
-        # Initialized on the mesh with the shardings the update returns (moments like their parameters, step
-        # counts replicated): an optimizer state the jitted update sees with other shardings on its second call
-        # than on its first would compile the update twice.
-        self.actor_opt = self._init_optimizer(self.actor_tx, self.actor_params)
-        self.critic_opt = self._init_optimizer(self.critic_tx, self.critic_params)
-        self.kl_coef = float(config.kl.coef)
-        self.score_std = 1.0  # running std of proxy scores, for the LP baseline
+        # Optimizer states are initialized on the mesh with the shardings the update returns (moments like their
+        # parameters, step counts replicated): an optimizer state the jitted update sees with other shardings on its
+        # second call than on its first would compile the update twice.
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.state = PPOState(
+            actor=actor_params,
+            critic=critic_params,
+            actor_opt=self._init_optimizer(self.actor_tx, actor_params),
+            critic_opt=self._init_optimizer(self.critic_tx, critic_params),
+            kl_coef=jax.device_put(jnp.float32(config.kl.coef), replicated),
+            score_std=jax.device_put(jnp.float32(1.0), replicated),
+        )
         self.iteration = 0
         self.sft_energy: np.ndarray | None = None
         self.ibl_reference: GaussianReference | None = None
@@ -286,8 +323,11 @@ class PPOTrainer:
         )
 
     def _advantages_impl(self, scored: Scored, mask, sft_energy, ibl_reference, kl_coef, score_std):
-        """The shaped reward (:func:`inform_jax.losses.shape_rewards`), GAE and whitening; one jit."""
+        """The shaped reward (:func:`inform_jax.losses.shape_rewards`), GAE and whitening, and the next KL coefficient
+        and score std; one jit. Returns (shaped, advantages, returns, kl_coef, score_std)."""
         c = self.config
+        if c.length_penalty.enabled:  # the running std, updated before this rollout's rewards use it
+            score_std = 0.9 * score_std + 0.1 * jnp.std(scored.score)
         shaped = shape_rewards(
             scored.score, scored.logprobs, scored.ref_logprobs, mask, kl_coef=kl_coef, kl_estimator=c.kl.estimator,
             clip=c.reward.clip, length_sigma=score_std if c.length_penalty.enabled else None,
@@ -298,7 +338,13 @@ class PPOTrainer:
         advantages, returns = ppo_advantages(
             shaped.token_rewards, scored.values, mask, c.ppo.gamma, c.ppo.lam, c.ppo.whiten_advantages
         )
-        return shaped, advantages, returns
+        # The adaptive controller reads the configured estimator's KL, the one logged as "kl"; the new coefficient
+        # applies from the next iteration.
+        if c.kl.adaptive:
+            kl_coef = adaptive_kl_coef(
+                kl_coef, jnp.mean(shaped.sequence_kl), c.kl.target, c.kl.horizon, c.rollout.batch_size
+            )
+        return shaped, advantages, returns, kl_coef, score_std
 
     def _init_optimizer(self, tx: optax.GradientTransformation, params):
         shardings = optimizer_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), self.mesh)
@@ -423,35 +469,30 @@ class PPOTrainer:
         idx = batch_indices(self.num_prompts, c.rollout.batch_size, iteration, c.train.seed)
         prompts = self._shard(take(self.prompts, idx))
         key = jax.random.fold_in(jax.random.key(c.train.seed), iteration)
-        gen = self._generate(self.actor_graph, self.actor_params, prompts["input_ids"], prompts["attention_mask"], key)
+        state = self.state
+        gen = self._generate(self.actor_graph, state.actor, prompts["input_ids"], prompts["attention_mask"], key)
         jax.block_until_ready(gen.tokens)
         timings["rollout_s"] = time.perf_counter() - start
         start = time.perf_counter()
         with jax.set_mesh(self.mesh):
             scored = self._score(
-                self.actor_params, self.ref_params, self.critic_params, self.reward_params, gen.sequences,
-                gen.sequence_mask,
+                state.actor, self.ref_params, state.critic, self.reward_params, gen.sequences, gen.sequence_mask,
             )  # fmt: skip
         mask = gen.mask
-        if c.length_penalty.enabled:
-            self.score_std = 0.9 * self.score_std + 0.1 * float(jnp.std(scored.score))
         sft_energy = jnp.zeros_like(scored.score)
         if c.energy.eta > 0:
             if c.energy.sft_energy == "cached":
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
                 sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"], key)
-        shaped, advantages, returns = self._advantages(
-            scored, mask, sft_energy, self.ibl_reference, jnp.float32(self.kl_coef), jnp.float32(self.score_std)
+        shaped, advantages, returns, kl_coef, score_std = self._advantages(
+            scored, mask, sft_energy, self.ibl_reference, state.kl_coef, state.score_std
         )
         lengths = jnp.sum(mask, axis=1)
         jax.block_until_ready(advantages)
         timings["scoring_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        batch = {
-            "sequences": gen.sequences, "sequence_mask": gen.sequence_mask, "response_mask": mask,
-            "old_logprobs": scored.logprobs, "old_values": scored.values, "advantages": advantages, "returns": returns,
-        }  # fmt: skip
+        batch = Rollout(gen.sequences, gen.sequence_mask, mask, scored.logprobs, scored.values, advantages, returns)
         # Each epoch visits the rollouts in a fresh order, cut into minibatches: [epochs * minibatches, size].
         size = c.rollout.batch_size // c.ppo.minibatches
         order = np.concatenate([
@@ -459,21 +500,16 @@ class PPOTrainer:
             for epoch in range(c.ppo.epochs)
         ]).reshape(-1, size)  # fmt: skip
         with jax.set_mesh(self.mesh):
-            self.actor_params, self.critic_params, self.actor_opt, self.critic_opt, update_metrics = self._update(
-                self.actor_params, self.critic_params, self.actor_opt, self.critic_opt, batch, jnp.asarray(order)
+            *trained, update_metrics = self._update(
+                state.actor, state.critic, state.actor_opt, state.critic_opt, batch, jnp.asarray(order)
             )
-        jax.block_until_ready(self.actor_params)
+        self.state = PPOState(*trained, kl_coef=kl_coef, score_std=score_std)
+        jax.block_until_ready(self.state.actor)
         timings["update_s"] = time.perf_counter() - start
-        # The logged and the adaptively controlled KL are the configured estimator's, summed over each response.
-        sequence_kl = shaped.sequence_kl
-        if c.kl.adaptive:
-            self.kl_coef = float(
-                adaptive_kl_coef(self.kl_coef, jnp.mean(sequence_kl), c.kl.target, c.kl.horizon, c.rollout.batch_size)
-            )
         metrics = {
             "proxy_reward": jnp.mean(scored.score),
-            "kl": jnp.mean(sequence_kl),
-            "kl_coef": self.kl_coef,
+            "kl": jnp.mean(shaped.sequence_kl),  # the configured estimator, summed over each response
+            "kl_coef": kl_coef,
             "response_length": jnp.mean(lengths),
             "final_layer_energy": jnp.mean(scored.energy),
             "energy_penalty": jnp.mean(shaped.energy_penalty),
@@ -500,28 +536,25 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ the loop
 
-    def _state(self) -> dict:
-        return {
-            "actor": self.actor_params,
-            "critic": self.critic_params,
-            "actor_opt": self.actor_opt,
-            "critic_opt": self.critic_opt,
-            "scalars": jnp.asarray([self.kl_coef, self.score_std], jnp.float32),
-        }
-
     def _restore(self) -> None:
         latest = self.checkpoints.latest_step()
         if latest is None:
             return
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self._state())
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state._asdict())
         restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
-        self.actor_params, self.critic_params = restored["actor"], restored["critic"]
-        self.actor_opt, self.critic_opt = restored["actor_opt"], restored["critic_opt"]
-        self.kl_coef, self.score_std = (float(x) for x in np.asarray(restored["scalars"]))
+        self.state = PPOState(**restored)
         self.iteration = latest
 
+    def _save(self, iteration: int) -> None:
+        self.checkpoints.save(iteration, args=ocp.args.StandardSave(self.state._asdict()))
+
+    # The state's parts by name (read-only views of ``self.state``).
+    actor_params = property(lambda self: self.state.actor)
+    critic_params = property(lambda self: self.state.critic)
+    kl_coef = property(lambda self: float(self.state.kl_coef))
+
     def policy(self) -> CausalLM:
-        return nnx.merge(self.actor_graph, self.actor_params)
+        return nnx.merge(self.actor_graph, self.state.actor)
 
     def fit(self, *, stop_after: int | None = None) -> CausalLM:
         """Run to `train.iterations` (resuming from the latest checkpoint); returns the trained policy."""
@@ -544,33 +577,35 @@ class PPOTrainer:
                     "ibl.covariance=ledoit_wolf, a larger ibl.ridge, or more prompts than latent dimensions"
                 )
         log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.iteration > 0)
-        bar = progress(t.iterations, self.iteration, t.progress, "ppo" if self.config.energy.eta == 0 else "eppo")
-        done_here = 0
+        settings = LoopSettings(
+            total=t.iterations, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
+            label="ppo" if self.config.energy.eta == 0 else "eppo", counter="iteration", watch=("policy_loss",),
+            sync_every_step=True,
+        )  # fmt: skip
+        rollouts = {}
+
+        def step(i: int) -> dict:
+            metrics, rollouts["last"] = self.iteration_step(i)
+            self.iteration = i + 1
+            return metrics
+
+        def detect(done: int, metrics: dict) -> dict:
+            if self.detector is not None and done % self.config.detect.every == 0:
+                metrics = {**metrics, **self.detector(done)}
+            return metrics
+
+        def run_callbacks(done: int, metrics: dict) -> None:
+            for every, callback in self.callbacks:
+                if done % every == 0:
+                    callback(self, done, rollouts["last"], metrics)
+
         try:
-            while self.iteration < t.iterations:
-                metrics, rollout = self.iteration_step(self.iteration)
-                self.iteration += 1
-                done_here += 1
-                bar.update(1)
-                if not np.isfinite(metrics["policy_loss"]):
-                    raise RuntimeError(
-                        f"non-finite policy loss at iteration {self.iteration}; "
-                        f"last good checkpoint: {self.checkpoints.latest_step()}"
-                    )
-                if self.detector is not None and self.iteration % self.config.detect.every == 0:
-                    metrics.update(self.detector(self.iteration))
-                if self.iteration % t.log_every == 0:
-                    log.write({"iteration": self.iteration, **metrics})
-                    bar.set_postfix(reward=f"{metrics['proxy_reward']:.3f}", kl=f"{metrics['kl']:.2f}")
-                for every, callback in self.callbacks:
-                    if self.iteration % every == 0:
-                        callback(self, self.iteration, rollout, metrics)
-                if self.iteration % t.save_every == 0 or self.iteration == t.iterations:
-                    self.checkpoints.save(self.iteration, args=ocp.args.StandardSave(self._state()))
-                if stop_after is not None and done_here >= stop_after:
-                    break
+            fit_loop(
+                settings, self.iteration, step, log=log, save=self._save, before_log=detect, after_log=run_callbacks,
+                latest_checkpoint=self.checkpoints.latest_step, stop_after=stop_after,
+                postfix=lambda m: {"reward": f"{m['proxy_reward']:.3f}", "kl": f"{m['kl']:.2f}"},
+            )  # fmt: skip
         finally:
-            bar.close()
             log.close()
         self.checkpoints.wait_until_finished()
         return self.policy()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from collections.abc import Callable
 
 import jax
@@ -38,7 +37,8 @@ from inform_jax.models.sharding import BATCH_AXES
 from inform_jax.train.backbone import build_backbone
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
-from inform_jax.train.metrics_log import MetricsLog, progress
+from inform_jax.train.loop import LoopSettings, fit_loop
+from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.optim import adamw
 from inform_jax.train.rm.data import prepare_pairs
 from inform_jax.train.rm.objective import evaluate_pairs
@@ -51,10 +51,6 @@ ARRAY_KEYS = (
     "rejected_attention_mask",
     "response_lengths",
 )
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 Callback = tuple[int, Callable[["RewardModelTrainer", int], None]]
@@ -203,18 +199,9 @@ class RewardModelTrainer:
         self.pair_weights = np.asarray(restored["pair_weights"])
         self.step = latest
 
-    def _check_finite(self, loss) -> None:
-        """Stop on a NaN / infinite loss; the checkpoints on disk are all from finite steps."""
-        if not np.isfinite(float(loss)):
-            raise TrainingDivergedError(
-                f"loss is {float(loss)} at step {self.step}; "
-                f"last good checkpoint: step {self.checkpoints.latest_step()}"
-            )
-
-    def _save(self, metrics: dict) -> None:
-        self._check_finite(metrics["loss"])
+    def _save(self, step: int) -> None:
         state = {"params": self.params, "opt_state": self.opt_state, "pair_weights": jnp.asarray(self.pair_weights)}
-        self.checkpoints.save(self.step, args=ocp.args.StandardSave(state))
+        self.checkpoints.save(step, args=ocp.args.StandardSave(state))
 
     def fit(self, *, stop_after: int | None = None) -> RewardModel | EnsembleRewardModel:
         """Train to `total_steps` (resuming from the latest checkpoint) and export to output_dir/final.
@@ -227,40 +214,38 @@ class RewardModelTrainer:
             yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
         self._restore()
         log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.step > 0)
-        bar = progress(self.total_steps, self.step, t.progress, f"train-rm {self.config.method}")
-        steps_this_call = 0
-        metrics = None
-        start = time.perf_counter()
+        settings = LoopSettings(
+            total=self.total_steps, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
+            label=f"train-rm {self.config.method}", counter="step", watch=("loss",),
+        )  # fmt: skip
+
+        def step(i: int) -> dict:
+            batch = self.train_batch(i)
+            with jax.set_mesh(self.mesh):
+                self.params, self.opt_state, metrics = self._train_step(
+                    self.params, self.opt_state, batch, jnp.asarray(i, jnp.int32)
+                )
+            self.step = i + 1
+            return metrics
+
+        def callbacks_and_eval(done: int, metrics: dict) -> None:
+            for every, callback in self.callbacks:
+                if done % every == 0:
+                    callback(self, done)
+            if self.eval_arrays is not None and (done % t.eval_every == 0 or done == self.total_steps):
+                log.write({"step": done, "split": "eval", **self.evaluate()})
+
         try:
-            while self.step < self.total_steps:
-                batch = self.train_batch(self.step)
-                with jax.set_mesh(self.mesh):
-                    self.params, self.opt_state, metrics = self._train_step(
-                        self.params, self.opt_state, batch, jnp.asarray(self.step, jnp.int32)
-                    )
-                self.step += 1
-                steps_this_call += 1
-                bar.update(1)
-                if self.step % t.log_every == 0 or self.step == self.total_steps:
-                    record = jax.device_get(metrics)
-                    self._check_finite(record["loss"])
-                    elapsed = time.perf_counter() - start
-                    log.write({"step": self.step, "split": "train", **record, "seconds": elapsed})
-                    bar.set_postfix(loss=f"{float(record['loss']):.4f}", acc=f"{float(record['accuracy']):.3f}")
-                for every, callback in self.callbacks:
-                    if self.step % every == 0:
-                        callback(self, self.step)
-                if self.eval_arrays is not None and (self.step % t.eval_every == 0 or self.step == self.total_steps):
-                    log.write({"step": self.step, "split": "eval", **self.evaluate()})
-                if self.step % t.save_every == 0 or self.step == self.total_steps:
-                    self._save(metrics)
-                if stop_after is not None and steps_this_call >= stop_after:
-                    self.checkpoints.wait_until_finished()
-                    return self.current_model()
+            fit_loop(
+                settings, self.step, step, log=log, record={"split": "train"}, save=self._save,
+                latest_checkpoint=self.checkpoints.latest_step, after_log=callbacks_and_eval, stop_after=stop_after,
+                postfix=lambda m: {"loss": f"{float(m['loss']):.4f}", "acc": f"{float(m['accuracy']):.3f}"},
+            )  # fmt: skip
         finally:
-            bar.close()
             log.close()
         self.checkpoints.wait_until_finished()
+        if self.step < self.total_steps:  # stopped by stop_after: no export
+            return self.current_model()
         model = self.export_model()
         extra = {
             "method": self.config.method,

@@ -1,9 +1,36 @@
-"""The `inform-jax` command line."""
+"""The `inform-jax` command line: each subcommand's arguments (``_add_<name>``) stand right above its handler."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def _add_demo(sub) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="The reward-hacking laboratory on the synthetic world (no downloads; minutes on a laptop).",
+        description="Trains an SFT policy and proxy reward models (standard, InfoRM, ensemble) on the synthetic "
+        "world at 25%% label noise, runs PPO against each, PPO with a KL penalty and EPPO, and writes a report "
+        "folder: gold and proxy reward against KL, final-layer energy loss, SFT vs RLHF outputs in InfoRM's latent "
+        "space with CSI, win / tie / lose by the gold judge (report.md, report.html, metrics.json, config.json). "
+        "The SFT policy and reward models are cached under --cache.",
+    )
+    demo.add_argument("--quick", action="store_true", help="a smaller laboratory (under 2 minutes)")
+    demo.add_argument("--out", default="inform-jax-lab", help="report folder (default ./inform-jax-lab)")
+    demo.add_argument("--cache", help="cache folder for the world, SFT policy and reward models "
+                      "(default ~/.cache/inform-jax/lab)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=0, help="seed of the world, models and RL (default 0)")
+    demo.add_argument("--iterations", type=int, help="RL iterations per method (default 80; --quick 12)")
+    demo.add_argument("--hidden-size", type=int, help="model width (default 64; --quick 32)")
+    demo.add_argument("--label-noise", type=float, help="preference label noise (default 0.25)")
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        help="default: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO); also WARM, 'PPO w/ LP', 'EPPO + InfoRM'",
+    )
+    demo.add_argument("--forward", action="store_true", help="only print one forward pass of tiny random models")
+    demo.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -20,6 +47,28 @@ def _demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
     run_demo(config, args.out, cache_dir=args.cache)
     return 0
+
+
+def _add_train_rm(sub) -> None:
+    from inform_jax.train.config import describe_fields
+    from inform_jax.train.rm.methods import describe_methods
+
+    train_rm = sub.add_parser(
+        "train-rm",
+        help="Train a reward model: standard, InfoRM, ODIN, ensembles, WARM, prioritized (dir), RRM, ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a reward model from a YAML config, with section.key=value overrides.\n\n"
+        "Methods:\n" + describe_methods(),
+        epilog="config keys:\n" + describe_fields(),
+    )
+    train_rm.add_argument("--config", help="YAML config file (see experiments/rm/)")
+    train_rm.add_argument("--method", help="override the config's method")
+    train_rm.add_argument("--output-dir", help="override train.output_dir")
+    train_rm.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train_rm.add_argument(
+        "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host TPU / GPU)"
+    )
+    train_rm.set_defaults(func=_train_rm)
 
 
 def _train_rm(args: argparse.Namespace) -> int:
@@ -52,6 +101,25 @@ def _train_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(sub) -> None:
+    plan = sub.add_parser(
+        "plan",
+        help="Compile the RM train step or the PPO update ahead of time for a TPU topology; print per-device memory.",
+        description="Needs the tpu extra (libtpu); runs on any CPU machine, no TPU used.",
+    )
+    plan.add_argument(
+        "--program", choices=["rm", "ppo"], default="rm",
+        help="rm: the reward-model train step of a train-rm config; ppo: one minibatch update (actor and critic) of "
+        "a ppo config, its rollouts at max_prompt_length + max_new_tokens",
+    )  # fmt: skip
+    plan.add_argument("--config", required=True, help="YAML config (model.path or model.preset gives the model)")
+    plan.add_argument("--topology", required=True, help='TPU topology, e.g. "v5p:2x4x4", "v5e:4x4", "v4:2x2x2"')
+    plan.add_argument("--layers", type=int, help="plan a shallower model of the same width (faster compile)")
+    plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    plan.add_argument("--json", help="also write the plan as JSON to this file")
+    plan.set_defaults(func=_plan)
+
+
 def _plan(args: argparse.Namespace) -> int:
     import json
 
@@ -80,6 +148,24 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if plan["fits"] is not False else 1
 
 
+def _add_ppo(sub) -> None:
+    ppo = sub.add_parser(
+        "ppo",
+        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
+        description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
+        "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
+        "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
+        "latents), and CSI / MOP detection every detect.every iterations; reward.gold=world logs the synthetic world's "
+        "gold reward beside the proxy. See experiments/ppo/ for configs; keys: "
+        "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
+        "(inform_jax/train/ppo/config.py documents each).",
+    )
+    ppo.add_argument("--config", help="YAML config file")
+    ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    ppo.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    ppo.set_defaults(func=_ppo)
+
+
 def _ppo(args: argparse.Namespace) -> int:
     import os
 
@@ -106,6 +192,42 @@ def _ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_detect(sub) -> None:
+    detect = sub.add_parser(
+        "detect",
+        help="Detect overoptimization: CSI, MOP and AUROC of RLHF vs SFT outputs in a reward model's latent space.",
+        description="Embed (prompt, response) JSONL files (columns prompt, response, optional boolean 'hacked') "
+        "with a reward model (InfoRM: IB latent means; standard RM: final hidden state), then report the Cluster "
+        "Separation Index with its per-cluster table, the Mahalanobis outlier proportion (MOP), and with labels "
+        "the AUROC of distance-to-SFT. Several --rlhf files (checkpoints, with --steps) add CSI over steps and "
+        "CSI-guided checkpoint selection. Writes report.json and PNG figures to --out.",
+    )
+    detect.add_argument("--rm", required=True, help="reward model folder (train-rm output, e.g. RUN/final)")
+    detect.add_argument("--sft", required=True, help="SFT responses file (prompt, response)")
+    detect.add_argument("--rlhf", required=True, nargs="+", help="RLHF responses file(s), one per checkpoint")
+    detect.add_argument("--out", required=True, help="output folder")
+    detect.add_argument("--steps", type=int, nargs="+", help="RL step of each --rlhf file (default 0, 1, ...)")
+    detect.add_argument("--control-rm", help="a second reward model analyzed the same way (the paper's control)")
+    detect.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    detect.add_argument("--feature", default="auto", choices=["auto", "latent", "hidden"],
+                        help="auto: IB latent mean for InfoRM, final hidden state otherwise")  # fmt: skip
+    detect.add_argument("--clustering", default="kmeans", choices=["kmeans", "dbscan"])
+    detect.add_argument("--k", type=int, help="k-means k (default: chosen by --k-rule)")
+    detect.add_argument("--k-rule", default="silhouette", choices=["silhouette", "sqrt"])
+    detect.add_argument("--k-range", type=int, nargs=2, default=[2, 10], metavar=("MIN", "MAX"))
+    detect.add_argument("--eps", type=float, help="DBSCAN eps (default: k-distance knee)")
+    detect.add_argument("--min-samples", type=int, default=5, help="DBSCAN min_samples (default 5)")
+    detect.add_argument("--projection", choices=["tsne"], help="cluster in a 2-D t-SNE projection")
+    detect.add_argument("--plot-projection", default="tsne", choices=["tsne", "pca"])
+    detect.add_argument("--alpha", type=float, default=0.1, help="MOP chi-square test level (default 0.1)")
+    detect.add_argument("--rise", type=float, default=0.5, help="selection: CSI threshold (1 + rise) * first CSI")
+    detect.add_argument("--threshold", type=float, help="selection: an absolute CSI threshold instead")
+    detect.add_argument("--max-length", default="auto", help="token length (default auto)")
+    detect.add_argument("--batch-size", type=int, default=32)
+    detect.add_argument("--seed", type=int, default=0)
+    detect.set_defaults(func=_detect)
+
+
 def _detect(args: argparse.Namespace) -> int:
     from inform_jax.detect.report import DetectOptions, run_detect
 
@@ -123,6 +245,29 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_decompose(sub) -> None:
+    decompose = sub.add_parser(
+        "decompose",
+        help="Per-pair prompt-free (dr2) and prompt-related (dr1) reward gaps, with the quadrant plot.",
+        description="Score each pair's responses under its own prompt and N prompts of other pairs, estimate the "
+        "prompt-free gap dr2 (root of sum_i w_i sigmoid(dr_i - c) = 1/2, or the logit estimator) and dr1 = dr - "
+        "dr2. Writes pairs.jsonl, summary.json (quadrant shares, prompt diagnostics) and quadrants.png.",
+    )
+    decompose.add_argument("--rm", required=True, help="reward model folder")
+    decompose.add_argument("--data", required=True, help="preference file (hh, prompt or messages format)")
+    decompose.add_argument("--out", required=True, help="output folder")
+    decompose.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    decompose.add_argument("--color", default="length",
+                           help="red points: 'length' (chosen longer) or a boolean column name")  # fmt: skip
+    decompose.add_argument("--num-prompts", type=int, default=8)
+    decompose.add_argument("--estimator", default="bisection", choices=["bisection", "logit"])
+    decompose.add_argument("--weights", default="uniform", choices=["uniform", "reward"])
+    decompose.add_argument("--tau", type=float, default=1.0)
+    decompose.add_argument("--max-length", type=int, default=512)
+    decompose.add_argument("--seed", type=int, default=0)
+    decompose.set_defaults(func=_decompose)
+
+
 def _decompose(args: argparse.Namespace) -> int:
     from inform_jax.eval.decomposition_report import run_decompose
 
@@ -131,6 +276,21 @@ def _decompose(args: argparse.Namespace) -> int:
         estimator=args.estimator, weights=args.weights, tau=args.tau, max_length=args.max_length, seed=args.seed,
     )  # fmt: skip
     return 0
+
+
+def _add_evaluate_rm(sub) -> None:
+    evaluate = sub.add_parser(
+        "evaluate-rm",
+        help="Accuracy per subset and category of RewardBench-format files, and the prompt diagnostics.",
+    )
+    evaluate.add_argument("--rm", required=True, help="reward model folder")
+    evaluate.add_argument("--data", required=True, help="file with prompt, chosen, rejected (and subset)")
+    evaluate.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    evaluate.add_argument("--subset-column", default="subset")
+    evaluate.add_argument("--max-length", type=int, default=2048)
+    evaluate.add_argument("--no-diagnostics", action="store_true", help="skip the prompt-swap diagnostics")
+    evaluate.add_argument("--out", help="also write the report as JSON here")
+    evaluate.set_defaults(func=_evaluate_rm)
 
 
 def _evaluate_rm(args: argparse.Namespace) -> int:
@@ -149,6 +309,31 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    gen = sub.add_parser(
+        "generate",
+        help="Responses of a policy checkpoint to a prompt file, written as prompt/response JSONL (for detect and "
+        "win-rate).",
+    )
+    gen.add_argument("--policy", required=True, help="policy folder (Hugging Face layout, e.g. ppo's final/)")
+    gen.add_argument("--prompts", required=True, help="prompt file (.jsonl / .json / .parquet)")
+    gen.add_argument("--out", required=True, help="JSONL file to write")
+    gen.add_argument("--tokenizer", help="tokenizer folder (default: the policy folder)")
+    gen.add_argument("--column", default="prompt", help="the prompt column (default prompt)")
+    gen.add_argument("--limit", type=int, help="the first N prompts only")
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--max-prompt-length", default="auto", help="prompt tokens (default auto; long prompts keep "
+                     "their end)")  # fmt: skip
+    gen.add_argument("--batch-size", type=int, default=16)
+    gen.add_argument("--sample", action="store_true", help="sample (default: greedy, as the papers evaluate)")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=_generate)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from inform_jax.eval.generation import generate_file
 
@@ -159,6 +344,35 @@ def _generate(args: argparse.Namespace) -> int:
         top_p=args.top_p, seed=args.seed,
     )  # fmt: skip
     return 0
+
+
+def _add_win_rate(sub) -> None:
+    win_rate = sub.add_parser(
+        "win-rate",
+        help="Win / tie / lose of policy A's responses against policy B's, judged in both presentation orders.",
+        description="Pair the responses of two (prompt, response) files by prompt text and judge each pair twice "
+        "(A shown first, then B first); a win or loss counts only when both orders agree beyond --margin, anything "
+        "else is a tie (a position-biased judge gives ties). win_rate = win + tie / 2. Judges: 'rm:PATH' (a reward "
+        "model folder: preference = reward difference), 'chat:BASE_URL' with --model (an OpenAI-compatible "
+        "chat-completions endpoint answering 'Verdict: A|B|tie' to inform_jax/eval/prompts/pairwise.txt; key from "
+        "OPENAI_API_KEY), 'gold' (the synthetic world's gold reward). Default --margin: 0 for chat judges (their "
+        "preferences are -1/0/+1), 0.05 for gold (the lab's tie margin; gold is in [-1, 1]); a reward-model judge "
+        "needs --margin, since reward scales are arbitrary.",
+    )
+    win_rate.add_argument("--a", required=True, help="responses of policy A (prompt, response)")
+    win_rate.add_argument("--b", required=True, help="responses of policy B to the same prompts")
+    win_rate.add_argument("--judge", required=True, help="rm:PATH, chat:BASE_URL or gold")
+    win_rate.add_argument("--model", help="chat judge: the model name the endpoint serves")
+    win_rate.add_argument("--margin", type=float, help="tie margin (default: 0 chat, 0.05 gold; required for rm)")
+    win_rate.add_argument("--out", help="also write the report with per-item verdicts as JSON here")
+    win_rate.add_argument("--template", help="chat judge: a judging template file (default the packaged one)")
+    win_rate.add_argument("--workers", type=int, default=4, help="chat judge: concurrent requests (default 4)")
+    win_rate.add_argument("--on-unparsed", default="raise", choices=["raise", "tie"],
+                          help="chat judge: a reply with no verdict raises (default) or counts as a tie")  # fmt: skip
+    win_rate.add_argument("--tokenizer", help="rm judge: tokenizer folder (default: the reward model folder)")
+    win_rate.add_argument("--max-length", default="auto", help="rm judge: token length (default auto)")
+    win_rate.add_argument("--batch-size", type=int, default=32, help="rm judge: rows per batch (default 32)")
+    win_rate.set_defaults(func=_win_rate)
 
 
 def _win_rate(args: argparse.Namespace) -> int:
@@ -214,207 +428,21 @@ def _win_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each subcommand: its arguments (_add_*) right above its handler.
+SUBCOMMANDS = (
+    _add_demo, _add_train_rm, _add_plan, _add_ppo, _add_detect, _add_decompose, _add_evaluate_rm, _add_generate,
+    _add_win_rate,
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inform-jax",
         description="Reward models that resist reward hacking (InfoRM, CSI, EPPO, reward decomposition) in JAX.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo",
-        help="The reward-hacking laboratory on the synthetic world (no downloads; minutes on a laptop).",
-        description="Trains an SFT policy and proxy reward models (standard, InfoRM, ensemble) on the synthetic "
-        "world at 25%% label noise, runs PPO against each, PPO with a KL penalty and EPPO, and writes a report "
-        "folder: gold and proxy reward against KL, final-layer energy loss, SFT vs RLHF outputs in InfoRM's latent "
-        "space with CSI, win / tie / lose by the gold judge (report.md, report.html, metrics.json, config.json). "
-        "The SFT policy and reward models are cached under --cache.",
-    )
-    demo.add_argument("--quick", action="store_true", help="a smaller laboratory (under 2 minutes)")
-    demo.add_argument("--out", default="inform-jax-lab", help="report folder (default ./inform-jax-lab)")
-    demo.add_argument("--cache", help="cache folder for the world, SFT policy and reward models "
-                      "(default ~/.cache/inform-jax/lab)")  # fmt: skip
-    demo.add_argument("--seed", type=int, default=0, help="seed of the world, models and RL (default 0)")
-    demo.add_argument("--iterations", type=int, help="RL iterations per method (default 80; --quick 12)")
-    demo.add_argument("--hidden-size", type=int, help="model width (default 64; --quick 32)")
-    demo.add_argument("--label-noise", type=float, help="preference label noise (default 0.25)")
-    demo.add_argument(
-        "--methods",
-        nargs="+",
-        help="default: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO); also WARM, 'PPO w/ LP', 'EPPO + InfoRM'",
-    )
-    demo.add_argument("--forward", action="store_true", help="only print one forward pass of tiny random models")
-    demo.set_defaults(func=_demo)
-
-    from inform_jax.train.config import describe_fields
-    from inform_jax.train.rm.methods import describe_methods
-
-    train_rm = sub.add_parser(
-        "train-rm",
-        help="Train a reward model: standard, InfoRM, ODIN, ensembles, WARM, prioritized (dir), RRM, ...",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a reward model from a YAML config, with section.key=value overrides.\n\n"
-        "Methods:\n" + describe_methods(),
-        epilog="config keys:\n" + describe_fields(),
-    )
-    train_rm.add_argument("--config", help="YAML config file (see experiments/rm/)")
-    train_rm.add_argument("--method", help="override the config's method")
-    train_rm.add_argument("--output-dir", help="override train.output_dir")
-    train_rm.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    train_rm.add_argument(
-        "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host TPU / GPU)"
-    )
-    train_rm.set_defaults(func=_train_rm)
-
-    plan = sub.add_parser(
-        "plan",
-        help="Compile the RM train step or the PPO update ahead of time for a TPU topology; print per-device memory.",
-        description="Needs the tpu extra (libtpu); runs on any CPU machine, no TPU used.",
-    )
-    plan.add_argument(
-        "--program", choices=["rm", "ppo"], default="rm",
-        help="rm: the reward-model train step of a train-rm config; ppo: one minibatch update (actor and critic) of "
-        "a ppo config, its rollouts at max_prompt_length + max_new_tokens",
-    )  # fmt: skip
-    plan.add_argument("--config", required=True, help="YAML config (model.path or model.preset gives the model)")
-    plan.add_argument("--topology", required=True, help='TPU topology, e.g. "v5p:2x4x4", "v5e:4x4", "v4:2x2x2"')
-    plan.add_argument("--layers", type=int, help="plan a shallower model of the same width (faster compile)")
-    plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    plan.add_argument("--json", help="also write the plan as JSON to this file")
-    plan.set_defaults(func=_plan)
-
-    ppo = sub.add_parser(
-        "ppo",
-        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
-        description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
-        "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
-        "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
-        "latents), and CSI / MOP detection every detect.every iterations; reward.gold=world logs the synthetic world's "
-        "gold reward beside the proxy. See experiments/ppo/ for configs; keys: "
-        "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
-        "(inform_jax/train/ppo/config.py documents each).",
-    )
-    ppo.add_argument("--config", help="YAML config file")
-    ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    ppo.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
-    ppo.set_defaults(func=_ppo)
-
-    detect = sub.add_parser(
-        "detect",
-        help="Detect overoptimization: CSI, MOP and AUROC of RLHF vs SFT outputs in a reward model's latent space.",
-        description="Embed (prompt, response) JSONL files (columns prompt, response, optional boolean 'hacked') "
-        "with a reward model (InfoRM: IB latent means; standard RM: final hidden state), then report the Cluster "
-        "Separation Index with its per-cluster table, the Mahalanobis outlier proportion (MOP), and with labels "
-        "the AUROC of distance-to-SFT. Several --rlhf files (checkpoints, with --steps) add CSI over steps and "
-        "CSI-guided checkpoint selection. Writes report.json and PNG figures to --out.",
-    )
-    detect.add_argument("--rm", required=True, help="reward model folder (train-rm output, e.g. RUN/final)")
-    detect.add_argument("--sft", required=True, help="SFT responses file (prompt, response)")
-    detect.add_argument("--rlhf", required=True, nargs="+", help="RLHF responses file(s), one per checkpoint")
-    detect.add_argument("--out", required=True, help="output folder")
-    detect.add_argument("--steps", type=int, nargs="+", help="RL step of each --rlhf file (default 0, 1, ...)")
-    detect.add_argument("--control-rm", help="a second reward model analyzed the same way (the paper's control)")
-    detect.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
-    detect.add_argument("--feature", default="auto", choices=["auto", "latent", "hidden"],
-                        help="auto: IB latent mean for InfoRM, final hidden state otherwise")  # fmt: skip
-    detect.add_argument("--clustering", default="kmeans", choices=["kmeans", "dbscan"])
-    detect.add_argument("--k", type=int, help="k-means k (default: chosen by --k-rule)")
-    detect.add_argument("--k-rule", default="silhouette", choices=["silhouette", "sqrt"])
-    detect.add_argument("--k-range", type=int, nargs=2, default=[2, 10], metavar=("MIN", "MAX"))
-    detect.add_argument("--eps", type=float, help="DBSCAN eps (default: k-distance knee)")
-    detect.add_argument("--min-samples", type=int, default=5, help="DBSCAN min_samples (default 5)")
-    detect.add_argument("--projection", choices=["tsne"], help="cluster in a 2-D t-SNE projection")
-    detect.add_argument("--plot-projection", default="tsne", choices=["tsne", "pca"])
-    detect.add_argument("--alpha", type=float, default=0.1, help="MOP chi-square test level (default 0.1)")
-    detect.add_argument("--rise", type=float, default=0.5, help="selection: CSI threshold (1 + rise) * first CSI")
-    detect.add_argument("--threshold", type=float, help="selection: an absolute CSI threshold instead")
-    detect.add_argument("--max-length", default="auto", help="token length (default auto)")
-    detect.add_argument("--batch-size", type=int, default=32)
-    detect.add_argument("--seed", type=int, default=0)
-    detect.set_defaults(func=_detect)
-
-    decompose = sub.add_parser(
-        "decompose",
-        help="Per-pair prompt-free (dr2) and prompt-related (dr1) reward gaps, with the quadrant plot.",
-        description="Score each pair's responses under its own prompt and N prompts of other pairs, estimate the "
-        "prompt-free gap dr2 (root of sum_i w_i sigmoid(dr_i - c) = 1/2, or the logit estimator) and dr1 = dr - "
-        "dr2. Writes pairs.jsonl, summary.json (quadrant shares, prompt diagnostics) and quadrants.png.",
-    )
-    decompose.add_argument("--rm", required=True, help="reward model folder")
-    decompose.add_argument("--data", required=True, help="preference file (hh, prompt or messages format)")
-    decompose.add_argument("--out", required=True, help="output folder")
-    decompose.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
-    decompose.add_argument("--color", default="length",
-                           help="red points: 'length' (chosen longer) or a boolean column name")  # fmt: skip
-    decompose.add_argument("--num-prompts", type=int, default=8)
-    decompose.add_argument("--estimator", default="bisection", choices=["bisection", "logit"])
-    decompose.add_argument("--weights", default="uniform", choices=["uniform", "reward"])
-    decompose.add_argument("--tau", type=float, default=1.0)
-    decompose.add_argument("--max-length", type=int, default=512)
-    decompose.add_argument("--seed", type=int, default=0)
-    decompose.set_defaults(func=_decompose)
-
-    evaluate = sub.add_parser(
-        "evaluate-rm",
-        help="Accuracy per subset and category of RewardBench-format files, and the prompt diagnostics.",
-    )
-    evaluate.add_argument("--rm", required=True, help="reward model folder")
-    evaluate.add_argument("--data", required=True, help="file with prompt, chosen, rejected (and subset)")
-    evaluate.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
-    evaluate.add_argument("--subset-column", default="subset")
-    evaluate.add_argument("--max-length", type=int, default=2048)
-    evaluate.add_argument("--no-diagnostics", action="store_true", help="skip the prompt-swap diagnostics")
-    evaluate.add_argument("--out", help="also write the report as JSON here")
-    evaluate.set_defaults(func=_evaluate_rm)
-
-    gen = sub.add_parser(
-        "generate",
-        help="Responses of a policy checkpoint to a prompt file, written as prompt/response JSONL (for detect and "
-        "win-rate).",
-    )
-    gen.add_argument("--policy", required=True, help="policy folder (Hugging Face layout, e.g. ppo's final/)")
-    gen.add_argument("--prompts", required=True, help="prompt file (.jsonl / .json / .parquet)")
-    gen.add_argument("--out", required=True, help="JSONL file to write")
-    gen.add_argument("--tokenizer", help="tokenizer folder (default: the policy folder)")
-    gen.add_argument("--column", default="prompt", help="the prompt column (default prompt)")
-    gen.add_argument("--limit", type=int, help="the first N prompts only")
-    gen.add_argument("--max-new-tokens", type=int, default=256)
-    gen.add_argument("--max-prompt-length", default="auto", help="prompt tokens (default auto; long prompts keep "
-                     "their end)")  # fmt: skip
-    gen.add_argument("--batch-size", type=int, default=16)
-    gen.add_argument("--sample", action="store_true", help="sample (default: greedy, as the papers evaluate)")
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    gen.add_argument("--seed", type=int, default=0)
-    gen.set_defaults(func=_generate)
-
-    win_rate = sub.add_parser(
-        "win-rate",
-        help="Win / tie / lose of policy A's responses against policy B's, judged in both presentation orders.",
-        description="Pair the responses of two (prompt, response) files by prompt text and judge each pair twice "
-        "(A shown first, then B first); a win or loss counts only when both orders agree beyond --margin, anything "
-        "else is a tie (a position-biased judge gives ties). win_rate = win + tie / 2. Judges: 'rm:PATH' (a reward "
-        "model folder: preference = reward difference), 'chat:BASE_URL' with --model (an OpenAI-compatible "
-        "chat-completions endpoint answering 'Verdict: A|B|tie' to inform_jax/eval/prompts/pairwise.txt; key from "
-        "OPENAI_API_KEY), 'gold' (the synthetic world's gold reward). Default --margin: 0 for chat judges (their "
-        "preferences are -1/0/+1), 0.05 for gold (the lab's tie margin; gold is in [-1, 1]); a reward-model judge "
-        "needs --margin, since reward scales are arbitrary.",
-    )
-    win_rate.add_argument("--a", required=True, help="responses of policy A (prompt, response)")
-    win_rate.add_argument("--b", required=True, help="responses of policy B to the same prompts")
-    win_rate.add_argument("--judge", required=True, help="rm:PATH, chat:BASE_URL or gold")
-    win_rate.add_argument("--model", help="chat judge: the model name the endpoint serves")
-    win_rate.add_argument("--margin", type=float, help="tie margin (default: 0 chat, 0.05 gold; required for rm)")
-    win_rate.add_argument("--out", help="also write the report with per-item verdicts as JSON here")
-    win_rate.add_argument("--template", help="chat judge: a judging template file (default the packaged one)")
-    win_rate.add_argument("--workers", type=int, default=4, help="chat judge: concurrent requests (default 4)")
-    win_rate.add_argument("--on-unparsed", default="raise", choices=["raise", "tie"],
-                          help="chat judge: a reply with no verdict raises (default) or counts as a tie")  # fmt: skip
-    win_rate.add_argument("--tokenizer", help="rm judge: tokenizer folder (default: the reward model folder)")
-    win_rate.add_argument("--max-length", default="auto", help="rm judge: token length (default auto)")
-    win_rate.add_argument("--batch-size", type=int, default=32, help="rm judge: rows per batch (default 32)")
-    win_rate.set_defaults(func=_win_rate)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 

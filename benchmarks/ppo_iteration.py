@@ -53,7 +53,7 @@ def run(variant: str, args, folder: str) -> dict:
     )  # fmt: skip
     start = time.perf_counter()
     if eta > 0 and mode == "cached":
-        trainer.sft_energy = trainer._sft_energy_cache()
+        trainer.sft_energy = trainer.reference.cached_energy()
     cache_s = time.perf_counter() - start
     trainer.iteration_step(0)  # compile
     times = [trainer.iteration_step(i + 1)[0] for i in range(args.iterations)]

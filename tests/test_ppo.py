@@ -130,7 +130,7 @@ def test_eppo_caches_sft_energies_once_per_prompt(tmp_path):
     assert len(cached) == 1 and np.load(cached[0]).shape == (64,)
     # The cached value is the reference model's energy on its own greedy response.
     batch = prompts()
-    direct = trainer.reference_energy(jnp.asarray(batch["input_ids"][:16]), jnp.asarray(batch["attention_mask"][:16]))
+    direct = trainer.reference.energy(jnp.asarray(batch["input_ids"][:16]), jnp.asarray(batch["attention_mask"][:16]))
     np.testing.assert_allclose(np.load(cached[0])[:16], direct, rtol=1e-5, atol=1e-6)
 
 
@@ -142,7 +142,7 @@ def test_sampled_sft_energy_averages_out_the_sampling_noise(tmp_path):
     spread, centre = {}, {}
     for k in (1, 4):
         trainer = make_trainer(tmp_path / str(k), "energy.eta=2.0", f"energy.sft_samples={k}")
-        draws = np.stack([np.asarray(trainer.reference_energy(ids, mask, jax.random.key(100 + s))) for s in range(8)])
+        draws = np.stack([np.asarray(trainer.reference.energy(ids, mask, jax.random.key(100 + s))) for s in range(8)])
         spread[k], centre[k] = draws.var(axis=0, ddof=1).mean(), draws.mean(axis=0)
     assert 0.05 < spread[4] / spread[1] < 0.6  # 1 / 4 expected
     # Both estimate the same mean energy: over 8 keys x 16 prompts, within 4 standard errors of the difference.

@@ -28,7 +28,7 @@ class TrainingDetector:
 
     def sft_latents(self) -> np.ndarray:
         if self._sft is None:
-            self._sft = self.trainer.sft_features(self.count)
+            self._sft = self.trainer.reference.features(self.count)
             os.makedirs(self.folder, exist_ok=True)
             np.save(os.path.join(self.folder, "sft_latents.npy"), self._sft)
         return self._sft
@@ -38,7 +38,7 @@ class TrainingDetector:
         to the nearest SFT output ranking the hacked responses first)."""
         t, d = self.trainer, self.trainer.config.detect
         sft = self.sft_latents()
-        policy, hacked = t.greedy_features(t.actor_graph, t.actor_params, self.count)
+        policy, hacked = t.reference.greedy_features(t.actor_graph, t.actor_params, self.count)
         result = csi(policy, sft, key=jax.random.key(iteration), k=d.k, k_rule=d.k_rule)
         outliers = mop(policy, sft, alpha=d.alpha)
         metrics = {"csi": result.csi, "csi_per_sample": result.csi_per_sample, "mop": outliers.proportion}

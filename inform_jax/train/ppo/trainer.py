@@ -15,7 +15,6 @@ so EPPO costs one energy read per rollout over PPO (the policy energy comes from
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from inform_jax.train.loop import LoopSettings, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.detect import TrainingDetector
+from inform_jax.train.ppo.reference import SFTReference
 from inform_jax.train.rm.step import optimizer_shardings
 
 # score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask) -> [B] rewards
@@ -279,6 +279,7 @@ class PPOTrainer:
         self.iteration = 0
         self.sft_energy: np.ndarray | None = None
         self.ibl_reference: GaussianReference | None = None
+        self.reference = SFTReference(self)
         self.detector = None if config.detect.every == 0 else TrainingDetector(self)
         self._score = jax.jit(self._score_impl)
         update = make_ppo_update(
@@ -286,7 +287,7 @@ class PPOTrainer:
         )
         self._update = jax.jit(ppo_epochs(update), donate_argnums=(0, 1, 2, 3))
         self._advantages = jax.jit(self._advantages_impl)
-        self._features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
+        self.reward_features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
         t = config.train
         self.checkpoints = ocp.CheckpointManager(
             os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
@@ -295,7 +296,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ jitted pieces
 
-    def _energy_mask(self, sequences, sequence_mask):
+    def energy_mask(self, sequences, sequence_mask):
         """[B, P + N] mask of the response tokens whose energy counts: pads and EOS excluded."""
         return response_token_mask(sequences, sequence_mask, self.prompt_len, self.eos_id).astype(jnp.int32)
 
@@ -303,7 +304,7 @@ class PPOTrainer:
         e = self.config.energy
         p_len = self.prompt_len
         response, response_mask = sequences[:, p_len:], sequence_mask[:, p_len:]
-        energy_mask = self._energy_mask(sequences, sequence_mask)
+        energy_mask = self.energy_mask(sequences, sequence_mask)
         width = self.policy_config.hidden_size
         actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
         ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
@@ -352,14 +353,18 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ helpers
 
-    def _shard(self, tree):
+    def shard_rows(self, tree):
+        """Every [B, ...] array of ``tree`` placed on the mesh, its rows split over the data axes."""
+
         def put(x):
             spec = PartitionSpec(BATCH_AXES, *([None] * (x.ndim - 1)))
             return jax.device_put(x, NamedSharding(self.mesh, spec))
 
         return jax.tree.map(put, tree)
 
-    def _generate(self, graphdef, params, prompt_ids, prompt_mask, key, *, greedy=None):
+    def generate_responses(self, graphdef, params, prompt_ids, prompt_mask, key, *, greedy=None):
+        """Responses of the model ``graphdef``/``params`` to left-padded prompts [B, P], with the rollout settings
+        (``greedy`` overrides rollout.greedy): the sampler's output (tokens, mask [B, N]; sequences [B, P + N])."""
         r = self.config.rollout
         model = nnx.merge(graphdef, params)
         with jax.set_mesh(self.mesh):
@@ -369,96 +374,6 @@ class PPOTrainer:
                 top_p=r.top_p, eos_id=self.eos_id, pad_id=self.pad_id,
             )  # fmt: skip
 
-    def reference_energy(self, prompt_ids, prompt_mask, key=None) -> jax.Array:
-        """dE^SFT for each prompt: the reference model's final-layer energy on its own response. [B].
-
-        Greedy by default (then it depends on the prompt alone); with `energy.sft_samples` = k > 0, the mean
-        over k responses sampled with the rollout settings.
-        """
-        e = self.config.energy
-        samples = max(e.sft_samples, 1)
-        key = jax.random.key(self.config.train.seed) if key is None else key
-        total = 0.0
-        for i in range(samples):
-            out = self._generate(
-                self.ref_graph, self.ref_params, prompt_ids, prompt_mask, jax.random.fold_in(key, i),
-                greedy=e.sft_samples == 0,
-            )  # fmt: skip
-            mask = self._energy_mask(out.sequences, out.sequence_mask)
-            ref_out = nnx.merge(self.ref_graph, self.ref_params)(out.sequences, out.sequence_mask)
-            total = total + energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
-        return total / samples
-
-    def _cache_path(self, name: str, *settings) -> str:
-        """A file in the run folder keyed by the prompts, the SFT model and ``settings`` (so a changed input
-        never reuses a stale cache)."""
-        digest = hashlib.sha256(self.prompts["input_ids"].tobytes())
-        leaves = jax.tree.leaves(self.ref_params)
-        digest.update(np.asarray(jax.device_get(leaves[0])).tobytes()[:4096])
-        digest.update(repr(settings).encode())
-        return os.path.join(self.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
-
-    def _over_prompts(self, count: int, fn) -> np.ndarray:
-        """fn(prompt batch) -> [B, ...] over the first ``count`` prompts in rollout-sized batches (the last one
-        wraps around, so every batch has the compiled shape); returns the [count, ...] concatenation."""
-        size = self.config.rollout.batch_size
-        values = []
-        for start in range(0, count, size):
-            idx = np.arange(start, start + size) % count
-            values.append(np.asarray(fn(self._shard(take(self.prompts, idx)))))
-        return np.concatenate(values)[:count]
-
-    def _sft_energy_cache(self) -> np.ndarray:
-        """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""
-        e = self.config.energy
-        path = self._cache_path(
-            "sft_energy", e.site, e.normalize, e.sft_samples, dataclasses.astuple(self.config.rollout)
-        )
-        if os.path.exists(path):
-            return np.load(path)
-        energy = self._over_prompts(
-            self.num_prompts, lambda batch: self.reference_energy(batch["input_ids"], batch["attention_mask"])
-        )
-        os.makedirs(self.config.train.output_dir, exist_ok=True)
-        np.save(path, energy)
-        return energy
-
-    def greedy_features(self, graphdef, params, count: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Reward-model features [count, F] of greedy responses (of the model ``graphdef``/``params``) to the
-        first ``count`` prompts, and the hacked labels [count] when a hacked_fn is given (else None)."""
-
-        def run(batch):
-            gen = self._generate(
-                graphdef, params, batch["input_ids"], batch["attention_mask"], jax.random.key(0), greedy=True
-            )
-            with jax.set_mesh(self.mesh):
-                features = self._features(
-                    self.reward_params, batch["input_ids"], batch["attention_mask"], gen.tokens, gen.mask
-                )
-            if features is None:
-                raise ValueError(
-                    "ibl and detect need reward-model features: a single reward model (not an ensemble or a "
-                    "callable score) whose score function returns (rewards, features)"
-                )
-            hacked = (
-                jnp.zeros(features.shape[:1], bool) if self.hacked_fn is None
-                else self.hacked_fn(batch["input_ids"], batch["attention_mask"], gen.tokens, gen.mask)
-            )  # fmt: skip
-            return jnp.concatenate([features, hacked[:, None].astype(features.dtype)], axis=1)
-
-        both = self._over_prompts(count, run)
-        return both[:, :-1], (both[:, -1] > 0.5 if self.hacked_fn is not None else None)
-
-    def sft_features(self, count: int) -> np.ndarray:
-        """Features [count, F] of the SFT model's greedy responses to the first ``count`` prompts, cached."""
-        path = self._cache_path("sft_features", count, dataclasses.astuple(self.config.rollout))
-        if os.path.exists(path):
-            return np.load(path)
-        features, _ = self.greedy_features(self.ref_graph, self.ref_params, count)
-        os.makedirs(self.config.train.output_dir, exist_ok=True)
-        np.save(path, features)
-        return features
-
     # ------------------------------------------------------------------------------------ one iteration
 
     def iteration_step(self, iteration: int) -> tuple[dict, dict]:
@@ -467,10 +382,12 @@ class PPOTrainer:
         timings = {}
         start = time.perf_counter()
         idx = batch_indices(self.num_prompts, c.rollout.batch_size, iteration, c.train.seed)
-        prompts = self._shard(take(self.prompts, idx))
+        prompts = self.shard_rows(take(self.prompts, idx))
         key = jax.random.fold_in(jax.random.key(c.train.seed), iteration)
         state = self.state
-        gen = self._generate(self.actor_graph, state.actor, prompts["input_ids"], prompts["attention_mask"], key)
+        gen = self.generate_responses(
+            self.actor_graph, state.actor, prompts["input_ids"], prompts["attention_mask"], key
+        )
         jax.block_until_ready(gen.tokens)
         timings["rollout_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -484,7 +401,7 @@ class PPOTrainer:
             if c.energy.sft_energy == "cached":
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
-                sft_energy = self.reference_energy(prompts["input_ids"], prompts["attention_mask"], key)
+                sft_energy = self.reference.energy(prompts["input_ids"], prompts["attention_mask"], key)
         shaped, advantages, returns, kl_coef, score_std = self._advantages(
             scored, mask, sft_energy, self.ibl_reference, state.kl_coef, state.score_std
         )
@@ -564,12 +481,12 @@ class PPOTrainer:
             yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
         self._restore()
         if self.config.energy.eta > 0 and self.config.energy.sft_energy == "cached":
-            self.sft_energy = self._sft_energy_cache()
+            self.sft_energy = self.reference.cached_energy()
         if self.config.ibl.coef > 0:
             b = self.config.ibl
             count = self.num_prompts if b.max_prompts <= 0 else min(b.max_prompts, self.num_prompts)
             self.ibl_reference = fit_gaussian_reference(
-                jnp.asarray(self.sft_features(count)), covariance=b.covariance, ridge=b.ridge
+                jnp.asarray(self.reference.features(count)), covariance=b.covariance, ridge=b.ridge
             )
             if not bool(jnp.all(jnp.isfinite(self.ibl_reference.precision))):
                 raise ValueError(

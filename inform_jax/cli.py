@@ -6,6 +6,34 @@ import argparse
 import sys
 
 
+def _add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "multi-host", "one process per host (a TPU pod slice, GPU nodes): every host runs the same command"
+    )
+    group.add_argument("--distributed", action="store_true", help="join the other processes before any JAX work; "
+                       "without --coordinator JAX detects the cluster (TPU pods, SLURM)")  # fmt: skip
+    group.add_argument("--coordinator", help="process 0's address, HOST:PORT (the same on every process)")
+    group.add_argument("--num-processes", type=int, help="how many processes in all")
+    group.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed:
+        if any(x is not None for x in explicit):
+            raise SystemExit("--coordinator, --num-processes and --process-id go with --distributed")
+        return
+    import jax
+
+    if all(x is None for x in explicit):
+        jax.distributed.initialize()  # auto-detected: Cloud TPU, SLURM, ...
+        return
+    if any(x is None for x in explicit):
+        raise SystemExit("--distributed with a --coordinator needs all three: --coordinator, --num-processes, "
+                         "--process-id")  # fmt: skip
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+
+
 def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
@@ -65,9 +93,7 @@ def _add_train_rm(sub) -> None:
     train_rm.add_argument("--method", help="override the config's method")
     train_rm.add_argument("--output-dir", help="override train.output_dir")
     train_rm.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    train_rm.add_argument(
-        "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host TPU / GPU)"
-    )
+    _add_distributed_arguments(train_rm)
     train_rm.set_defaults(func=_train_rm)
 
 
@@ -83,8 +109,7 @@ def _train_rm(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
     config = load_config(args.config, overrides)
-    if args.distributed:
-        jax.distributed.initialize()  # one process per host on a TPU pod / GPU cluster
+    _initialize_distributed(args)
     if not config.data.train:
         raise SystemExit("data.train is required (a preference file)")
     if not (config.data.tokenizer or config.model.path):
@@ -162,7 +187,7 @@ def _add_ppo(sub) -> None:
     )
     ppo.add_argument("--config", help="YAML config file")
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    ppo.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    _add_distributed_arguments(ppo)
     ppo.set_defaults(func=_ppo)
 
 
@@ -177,8 +202,7 @@ def _ppo(args: argparse.Namespace) -> int:
     from inform_jax.train.ppo.config import PPOConfig
 
     config = load_config(args.config, list(args.set or []), cls=PPOConfig)
-    if args.distributed:
-        jax.distributed.initialize()
+    _initialize_distributed(args)
     if not config.policy.path or not config.data.prompts:
         raise SystemExit("policy.path (the SFT model folder) and data.prompts are required")
     if config.reward.kind == "model" and not config.reward.path:
@@ -186,8 +210,9 @@ def _ppo(args: argparse.Namespace) -> int:
     trainer = build_ppo(config)
     final = trainer.fit()
     out = os.path.join(config.train.output_dir, "final")
-    save_pretrained(final, out)
-    trainer.tokenizer.save_pretrained(out)
+    save_pretrained(final, out)  # every process gathers its shards; process 0 writes
+    if jax.process_index() == 0:
+        trainer.tokenizer.save_pretrained(out)
     print(f"policy saved to {out}")
     return 0
 

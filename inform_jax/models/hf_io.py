@@ -22,7 +22,7 @@ from inform_jax.models.config import DecoderConfig
 from inform_jax.models.decoder import CausalLM
 from inform_jax.models.families.rules import Rules
 from inform_jax.models.safetensors_io import open_tensors, save_file
-from inform_jax.models.sharding import DEFAULT_RULES, variable_sharding
+from inform_jax.models.sharding import DEFAULT_RULES, to_host, variable_sharding
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -176,18 +176,10 @@ def from_pretrained(
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def _to_host(x) -> np.ndarray:
-    if not x.is_fully_addressable:  # multi-host: every process gathers, process 0 writes
-        from jax.experimental import multihost_utils
-
-        x = multihost_utils.process_allgather(x, tiled=True)
-    return np.asarray(jax.device_get(x))
-
-
 def hf_state_dict(model: CausalLM) -> dict[str, np.ndarray]:
     """Our parameters as Hugging Face *ForCausalLM tensors (host NumPy arrays)."""
     config = model.config
-    flat = {k: _to_host(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    flat = {k: to_host(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     prefix = config.family_module.HF_PREFIX
     out = {}
     for path, rule in top_rules(config, model.lm_head is not None):

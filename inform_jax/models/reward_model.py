@@ -24,6 +24,7 @@ from inform_jax.models.decoder import CausalLM, DecoderOutput
 from inform_jax.models.heads import HeadOutput, IBHead, OdinHeads, ScalarHead
 from inform_jax.models.hf_io import from_pretrained, save_pretrained
 from inform_jax.models.safetensors_io import open_tensors, save_file
+from inform_jax.models.sharding import to_host
 from inform_jax.models.stacking import stack_modules, unstack_module
 
 HEAD_KINDS = ("scalar", "ib", "odin")
@@ -121,7 +122,7 @@ class EnsembleRewardModel(nnx.Module):
 
 def _head_tensors(model: RewardModel) -> dict[str, np.ndarray]:
     flat = nnx.to_flat_state(nnx.state(model.head, nnx.Param))
-    return {".".join(map(str, k)): np.asarray(jax.device_get(v[...])) for k, v in flat}
+    return {".".join(map(str, k)): to_host(v[...]) for k, v in flat}  # a collective on many hosts
 
 
 def save_reward_model(model: RewardModel | EnsembleRewardModel, path: str, extra: dict | None = None) -> None:
@@ -130,6 +131,8 @@ def save_reward_model(model: RewardModel | EnsembleRewardModel, path: str, extra
         os.makedirs(path, exist_ok=True)
         for i in range(model.num_members):
             save_reward_model(model.member(i), os.path.join(path, f"member_{i}"), extra)
+        if jax.process_index() != 0:  # every process gathers the tensors above; process 0 writes
+            return
         with open(os.path.join(path, ENSEMBLE_CONFIG), "w") as f:
             json.dump(
                 {"num_members": model.num_members, "aggregation": model.aggregation,
@@ -138,9 +141,10 @@ def save_reward_model(model: RewardModel | EnsembleRewardModel, path: str, extra
             )  # fmt: skip
         return
     save_pretrained(model.backbone, path)
+    head = _head_tensors(model)
     if jax.process_index() != 0:
         return
-    save_file(_head_tensors(model), os.path.join(path, HEAD_FILE))
+    save_file(head, os.path.join(path, HEAD_FILE))
     with open(os.path.join(path, REWARD_CONFIG), "w") as f:
         json.dump({"head": dataclasses.asdict(model.head_config), **(extra or {})}, f, indent=2)
 

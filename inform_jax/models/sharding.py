@@ -49,7 +49,13 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> M
         raise ValueError(
             f"mesh sizes {dict(zip(MESH_AXES, sizes, strict=True))} need {needed} devices, {len(devices)} available"
         )
-    if needed < len(devices):  # allowed (e.g. a one-device debug run) but worth knowing
+    if needed < len(devices):
+        if jax.process_count() > 1:  # a mesh without some hosts' devices leaves those hosts nothing to run
+            raise ValueError(
+                f"mesh sizes {dict(zip(MESH_AXES, sizes, strict=True))} use {needed} of the {len(devices)} devices "
+                f"of {jax.process_count()} processes; on many hosts the mesh must span every device (use -1)"
+            )
+        # allowed on one host (e.g. a one-device debug run) but worth knowing
         logging.getLogger(__name__).warning("mesh uses %d of %d devices", needed, len(devices))
         devices = devices[:needed]
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
@@ -133,3 +139,19 @@ def constrain_batch(x: jax.Array) -> jax.Array:
     if not axes or x.shape[0] % size:
         return x
     return jax.lax.with_sharding_constraint(x, PartitionSpec(axes, *([None] * (x.ndim - 1))))
+
+
+def to_host(x) -> np.ndarray:
+    """A jax.Array's full value as NumPy on every process. On many hosts an array that spans devices of other
+    processes is gathered (a collective: every process must call this), a replicated one is read locally."""
+    if not x.is_fully_addressable and not x.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+
+
+def replicated(x, mesh: Mesh) -> jax.Array:
+    """``x`` (NumPy or a scalar, the same value on every process) as a global array replicated over ``mesh``:
+    what a checkpoint can hold on many hosts, where a host-local array is refused."""
+    return jax.device_put(np.asarray(x), NamedSharding(mesh, PartitionSpec()))

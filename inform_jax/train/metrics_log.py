@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -21,17 +22,23 @@ def _plain(value):
 
 
 class MetricsLog:
+    """metrics.jsonl, written by process 0 only (on many hosts the others' writes are no-ops)."""
+
     def __init__(self, path: str, *, append: bool):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
-        self._file = open(path, "a" if append else "w")
+        self._file = None
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self._file = open(path, "a" if append else "w")
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def progress(total: int, initial: int, enabled: bool, desc: str):

@@ -14,7 +14,9 @@ import numpy as np
 from flax import nnx
 
 from inform_jax.losses import energy_from_output
+from inform_jax.models.sharding import to_host
 from inform_jax.train.batches import take
+from inform_jax.train.run_folder import cached_array
 
 
 class SFTReference:
@@ -50,8 +52,8 @@ class SFTReference:
         never reuses a stale cache)."""
         t = self.trainer
         digest = hashlib.sha256(t.prompts["input_ids"].tobytes())
-        leaves = jax.tree.leaves(t.ref_params)
-        digest.update(np.asarray(jax.device_get(leaves[0])).tobytes()[:4096])
+        first = jax.tree.leaves(t.ref_params)[0]  # its first 4 KB (1024 float32 values), gathered from every host
+        digest.update(to_host(first.reshape(-1)[: 4096 // first.dtype.itemsize]).tobytes())
         digest.update(repr(settings).encode())
         return os.path.join(t.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
 
@@ -63,7 +65,7 @@ class SFTReference:
         values = []
         for start in range(0, count, size):
             idx = np.arange(start, start + size) % count
-            values.append(np.asarray(fn(t.shard_rows(take(t.prompts, idx)))))
+            values.append(to_host(fn(t.shard_rows(take(t.prompts, idx)))))  # rows from every host
         return np.concatenate(values)[:count]
 
     def cached_energy(self) -> np.ndarray:
@@ -71,14 +73,9 @@ class SFTReference:
         t = self.trainer
         e = t.config.energy
         path = self._cache_path("sft_energy", e.site, e.normalize, e.sft_samples, dataclasses.astuple(t.config.rollout))
-        if os.path.exists(path):
-            return np.load(path)
-        energy = self._over_prompts(
-            t.num_prompts, lambda batch: self.energy(batch["input_ids"], batch["attention_mask"])
+        return cached_array(
+            path, lambda: self._over_prompts(t.num_prompts, lambda b: self.energy(b["input_ids"], b["attention_mask"]))
         )
-        os.makedirs(t.config.train.output_dir, exist_ok=True)
-        np.save(path, energy)
-        return energy
 
     def greedy_features(self, graphdef, params, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Reward-model features [count, F] of greedy responses (of the model ``graphdef``/``params``) to the
@@ -111,9 +108,4 @@ class SFTReference:
         """Features [count, F] of the SFT model's greedy responses to the first ``count`` prompts, cached."""
         t = self.trainer
         path = self._cache_path("sft_features", count, dataclasses.astuple(t.config.rollout))
-        if os.path.exists(path):
-            return np.load(path)
-        features, _ = self.greedy_features(t.ref_graph, t.ref_params, count)
-        os.makedirs(t.config.train.output_dir, exist_ok=True)
-        np.save(path, features)
-        return features
+        return cached_array(path, lambda: self.greedy_features(t.ref_graph, t.ref_params, count)[0])

@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import yaml
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -55,6 +54,7 @@ from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.detect import TrainingDetector
 from inform_jax.train.ppo.reference import SFTReference
 from inform_jax.train.rm.step import optimizer_shardings
+from inform_jax.train.run_folder import write_run_config
 
 # score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask) -> [B] rewards
 ScoreFn = Callable[..., jax.Array]
@@ -476,9 +476,7 @@ class PPOTrainer:
     def fit(self, *, stop_after: int | None = None) -> CausalLM:
         """Run to `train.iterations` (resuming from the latest checkpoint); returns the trained policy."""
         t = self.config.train
-        os.makedirs(t.output_dir, exist_ok=True)
-        with open(os.path.join(t.output_dir, "config.yaml"), "w") as f:
-            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        write_run_config(t.output_dir, self.config.to_dict())
         self._restore()
         if self.config.energy.eta > 0 and self.config.energy.sft_energy == "cached":
             self.sft_energy = self.reference.cached_energy()

@@ -26,14 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-import yaml
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import make_mesh, shard_module
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
-from inform_jax.models.sharding import BATCH_AXES
+from inform_jax.models.sharding import BATCH_AXES, replicated, to_host
 from inform_jax.train.backbone import build_backbone
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
@@ -43,6 +42,7 @@ from inform_jax.train.optim import adamw
 from inform_jax.train.rm.data import prepare_pairs
 from inform_jax.train.rm.objective import evaluate_pairs
 from inform_jax.train.rm.step import make_train_step, optimizer_shardings
+from inform_jax.train.run_folder import write_run_config
 
 ARRAY_KEYS = (
     "chosen_input_ids",
@@ -183,7 +183,8 @@ class RewardModelTrainer:
         outputs = []
         for start in range(0, n, size):
             idx = np.arange(start, start + size) % n  # the last batch wraps; the extra rows are cut below
-            out = jax.device_get(self._eval_step(self.params, self._batch(arrays, idx, None, member_axis=False)))
+            scores = self._eval_step(self.params, self._batch(arrays, idx, None, member_axis=False))
+            out = {k: to_host(v) for k, v in scores.items()}  # rows split over every host's devices
             outputs.append({k: v[: min(size, n - start)] for k, v in out.items()})
         scores = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
         return preference_metrics(scores, arrays["response_lengths"])
@@ -192,16 +193,21 @@ class RewardModelTrainer:
         latest = self.checkpoints.latest_step()
         if latest is None:
             return
-        target = {"params": self.params, "opt_state": self.opt_state, "pair_weights": jnp.asarray(self.pair_weights)}
+        target = self._state()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
         self.params, self.opt_state = restored["params"], restored["opt_state"]
-        self.pair_weights = np.asarray(restored["pair_weights"])
+        self.pair_weights = to_host(restored["pair_weights"])
         self.step = latest
 
     def _save(self, step: int) -> None:
-        state = {"params": self.params, "opt_state": self.opt_state, "pair_weights": jnp.asarray(self.pair_weights)}
-        self.checkpoints.save(step, args=ocp.args.StandardSave(state))
+        self.checkpoints.save(step, args=ocp.args.StandardSave(self._state()))
+
+    def _state(self) -> dict:
+        """What a checkpoint holds; pair_weights as an array replicated over the mesh (on many hosts a
+        checkpoint holds only global arrays)."""
+        return {"params": self.params, "opt_state": self.opt_state,
+                "pair_weights": replicated(self.pair_weights, self.mesh)}  # fmt: skip
 
     def fit(self, *, stop_after: int | None = None) -> RewardModel | EnsembleRewardModel:
         """Train to `total_steps` (resuming from the latest checkpoint) and export to output_dir/final.
@@ -209,9 +215,7 @@ class RewardModelTrainer:
         stop_after: return after that many steps of this call without exporting (simulates a killed run).
         """
         t = self.config.train
-        os.makedirs(t.output_dir, exist_ok=True)
-        with open(os.path.join(t.output_dir, "config.yaml"), "w") as f:
-            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        write_run_config(t.output_dir, self.config.to_dict())
         self._restore()
         log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.step > 0)
         settings = LoopSettings(

@@ -1,0 +1,149 @@
+"""Multi-host on one machine: two JAX processes (one CPU device each, gloo collectives) run `inform-jax train-rm`
+and `inform-jax ppo` with --distributed, as every host of a TPU slice would, and give the losses of one process with
+two devices. A slice preempted mid-run (both processes killed) resumes on a fresh coordinator port to the same
+model. The run folder is one path both processes share, as a slice's hosts share a bucket or NFS."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file
+
+from inform_jax.data.tokenizer import load_tokenizer
+from inform_jax.models import CausalLM, DecoderConfig, save_pretrained
+from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
+from inform_jax.world import SyntheticWorld
+
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multihost")
+    world = SyntheticWorld().write(root / "world", n_train=96, n_test=16, n_sft=8, n_prompts_train=32, n_prompts_test=8)
+    tokenizer = load_tokenizer(world["tokenizer"])
+    config = DecoderConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, initializer_range=0.1,
+    )  # fmt: skip
+    save_pretrained(CausalLM(config, rngs=nnx.Rngs(0)), str(root / "sft"))
+    tokenizer.save_pretrained(str(root / "sft"))
+    save_reward_model(
+        RewardModel.create(config, HeadConfig(kind="ib", latent_dim=8), rngs=nnx.Rngs(1)), str(root / "rm")
+    )
+    return root, world, len(tokenizer)
+
+
+def _env(devices: int) -> dict:
+    """The test suite's environment with `devices` CPU devices per process (the suite forces 8)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else flags)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], log_dir, tag: str, processes: int) -> list[subprocess.Popen]:
+    """`inform-jax ARGS` as `processes` processes of one run (or one process with two devices when 1)."""
+    cli = [sys.executable, "-m", "inform_jax.cli", *args]
+    if processes == 1:
+        commands = [cli]
+    else:
+        port = _free_port()
+        commands = [[*cli, "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", str(processes),
+                     "--process-id", str(i)] for i in range(processes)]  # fmt: skip
+    env = _env(2 if processes == 1 else 1)
+    return [
+        subprocess.Popen(command, env=env, stdout=open(log_dir / f"{tag}-{i}.log", "w"), stderr=subprocess.STDOUT)
+        for i, command in enumerate(commands)
+    ]
+
+
+def _finish(procs: list[subprocess.Popen], log_dir, tag: str) -> None:
+    for i, proc in enumerate(procs):
+        code = proc.wait(timeout=TIMEOUT)
+        assert code == 0, (log_dir / f"{tag}-{i}.log").read_text()[-3000:]
+
+
+def _run(args, log_dir, tag, processes):
+    _finish(_start(args, log_dir, tag, processes), log_dir, tag)
+
+
+def _train_lines(folder, key="loss"):
+    rows = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+    return [(r.get("step", r.get("iteration")), r[key]) for r in rows if r.get("split", "train") == "train"]
+
+
+def _rm_args(files, out, vocab):
+    root, world, _ = files
+    model = {"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
+             "num_kv_heads": 4}  # fmt: skip
+    sets = [f"model.config.{k}={v}" for k, v in model.items()] + [
+        "model.dtype=float32", f"data.train={world['prefs_train.jsonl']}", f"data.eval={world['prefs_test.jsonl']}",
+        f"data.tokenizer={world['tokenizer']}", "data.max_length=48", "head.latent_dim=8", "train.batch_size=16",
+        "train.max_steps=16", "train.save_every=2", "train.log_every=1", "train.eval_every=8", "train.progress=false",
+        "optim.lr=1e-3", f"train.output_dir={out}",
+    ]  # fmt: skip
+    return ["train-rm", "--method", "inform", *[a for s in sets for a in ("--set", s)]]
+
+
+def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(files, tmp_path):
+    vocab = files[2]
+    two, one, killed = tmp_path / "two", tmp_path / "one", tmp_path / "killed"
+    _run(_rm_args(files, two, vocab), tmp_path, "two", 2)
+    _run(_rm_args(files, one, vocab), tmp_path, "one", 1)
+    losses_two, losses_one = _train_lines(two), _train_lines(one)
+    assert [s for s, _ in losses_two] == list(range(1, 17))  # one metrics line per step: process 0 writes
+    np.testing.assert_allclose([v for _, v in losses_two], [v for _, v in losses_one], rtol=1e-5)
+    assert sorted(os.listdir(two / "checkpoints")) == ["14", "16"]  # global arrays only: every save succeeded
+
+    # A preempted slice: both processes killed once checkpoint 4 is on disk, restarted on a fresh port.
+    procs = _start(_rm_args(files, killed, vocab), tmp_path, "killed", 2)
+    deadline = time.time() + TIMEOUT
+    while not (killed / "checkpoints" / "4").exists():
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 4 before exit"
+        time.sleep(0.02)
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "final").exists(), "the run finished before the kill: nothing was resumed"
+    _run(_rm_args(files, killed, vocab), tmp_path, "resumed", 2)
+    for name in ("reward_head.safetensors", "model.safetensors"):
+        a, b = load_file(str(two / "final" / name)), load_file(str(killed / "final" / name))
+        assert all(np.array_equal(a[k], b[k]) for k in a), name
+    assert (two / "final" / "reward_config.json").exists() and (two / "final" / "tokenizer_config.json").exists()
+
+
+def test_eppo_on_two_processes_equals_two_devices(files, tmp_path):
+    root, world, _ = files
+    sets = [
+        f"policy.path={root / 'sft'}", "policy.dtype=float32", f"reward.path={root / 'rm'}", "reward.gold=world",
+        f"data.prompts={world['prompts_train.jsonl']}", "data.max_prompt_length=12", "rollout.batch_size=8",
+        "rollout.max_new_tokens=6", "energy.eta=2.0", "ppo.minibatches=2", "train.iterations=2",
+        "train.save_every=1", "train.progress=false",
+    ]  # fmt: skip
+    runs = {}
+    for tag, processes in (("ppo-two", 2), ("ppo-one", 1)):
+        out = tmp_path / tag
+        args = ["ppo", *[a for s in [*sets, f"train.output_dir={out}"] for a in ("--set", s)]]
+        _run(args, tmp_path, tag, processes)
+        runs[tag] = {key: _train_lines(out, key) for key in ("policy_loss", "value_loss", "energy_penalty", "kl")}
+    assert [s for s, _ in runs["ppo-two"]["policy_loss"]] == [1, 2]
+    for key, values in runs["ppo-two"].items():
+        np.testing.assert_allclose([v for _, v in values], [v for _, v in runs["ppo-one"][key]], rtol=1e-5, atol=1e-7)
+    two = tmp_path / "ppo-two"
+    assert sorted(os.listdir(two / "checkpoints")) == ["1", "2"]
+    assert len(list(two.glob("sft_energy-*.npy"))) == 1  # the cached SFT energies, written once, read by both
+    assert (two / "final" / "config.json").exists()

@@ -57,6 +57,16 @@ def dataset_files(dataset: str, work: str) -> dict[str, str]:
     return {"pairs": pairs, "prompts": prompts}
 
 
+def synthetic_world(work: str) -> tuple[dict[str, str], list[str]]:
+    """The synthetic world's files at 5 rows each, and its vocabulary."""
+    from inform_jax.world import SyntheticWorld
+
+    files = SyntheticWorld().write(os.path.join(work, "world"), n_train=5, n_test=5, n_sft=5, n_prompts_train=5,
+                                   n_prompts_test=5)  # fmt: skip
+    with open(files["world.json"]) as f:
+        return files, json.load(f)["vocabulary"]
+
+
 def dataset_of(config_path: str) -> str:
     """The dataset a config's file name names (e.g. pythia-1.4b-tldr-inform.yaml -> tldr)."""
     parts = os.path.basename(config_path).removesuffix(".yaml").split("-")
@@ -105,8 +115,12 @@ def smoke_rm(config_path: str, work: str) -> dict:
 
     with open(config_path) as f:
         raw = yaml.safe_load(f)
-    data = dataset_files(dataset_of(config_path), work)["pairs"]
-    texts = _texts(data) + _texts(REWARDBENCH)
+    if dataset_of(config_path) == "synthetic":
+        files, vocabulary = synthetic_world(work)
+        data, texts = files["prefs_train.jsonl"], vocabulary + _texts(REWARDBENCH)
+    else:
+        data = dataset_files(dataset_of(config_path), work)["pairs"]
+        texts = _texts(data) + _texts(REWARDBENCH)
     model = tiny_checkpoint(os.path.join(work, "model"), raw["model"].get("preset"), texts)
     out = os.path.join(work, "run")
     overrides = {
@@ -136,13 +150,8 @@ def smoke_ppo(config_path: str, work: str) -> dict:
         raw = yaml.safe_load(f)
     dataset = dataset_of(config_path)
     if dataset == "synthetic":
-        from inform_jax.world.world import SyntheticWorld
-
-        files = SyntheticWorld().write(os.path.join(work, "world"), n_train=5, n_test=5, n_sft=5, n_prompts_train=5,
-                                       n_prompts_test=5)  # fmt: skip
+        files, texts = synthetic_world(work)
         prompts = files["prompts_train.jsonl"]
-        with open(os.path.join(files["world.json"])) as f:
-            texts = json.load(f)["vocabulary"]
         model = tiny_checkpoint(os.path.join(work, "policy"), None, texts)
     else:
         files = dataset_files(dataset, work)

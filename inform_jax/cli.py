@@ -93,6 +93,8 @@ def _add_train_rm(sub) -> None:
     train_rm.add_argument("--method", help="override the config's method")
     train_rm.add_argument("--output-dir", help="override train.output_dir")
     train_rm.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train_rm.add_argument("--allow-config-change", action="store_true",
+                          help="resume a run folder whose config changed (logged in config_changes.jsonl)")  # fmt: skip
     _add_distributed_arguments(train_rm)
     train_rm.set_defaults(func=_train_rm)
 
@@ -108,6 +110,8 @@ def _train_rm(args: argparse.Namespace) -> int:
         overrides.append(f"method={args.method}")
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
+    if args.allow_config_change:
+        overrides.append("train.allow_config_change=true")
     config = load_config(args.config, overrides)
     _initialize_distributed(args)
     if not config.data.train:
@@ -187,6 +191,8 @@ def _add_ppo(sub) -> None:
     )
     ppo.add_argument("--config", help="YAML config file")
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    ppo.add_argument("--allow-config-change", action="store_true",
+                     help="resume a run folder whose config changed (logged in config_changes.jsonl)")  # fmt: skip
     _add_distributed_arguments(ppo)
     ppo.set_defaults(func=_ppo)
 
@@ -201,7 +207,8 @@ def _ppo(args: argparse.Namespace) -> int:
     from inform_jax.train.ppo.build import build_ppo
     from inform_jax.train.ppo.config import PPOConfig
 
-    config = load_config(args.config, list(args.set or []), cls=PPOConfig)
+    overrides = [*(args.set or []), *(["train.allow_config_change=true"] if args.allow_config_change else [])]
+    config = load_config(args.config, overrides, cls=PPOConfig)
     _initialize_distributed(args)
     if not config.policy.path or not config.data.prompts:
         raise SystemExit("policy.path (the SFT model folder) and data.prompts are required")
@@ -392,6 +399,9 @@ def _add_win_rate(sub) -> None:
     win_rate.add_argument("--out", help="also write the report with per-item verdicts as JSON here")
     win_rate.add_argument("--template", help="chat judge: a judging template file (default the packaged one)")
     win_rate.add_argument("--workers", type=int, default=4, help="chat judge: concurrent requests (default 4)")
+    win_rate.add_argument("--timeout", type=float, default=60.0, help="chat judge: seconds per request (default 60)")
+    win_rate.add_argument("--deadline", type=float, default=180.0,
+                          help="chat judge: seconds per question across retries (default 180)")  # fmt: skip
     win_rate.add_argument("--on-unparsed", default="raise", choices=["raise", "tie"],
                           help="chat judge: a reply with no verdict raises (default) or counts as a tie")  # fmt: skip
     win_rate.add_argument("--tokenizer", help="rm judge: tokenizer folder (default: the reward model folder)")
@@ -436,7 +446,8 @@ def _win_rate(args: argparse.Namespace) -> int:
     options: dict = {}
     if kind == "chat":
         template = load_template(args.template) if args.template else None
-        options = {"model": args.model, "on_unparsed": args.on_unparsed, "workers": args.workers, "template": template}
+        options = {"model": args.model, "on_unparsed": args.on_unparsed, "workers": args.workers, "template": template,
+                   "timeout": args.timeout, "deadline": args.deadline}  # fmt: skip
     elif kind == "rm":
         max_length = args.max_length if args.max_length == "auto" else int(args.max_length)
         options = {"tokenizer": tokenizer, "batch_size": args.batch_size, "max_length": max_length}

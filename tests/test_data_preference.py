@@ -1,6 +1,7 @@
 """Preference / prompt file loading (three formats, three file types), row validation and tokenization."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -46,10 +47,10 @@ def tok(tmp_path_factory):
 
 @pytest.fixture
 def load(tmp_path):
-    """load_preferences with a per-test `datasets` cache (keeps the user's cache clean)."""
+    """load_preferences (no cache of any kind: each call reads the file's current bytes)."""
 
     def _load(path, **kw):
-        return load_preferences(path, cache_dir=str(tmp_path / "cache"), **kw)
+        return load_preferences(path, **kw)
 
     return _load
 
@@ -251,7 +252,7 @@ def test_file_errors(tmp_path, load):
         load(tmp_path / "nowhere.jsonl")
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(GOOD_PROMPT) + "\n{not json\n")
-    with pytest.raises(PreferenceDataError, match=r"broken\.jsonl: cannot read"):
+    with pytest.raises(PreferenceDataError, match=r"broken\.jsonl: row 1 \(line 2\) is not JSON"):
         load(broken)
     with pytest.raises(PreferenceDataError, match=r"cols\.jsonl: cannot detect.*'rejected'"):
         load(write_rows(tmp_path / "cols.jsonl", [{"chosen": "a", "other": "b"}]))
@@ -261,20 +262,19 @@ def test_file_errors(tmp_path, load):
 
 
 def test_load_prompts(tmp_path, tok):
-    cache = str(tmp_path / "cache")
     rows = [{"prompt": "hi"}, {"prompt": " "}, {"prompt": None}, {"prompt": "how are you?"}]
     path = write_rows(tmp_path / "prompts.jsonl", rows)
     with pytest.raises(PreferenceDataError, match=r"prompts\.jsonl: row 1: .*empty_prompt"):
-        load_prompts(path, cache_dir=cache)
-    prompts, report = load_prompts(path, skip_malformed=True, cache_dir=cache)
+        load_prompts(path)
+    prompts, report = load_prompts(path, skip_malformed=True)
     assert prompts == ["hi", "how are you?"]
     assert report.skipped == {"empty_prompt": 1, "missing_value": 1}
 
     conv = write_rows(tmp_path / "conv.parquet", [{"q": [msg("user", "hi")]}])
-    assert load_prompts(conv, "q", tokenizer=tok, cache_dir=cache)[0] == ["<bos><|user|> hi\n<|assistant|>"]
-    assert load_prompts(conv, "q", cache_dir=cache)[0] == ["user: hi\nassistant:"]
+    assert load_prompts(conv, "q", tokenizer=tok)[0] == ["<bos><|user|> hi\n<|assistant|>"]
+    assert load_prompts(conv, "q")[0] == ["user: hi\nassistant:"]
     with pytest.raises(PreferenceDataError, match=r"conv\.parquet: no column 'prompt'"):
-        load_prompts(conv, cache_dir=cache)
+        load_prompts(conv)
 
 
 # ------------------------------------------------------------------------------------------------ tokenize
@@ -390,3 +390,23 @@ def test_tokenize_prompts_left_pads_and_keeps_end(tok):
     ]
     assert arrays["attention_mask"].tolist() == [[0, 0, 0, 0, 1, 1], [1] * 6]
     assert (report.sequences_truncated, report.tokens_cut, report.truncated_rows) == (1, 15, [1])
+
+
+def test_a_file_rewritten_with_its_old_mtime_is_read_as_it_is_now(tmp_path, load):
+    path = tmp_path / "prefs.jsonl"
+    row = {"prompt": "p", "chosen": "good", "rejected": "bad"}
+    path.write_text("\n".join(json.dumps(row) for _ in range(7)) + "\n")
+    stat = os.stat(path)
+    assert load(str(path))[1].rows_read == 7
+    path.write_text("\n".join(json.dumps(row) for _ in range(40)) + "\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p / rsync -a / tar leave it
+    assert load(str(path))[1].rows_read == 40
+
+
+def test_non_utf8_text_names_the_file_and_row(tmp_path, load):
+    good = json.dumps({"prompt": "p", "chosen": "good", "rejected": "bad"}).encode()
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(good + b"\n" + good + b"\n" + b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(PreferenceDataError, match="latin.jsonl: row 2 is not UTF-8") as err:
+        load(str(path))
+    assert err.value.row == 2

@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jax
@@ -67,9 +68,11 @@ def chat_server(answer, limit=100):
             with lock:
                 requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 k = len(requests)
-            status, text = answer(body, k) if k <= limit else (400, "request limit reached")
+            status, text, *extra = answer(body, k) if k <= limit else (400, "request limit reached")
             payload = text.encode()
             self.send_response(status)
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -336,3 +339,36 @@ def test_win_rate_command_with_the_gold_judge(tmp_path, capsys, world):
     gold_b = [world.gold_reward_text(p, r) for p, r in zip(prompts, b, strict=True)]
     expected = compare_scores(gold_a, gold_b, margin=0.05)
     assert summary["margin"] == 0.05 and {k: summary[k] for k in expected} == expected
+
+
+def test_a_redirect_is_refused_and_the_key_never_reaches_the_other_host():
+    with chat_server(lambda body, k: chat_reply("Verdict: A")) as (other, other_requests):
+        with chat_server(lambda body, k: (302, "moved", {"Location": other + "/chat/completions"})) as (url, _):
+            with pytest.raises(JudgeError, match=r"redirected \(302\).*refused"):
+                chat_judge(url)("p", "a", "b")
+    assert other_requests == []  # neither the key nor the question went to the redirect's target
+
+
+def test_a_dead_endpoint_fails_within_the_deadline():
+    def slow(body, k):
+        time.sleep(2.0)
+        return chat_reply("Verdict: A")
+
+    with chat_server(slow) as (url, _):
+        judge = ChatJudge(url, "m", api_key="k", timeout=0.3, deadline=1.0, max_retries=10, backoff=0.1)
+        start = time.monotonic()
+        with pytest.raises(JudgeError, match="deadline"):
+            judge("p", "a", "b")
+        assert time.monotonic() - start < 2.0
+
+
+def test_content_parts_are_joined_and_other_content_names_the_row():
+    def parts(body, k):
+        content = [{"type": "text", "text": "Fine. "}, {"type": "text", "text": "Verdict: B"}] if k == 1 else 7
+        return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+    with chat_server(parts) as (url, _):
+        judge = chat_judge(url, workers=1)
+        assert judge("p", "a", "b") == -1.0
+        with pytest.raises(JudgeError, match=r"row 0 \(prompt 'q'\).*neither text nor a list"):
+            judge.preferences(["q"], ["a"], ["b"])

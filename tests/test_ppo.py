@@ -171,3 +171,23 @@ def test_eight_devices_equal_one(tmp_path):
     for a, b in zip(jax.tree.leaves(single.actor_params), jax.tree.leaves(sharded.actor_params), strict=True):
         # Adam normalizes tiny gradients, so reduction-order differences show at ~1e-3 of a step (lr 3e-3).
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_sft_energy_cache_is_keyed_on_the_whole_model(tmp_path):
+    """Two SFT models with the same embedding table (the old key read only its first 4 KB) get their own cached
+    energies, each equal to its own reference energy."""
+    first = make_trainer(tmp_path, "energy.eta=2.0", "train.iterations=1")
+    other_policy = policy()
+    second_layer = CausalLM(other_policy.config, rngs=nnx.Rngs(7))
+    nnx.update(other_policy, {"layers": nnx.state(second_layer)["layers"]})  # same embedding, other blocks
+    config = first.config
+    second = PPOTrainer(
+        config, prompts(), other_policy, score_fn=callable_score_fn(target_frequency), eos_id=EOS,
+        mesh=first.mesh,
+    )  # fmt: skip
+    a, b = first.reference.cached_energy(), second.reference.cached_energy()
+    assert len(list(tmp_path.glob("sft_energy-*.npy"))) == 2
+    assert not np.allclose(a, b)
+    batch = prompts()
+    ids, mask = jnp.asarray(batch["input_ids"][:16]), jnp.asarray(batch["attention_mask"][:16])
+    np.testing.assert_allclose(b[:16], second.reference.energy(ids, mask), rtol=1e-5, atol=1e-6)

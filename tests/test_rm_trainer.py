@@ -1,12 +1,14 @@
 """The reward-model trainer: sharded = single device, exact resume, accumulation, the bottleneck acting."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from inform_jax.models import make_mesh
 from inform_jax.models.reward_model import load_reward_model
-from inform_jax.train.config import config_from_dict
+from inform_jax.train.config import config_from_dict, load_config
 from inform_jax.train.loop import TrainingDivergedError
 from inform_jax.train.metrics_log import read_metrics
 from inform_jax.train.rm.trainer import RewardModelTrainer
@@ -148,3 +150,25 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
     trainer = RewardModelTrainer(config, data, mesh=one_device())
     with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
         trainer.fit()
+
+
+def test_resume_with_a_changed_config_stops_unless_allowed(tmp_path):
+    data = marked_pairs(32, 8)
+    first = RewardModelTrainer(make_config(tmp_path, "inform"), data, mesh=one_device())
+    first.fit(stop_after=4)  # checkpoint at step 3
+    changed = make_config(tmp_path, "inform", optim=dict(lr=1e-2), loss=dict(beta=0.5))
+    with pytest.raises(ValueError, match=r"loss\.beta: 0\.1 -> 0\.5; optim\.lr: 0\.003 -> 0\.01"):
+        RewardModelTrainer(changed, data, mesh=one_device()).fit()
+    # Run-length and logging keys may change; the stored config stays the one the run started with.
+    longer = make_config(tmp_path, "inform", train=dict(max_steps=8, log_every=2))
+    RewardModelTrainer(longer, data, mesh=one_device()).fit()
+    allowed = make_config(tmp_path, "inform", optim=dict(lr=1e-2), train=dict(max_steps=10, allow_config_change=True))
+    RewardModelTrainer(allowed, data, mesh=one_device()).fit()
+    stored = load_config(str(tmp_path / "config.yaml"))
+    assert stored.optim.lr == pytest.approx(3e-3) and stored.train.max_steps == 6
+    changes = [json.loads(line) for line in open(tmp_path / "config_changes.jsonl")]
+    assert changes == [{"from": 8, "changes": {"optim.lr": [0.003, 0.01]}}]
+    # One metrics line per step although step 4 ran twice (the killed run logged it after its last checkpoint);
+    # steps 5-8 logged every 2, 9-10 every step.
+    steps = [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4, 6, 8, 9, 10]

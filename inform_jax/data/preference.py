@@ -1,7 +1,7 @@
 """Preference-pair and prompt files: reading, format detection, parsing and row validation.
 
-Files are read with ``datasets`` (JSONL, a JSON list, or Parquet; chosen by suffix). Three row formats are
-understood and detected from the columns (``format=`` overrides):
+Files are read from their current bytes (JSONL, a JSON list, or Parquet; chosen by suffix; no cache). Three row
+formats are understood and detected from the columns (``format=`` overrides):
 
 ``"hh"``
     Anthropic HH-RLHF: ``chosen`` and ``rejected`` are whole transcripts
@@ -23,6 +23,7 @@ raises :class:`PreferenceDataError` naming the file, the 0-based row and the pro
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections import Counter
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 FORMATS = ("hh", "prompt", "messages")
 HH_ASSISTANT_TAG = "\n\nAssistant:"
 
-# Suffix -> `datasets` builder. Compressed JSON is decompressed by `datasets` itself.
+# Suffix -> reader.
 _BUILDERS = {
     ".jsonl": "json",
     ".json": "json",
@@ -128,30 +129,89 @@ def _builder_for(path: str) -> str:
     raise PreferenceDataError(f"{path}: unknown file type; expected one of {known}", path=path)
 
 
-def read_rows(
-    path: str | os.PathLike, *, json_field: str | None = None, cache_dir: str | None = None
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Read a local JSONL / JSON / Parquet file with ``datasets``; returns ``(column_names, rows)``.
+def read_rows(path: str | os.PathLike, *, json_field: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Read a local JSONL / JSON / Parquet file (optionally gzipped JSON) from its current bytes; returns
+    ``(column_names, rows)``, every row holding every column (None where a row lacks one).
 
-    A column whose values have mixed types (e.g. one row's ``chosen`` is a number) is kept as Python objects
-    by ``datasets``, so the row validators below can name the exact bad row. ``json_field`` selects a list
-    nested under a key of a JSON object (``{"data": [...]}``).
+    Nothing is cached: a file rewritten with its old modification time (``cp -p``, ``rsync -a``, tar) is read as
+    it is now, and nothing is written outside the run. Values keep their Python types, so the row validators
+    below can name the exact bad row; a line that is not JSON or not UTF-8 raises naming the file and row.
+    ``json_field`` selects a list nested under a key of a JSON object (``{"data": [...]}``).
     """
     path = os.fspath(path)
     builder = _builder_for(path)
     if not os.path.isfile(path):
         raise PreferenceDataError(f"{path}: no such file", path=path)
-    import datasets
+    rows = _read_parquet(path) if builder == "parquet" else _read_json(path, json_field)
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns), [{c: row.get(c) for c in columns} for row in rows]
 
-    kwargs: dict[str, Any] = {"data_files": os.path.abspath(path), "split": "train", "cache_dir": cache_dir}
-    if builder == "json" and json_field is not None:
-        kwargs["field"] = json_field
+
+def _read_parquet(path: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
     try:
-        ds = datasets.load_dataset(builder, **kwargs)
-    except Exception as err:  # datasets wraps parse errors in several types; the cause names the row
-        cause = err.__cause__ or err
-        raise PreferenceDataError(f"{path}: cannot read as {builder}: {cause}", path=path) from err
-    return list(ds.column_names), ds.to_list()
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise PreferenceDataError(f"{path}: cannot read as parquet: {err}", path=path) from err
+
+
+def _read_json(path: str, json_field: str | None) -> list[dict[str, Any]]:
+    """JSON Lines (``.jsonl``); for ``.json``: a list of objects, an object with the list under ``json_field``, a
+    dict of equal-length columns, or JSON Lines."""
+    import gzip
+
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n")
+        raise PreferenceDataError(f"{path}: row {line} is not UTF-8 text (byte {err.start})", path=path,
+                                  row=line) from None  # fmt: skip
+    if ".jsonl" in path.lower():
+        return _json_lines(text, path)
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:  # a .json file holding JSON Lines
+        return _json_lines(text, path)
+    if isinstance(whole, dict):
+        if json_field is not None:
+            if not isinstance(whole.get(json_field), list):
+                raise PreferenceDataError(f"{path}: no list under the key {json_field!r}", path=path)
+            whole = whole[json_field]
+        elif whole and all(isinstance(v, list) for v in whole.values()):  # columns of equal length
+            lengths = {len(v) for v in whole.values()}
+            if len(lengths) != 1:
+                raise PreferenceDataError(f"{path}: a JSON object of columns with different lengths", path=path)
+            whole = [dict(zip(whole, values, strict=True)) for values in zip(*whole.values(), strict=True)]
+        else:
+            whole = [whole]
+    return [_as_row(value, path, i) for i, value in enumerate(whole)]
+
+
+def _json_lines(text: str, path: str) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise PreferenceDataError(f"{path}: row {len(rows)} (line {i + 1}) is not JSON: {err}", path=path,
+                                      row=len(rows)) from None  # fmt: skip
+        rows.append(_as_row(value, path, len(rows)))
+    return rows
+
+
+def _as_row(value, path: str, row: int) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PreferenceDataError(f"{path}: row {row} is a JSON {type(value).__name__}, not an object", path=path,
+                                  row=row)  # fmt: skip
+    return value
 
 
 # ----------------------------------------------------------------------------------------------- fields
@@ -361,7 +421,6 @@ def load_preferences(
     tokenizer: Any = None,
     skip_malformed: bool = False,
     json_field: str | None = None,
-    cache_dir: str | None = None,
 ) -> tuple[list[PreferencePair], LoadReport]:
     """Load a preference file into ``PreferencePair``s; returns ``(pairs, report)``.
 
@@ -372,14 +431,13 @@ def load_preferences(
         none, or if None).
       skip_malformed: skip bad rows and count them in the report instead of raising.
       json_field: for a JSON object file, the key holding the list of rows.
-      cache_dir: ``datasets`` cache folder (default: its own).
 
     Raises:
       PreferenceDataError: unknown suffix, missing or unreadable file, missing columns, or (unless
         ``skip_malformed``) a malformed row; the message names the file and the 0-based row.
     """
     path = os.fspath(path)
-    columns, rows = read_rows(path, json_field=json_field, cache_dir=cache_dir)
+    columns, rows = read_rows(path, json_field=json_field)
     if format is None:
         try:
             format = detect_format(columns, rows)
@@ -412,7 +470,6 @@ def load_prompts(
     tokenizer: Any = None,
     skip_malformed: bool = False,
     json_field: str | None = None,
-    cache_dir: str | None = None,
 ) -> tuple[list[str], LoadReport]:
     """Load the prompts of a prompt-only file (PPO rollouts); returns ``(prompts, report)``.
 
@@ -421,7 +478,7 @@ def load_prompts(
     blank prompt is malformed: raised with file and row, or skipped and counted with ``skip_malformed``.
     """
     path = os.fspath(path)
-    columns, rows = read_rows(path, json_field=json_field, cache_dir=cache_dir)
+    columns, rows = read_rows(path, json_field=json_field)
     if column not in columns:
         raise PreferenceDataError(f"{path}: no column '{column}'; the file has {list(columns)}", path=path)
 

@@ -266,6 +266,12 @@ def _excerpt(text: str, limit: int = 400) -> str:
     return repr(text if len(text) <= limit else "..." + text[-limit:])
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise JudgeError(f"POST {req.full_url}: the endpoint redirected ({code}) to {newurl}; refused (the request "
+                         "carries the API key; point base_url at the final address)")  # fmt: skip
+
+
 class ChatJudge:
     """A judge asking an OpenAI-compatible chat-completions endpoint which of two responses is better.
 
@@ -280,8 +286,13 @@ class ChatJudge:
         when neither is set).
       template: the template text (see :func:`split_template`); default ``prompts/pairwise.txt``.
       timeout: seconds per request.
+      deadline: seconds for one question across all its attempts and waits (a dead endpoint fails after this).
       max_retries: retries after the first attempt on HTTP 429 / 5xx and connection errors, waiting
         ``backoff * 2**attempt`` seconds (or the server's Retry-After), at most ``max_backoff``.
+
+    Redirects are refused (an error naming the target): a redirected POST would carry the API key to another
+    host, or come back as a GET whose answer is not a verdict. A reply's content may be a string or a list of
+    text parts (joined); anything else is a JudgeError naming the row.
       on_unparsed: "raise" (a JudgeError quoting the reply) or "tie" (counted in ``unparsed``, with a warning).
       workers: concurrent requests in :meth:`preferences`.
     """
@@ -297,6 +308,7 @@ class ChatJudge:
         template: str | None = None,
         *,
         timeout: float = 60.0,
+        deadline: float = 180.0,
         max_retries: int = 4,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -309,12 +321,16 @@ class ChatJudge:
             raise ValueError(f"on_unparsed must be 'raise' or 'tie', got {on_unparsed!r}")
         if max_retries < 0 or workers < 1:
             raise ValueError(f"need max_retries >= 0 and workers >= 1, got {max_retries} and {workers}")
+        if not (timeout > 0 and deadline > 0):
+            raise ValueError(f"need timeout > 0 and deadline > 0, got {timeout} and {deadline}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.system, self.user = split_template(load_template() if template is None else template)
         self.timeout = timeout
+        self.deadline = deadline
         self.max_retries = max_retries
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.on_unparsed = on_unparsed
@@ -333,11 +349,13 @@ class ChatJudge:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         last = ""
+        end = time.monotonic() + self.deadline
         for attempt in range(self.max_retries + 1):
             wait = self.backoff * 2**attempt
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                timeout = min(self.timeout, max(end - time.monotonic(), 0.001))
+                with self._opener.open(request, timeout=timeout) as response:
                     return response.read()
             except urllib.error.HTTPError as err:
                 detail = err.read(500).decode("utf-8", "replace") if err.fp is not None else ""
@@ -351,9 +369,13 @@ class ChatJudge:
                     pass
             except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
                 last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+            pause = min(max(wait, 0.0), self.max_backoff)
+            if time.monotonic() + pause >= end:
+                raise JudgeError(f"POST {self.url}: no answer within the {self.deadline:g} s deadline "
+                                 f"({attempt + 1} attempts); last error: {last}")  # fmt: skip
             if attempt < self.max_retries:
                 logger.warning("POST %s failed (%s); retry %d of %d", self.url, last, attempt + 1, self.max_retries)
-                time.sleep(min(max(wait, 0.0), self.max_backoff))
+                time.sleep(pause)
         raise JudgeError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
 
     def reply(self, prompt: str, first: str, second: str) -> str:
@@ -365,7 +387,14 @@ class ChatJudge:
         except (ValueError, KeyError, IndexError, TypeError):
             raise JudgeError(f"{self.url}: not a chat-completions response (no choices[0].message.content): "
                              f"{_excerpt(raw.decode('utf-8', 'replace'))}") from None  # fmt: skip
-        return content or ""
+        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+            texts = [p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content]
+            if all(isinstance(t, str) for t in texts):
+                return "".join(texts)
+        if content is None or isinstance(content, str):
+            return content or ""
+        raise JudgeError(f"{self.url}: the reply's content is neither text nor a list of text parts: "
+                         f"{_excerpt(json.dumps(content))}")  # fmt: skip
 
     def __call__(self, prompt: str, first: str, second: str) -> float:
         text = self.reply(prompt, first, second)
@@ -383,10 +412,17 @@ class ChatJudge:
     def preferences(self, prompts: Sequence[str], firsts: Sequence[str], seconds: Sequence[str]) -> np.ndarray:
         """+1 / -1 / 0 [N], ``workers`` requests at a time (in order)."""
         n = _check_triples(prompts, firsts, seconds)
+
+        def ask(row: int) -> float:
+            try:
+                return self(prompts[row], firsts[row], seconds[row])
+            except JudgeError as err:
+                raise JudgeError(f"row {row} (prompt {prompts[row][:60]!r}): {err}") from None
+
         if self.workers == 1 or n <= 1:
-            return np.array([self(*t) for t in zip(prompts, firsts, seconds, strict=True)], np.float64)
+            return np.array([ask(i) for i in range(n)], np.float64)
         with ThreadPoolExecutor(min(self.workers, n)) as pool:
-            return np.array(list(pool.map(self, prompts, firsts, seconds)), np.float64)
+            return np.array(list(pool.map(ask, range(n))), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------- factory

@@ -52,6 +52,9 @@ class LatentProbe:
         return result
 
 
+LAB_RUN_MARKER = ".inform-jax-lab-run"
+
+
 def run_method(
     lab: Lab,
     name: str,
@@ -66,8 +69,14 @@ def run_method(
     policy's probe outputs; in the control space too when the probe has one), per-sample energies with hacking
     labels (first and last quarter of the run), and the final policy's probe outputs."""
     c = lab.config
-    # A run is minutes long and its per-sample records live in memory: start it afresh rather than resume it.
+    # A run is minutes long and its per-sample records live in memory: start it afresh rather than resume it. Only
+    # a folder the lab made (it holds the marker) is replaced; anything else at that path is the user's.
+    marker = os.path.join(out_dir, LAB_RUN_MARKER)
+    if os.path.exists(out_dir) and os.listdir(out_dir) and not os.path.exists(marker):
+        raise FileExistsError(f"{out_dir} exists and was not made by the lab; choose another --out or move it away")
     shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    open(marker, "w").close()
     settings = {
         "train.output_dir": out_dir, "train.progress": str(sys.stderr.isatty()).lower(), "train.seed": c.seed,
         "train.save_every": 10**9,

@@ -65,6 +65,11 @@ class DecoderConfig:
 
     def __post_init__(self):
         family_of(self.model_type)  # an unsupported model_type raises naming the supported ones
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads} (set head_dim to "
+                "use heads that do not divide the width)"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.rope_type not in SUPPORTED_ROPE_TYPES:

@@ -232,3 +232,20 @@ def save_pretrained(model: CausalLM, path: str, *, max_shard_bytes: int = 5 * 2*
     total = sum(t.nbytes for t in tensors.values())
     with open(os.path.join(path, INDEX_FILE), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def checkpoint_digest(path: str) -> str:
+    """A sha256 digest of a checkpoint folder's weights and config (every ``*.safetensors`` file and config.json,
+    read in full): a cache keyed on it is never reused for another model, even one sharing some tensors."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    names = sorted(f for f in os.listdir(path) if f.endswith(".safetensors") or f == "config.json")
+    if not any(n.endswith(".safetensors") for n in names):
+        raise CheckpointError(f"{path}: no *.safetensors file to digest")
+    for name in names:
+        digest.update(name.encode())
+        with open(os.path.join(path, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -42,3 +42,12 @@ def build_backbone(config, seed: int) -> CausalLM:
     if config.model.path:
         return from_pretrained(config.model.path, lm_head=False, **runtime_options(config.model))
     return CausalLM(section_config(config.model), rngs=nnx.Rngs(seed), lm_head=False)
+
+
+def check_tokenizer_fits(tokenizer, config: DecoderConfig, where: str) -> None:
+    """A tokenizer with more ids than the model's vocabulary would index past the embedding table (NaN at step 1):
+    refuse it before any compute."""
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {config.vocab_size}"
+        )

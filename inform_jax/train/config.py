@@ -14,6 +14,18 @@ from typing import Any
 
 import yaml
 
+from inform_jax.train.checks import (
+    at_least,
+    check,
+    count,
+    model_section_rules,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    probability,
+    within,
+)
 from inform_jax.train.rm.methods import RewardModelMethod, get_method
 
 
@@ -99,6 +111,7 @@ class TrainSection:
     log_every: int = 10
     output_dir: str = "runs/rm"
     progress: bool = True
+    allow_config_change: bool = False  # resume a run whose config changed (the change is logged), else refuse
 
 
 @dataclasses.dataclass
@@ -122,6 +135,7 @@ class RMTrainConfig:
 
     def __post_init__(self):
         get_method(self.method)  # an unknown method raises with the known ones
+        check(self, RM_RULES)
         d = self.decomposition
         if d.estimator not in ("bisection", "logit") or d.weights not in ("uniform", "reward"):
             raise ValueError("decomposition.estimator must be bisection|logit and decomposition.weights uniform|reward")
@@ -150,6 +164,26 @@ class RMTrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Keys with a fixed set of choices or a valid range, checked when the config is built.
+RM_RULES = [
+    *model_section_rules("model"),
+    ("head.latent_dim", count), ("head.decoder", one_of("linear", "gated")),
+    ("loss.beta", non_negative), ("loss.kl_reduction", one_of("paper", "release")),
+    ("loss.margin", optional(at_least(float("-inf")))), ("loss.odin_length_coef", non_negative),
+    ("loss.odin_orthogonal_coef", non_negative), ("loss.num_members", count),
+    ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
+    ("data.format", one_of(None, "hh", "prompt", "messages")), ("data.max_length", at_least(2)),
+    ("decomposition.num_prompts", count), ("decomposition.tau", positive), ("decomposition.priority_tau", positive),
+    ("decomposition.warmup_steps", non_negative), ("decomposition.rrm_augment", non_negative),
+    ("optim.lr", positive), ("optim.warmup_ratio", within(0, 1, open_high=True)), ("optim.min_lr_ratio", probability),
+    ("optim.b1", within(0, 1, open_high=True)), ("optim.b2", within(0, 1, open_high=True)), ("optim.eps", positive),
+    ("optim.weight_decay", non_negative), ("optim.grad_clip", non_negative),
+    ("train.batch_size", count), ("train.grad_accum", count), ("train.epochs", positive),
+    ("train.max_steps", optional(count)), ("train.eval_every", count), ("train.eval_batch_size", count),
+    ("train.save_every", count), ("train.keep_checkpoints", count), ("train.log_every", count),
+]  # fmt: skip
 
 
 def _build(cls, values: dict, where: str):

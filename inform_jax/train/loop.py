@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 
 from inform_jax.train.metrics_log import MetricsLog, progress
 
@@ -99,3 +100,19 @@ def _check_finite(metrics: dict, watch: Sequence[str], done: int, counter: str, 
             raise TrainingDivergedError(
                 f"{key} is {value} at {counter} {done}; last good checkpoint: {counter} {latest_checkpoint()}"
             )
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
+
+
+def ensure_finite(state, done: int, counter: str, latest_checkpoint: Callable[[], int | None]) -> None:
+    """Stop with TrainingDivergedError before saving a state (parameters, optimizer moments) that holds a NaN or an
+    infinity: a finite loss can sit beside overflowed Adam moments, which no later step recovers from."""
+    if not bool(_all_finite(state)):
+        raise TrainingDivergedError(
+            f"the parameters or optimizer state hold NaN or inf at {counter} {done}; not saved; last good "
+            f"checkpoint: {counter} {latest_checkpoint()}"
+        )

@@ -22,14 +22,24 @@ def _plain(value):
 
 
 class MetricsLog:
-    """metrics.jsonl, written by process 0 only (on many hosts the others' writes are no-ops)."""
+    """metrics.jsonl, written by process 0 only (on many hosts the others' writes are no-ops).
 
-    def __init__(self, path: str, *, append: bool):
+    resume_from: the step (or iteration, named by ``counter``) a run resumes at; lines past it, written by the
+    killed run after its last checkpoint, are dropped so that each step has one line. 0 starts a new file.
+    """
+
+    def __init__(self, path: str, *, resume_from: int = 0, counter: str = "step"):
         self.path = path
         self._file = None
-        if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            self._file = open(path, "a" if append else "w")
+        if jax.process_index() != 0:
+            return
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        kept = []
+        if resume_from > 0 and os.path.exists(path):
+            kept = [line for line in read_metrics(path) if line.get(counter, 0) <= resume_from]
+        self._file = open(path, "w")
+        for record in kept:
+            self.write(record)
 
     def write(self, record: dict) -> None:
         if self._file is not None:

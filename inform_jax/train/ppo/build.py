@@ -19,8 +19,9 @@ from inform_jax.data.preference import load_prompts
 from inform_jax.data.tokenize import tokenize_prompts
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import from_pretrained
+from inform_jax.models.hf_io import checkpoint_digest
 from inform_jax.models.reward_model import load_reward_model
-from inform_jax.train.backbone import runtime_options
+from inform_jax.train.backbone import check_tokenizer_fits, runtime_options, section_config
 from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.trainer import PPOTrainer, ValueModel, callable_score_fn, reward_model_score_fn
 
@@ -32,6 +33,7 @@ def build_ppo(config: PPOConfig, *, tokenizer=None, log=print, **kwargs) -> PPOT
         raise ValueError("policy.path (the SFT model folder) and data.prompts are required")
     if tokenizer is None:
         tokenizer = load_tokenizer(config.data.tokenizer or config.policy.path)
+    check_tokenizer_fits(tokenizer, section_config(config.policy), "policy")
     texts, report = load_prompts(config.data.prompts, tokenizer=tokenizer)
     log(str(report))
     prompts, truncation = tokenize_prompts(texts, tokenizer, config.data.max_prompt_length)
@@ -51,7 +53,8 @@ def build_ppo(config: PPOConfig, *, tokenizer=None, log=print, **kwargs) -> PPOT
     trainer = PPOTrainer(
         config, {k: np.asarray(v) for k, v in prompts.items()}, policy, score_fn=score_fn,
         reward_params=reward_params, critic=critic, gold_fn=gold_fn, hacked_fn=hacked_fn,
-        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id or 0, **kwargs,
+        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id or 0,
+        reference_digest=checkpoint_digest(config.policy.path), **kwargs,
     )  # fmt: skip
     trainer.tokenizer = tokenizer
     return trainer

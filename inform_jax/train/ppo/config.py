@@ -11,6 +11,18 @@ from __future__ import annotations
 import dataclasses
 
 from inform_jax.losses import ENERGY_SITES, KL_ESTIMATORS
+from inform_jax.train.checks import (
+    at_least,
+    check,
+    count,
+    model_section_rules,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    probability,
+    within,
+)
 from inform_jax.train.config import MeshSection, ModelSection
 
 
@@ -112,6 +124,7 @@ class PPOTrainSection:
     keep_checkpoints: int = 2
     output_dir: str = "runs/ppo"
     progress: bool = True
+    allow_config_change: bool = False  # resume a run whose config changed (the change is logged), else refuse
 
 
 @dataclasses.dataclass
@@ -130,24 +143,37 @@ class PPOConfig:
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def __post_init__(self):
-        if self.reward.kind not in ("model", "gold"):
-            raise ValueError(f"reward.kind must be 'model' or 'gold', got {self.reward.kind!r}")
-        if self.reward.gold not in (None, "world"):
-            raise ValueError(f"reward.gold must be null or 'world' (the synthetic world's), got {self.reward.gold!r}")
-        if self.kl.estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl.estimator must be one of {KL_ESTIMATORS}, got {self.kl.estimator!r}")
-        if self.energy.site not in ENERGY_SITES:
-            raise ValueError(f"energy.site must be one of {ENERGY_SITES}, got {self.energy.site!r}")
+        check(self, PPO_RULES)
         if self.rollout.batch_size % self.ppo.minibatches:
-            raise ValueError("rollout.batch_size must be a multiple of ppo.minibatches")
-        if self.energy.sft_energy not in ("cached", "regenerate"):
-            raise ValueError(f"energy.sft_energy must be 'cached' or 'regenerate', got {self.energy.sft_energy!r}")
-        if self.ibl.covariance not in ("empirical", "ledoit_wolf"):
-            raise ValueError(f"ibl.covariance must be 'empirical' or 'ledoit_wolf', got {self.ibl.covariance!r}")
-        if self.detect.every < 0 or self.detect.num_prompts < 3:
-            raise ValueError("detect.every must be >= 0 and detect.num_prompts >= 3")
-        if self.ppo.critic_init not in ("sft", "reward_model"):
-            raise ValueError(f"ppo.critic_init must be 'sft' or 'reward_model', got {self.ppo.critic_init!r}")
+            raise ValueError(
+                f"rollout.batch_size={self.rollout.batch_size} must be a multiple of "
+                f"ppo.minibatches={self.ppo.minibatches}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Keys with a fixed set of choices or a valid range, checked when the config is built (before any model loads).
+PPO_RULES = [
+    *model_section_rules("policy"),
+    ("reward.kind", one_of("model", "gold")), ("reward.gold", one_of(None, "world")),
+    ("reward.clip", optional(positive)),
+    ("rollout.batch_size", count), ("rollout.max_new_tokens", count), ("rollout.temperature", positive),
+    ("rollout.top_k", non_negative), ("rollout.top_p", within(0, 1)), ("rollout.top_p", positive),
+    ("ppo.epochs", count), ("ppo.minibatches", count), ("ppo.clip", positive), ("ppo.value_clip", optional(positive)),
+    ("ppo.gamma", probability), ("ppo.lam", probability), ("ppo.entropy_coef", non_negative),
+    ("ppo.actor_lr", positive), ("ppo.critic_lr", positive), ("ppo.grad_clip", non_negative),
+    ("ppo.critic_init", one_of("sft", "reward_model")),
+    ("kl.coef", non_negative), ("kl.estimator", one_of(*KL_ESTIMATORS)), ("kl.target", positive),
+    ("kl.horizon", positive),
+    ("energy.eta", non_negative), ("energy.site", one_of(*ENERGY_SITES)),
+    ("energy.sft_energy", one_of("cached", "regenerate")), ("energy.sft_samples", non_negative),
+    ("ibl.coef", non_negative), ("ibl.covariance", one_of("empirical", "ledoit_wolf")), ("ibl.ridge", non_negative),
+    ("ibl.max_prompts", non_negative),
+    ("detect.every", non_negative), ("detect.num_prompts", at_least(3)), ("detect.k", optional(at_least(2))),
+    ("detect.k_rule", one_of("silhouette", "sqrt")), ("detect.alpha", within(0, 1, open_high=True)),
+    ("data.max_prompt_length", count),
+    ("train.iterations", count), ("train.log_every", count), ("train.save_every", count),
+    ("train.keep_checkpoints", count),
+]  # fmt: skip

@@ -23,8 +23,19 @@ class SFTReference:
     """The SFT-side quantities of ``trainer`` (a PPOTrainer: its config, prompts, frozen reference model, reward
     model, sampler and mesh)."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, digest: str | None = None):
         self.trainer = trainer
+        self._digest = digest
+
+    def model_digest(self) -> str:
+        """The SFT model's digest: the one given (of its checkpoint files), else a sha256 of every parameter
+        (gathered from every host)."""
+        if self._digest is None:
+            digest = hashlib.sha256()
+            for leaf in jax.tree.leaves(self.trainer.ref_params):
+                digest.update(to_host(leaf).tobytes())
+            self._digest = digest.hexdigest()
+        return self._digest
 
     def energy(self, prompt_ids, prompt_mask, key=None) -> jax.Array:
         """dE^SFT for each prompt: the reference model's final-layer energy on its own response. [B].
@@ -48,12 +59,11 @@ class SFTReference:
         return total / samples
 
     def _cache_path(self, name: str, *settings) -> str:
-        """A file in the run folder keyed by the prompts, the SFT model and ``settings`` (so a changed input
+        """A file in the run folder keyed by the prompts, the whole SFT model and ``settings`` (so a changed input
         never reuses a stale cache)."""
         t = self.trainer
         digest = hashlib.sha256(t.prompts["input_ids"].tobytes())
-        first = jax.tree.leaves(t.ref_params)[0]  # its first 4 KB (1024 float32 values), gathered from every host
-        digest.update(to_host(first.reshape(-1)[: 4096 // first.dtype.itemsize]).tobytes())
+        digest.update(self.model_digest().encode())
         digest.update(repr(settings).encode())
         return os.path.join(t.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
 

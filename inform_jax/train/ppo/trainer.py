@@ -48,7 +48,7 @@ from inform_jax.models.reward_model import EnsembleRewardModel
 from inform_jax.models.sampler import generate
 from inform_jax.models.sharding import BATCH_AXES, constrain_batch
 from inform_jax.train.batches import batch_indices, take
-from inform_jax.train.loop import LoopSettings, fit_loop
+from inform_jax.train.loop import LoopSettings, ensure_finite, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.detect import TrainingDetector
@@ -237,11 +237,13 @@ class PPOTrainer:
         pad_id: int = 0,
         mesh=None,
         callbacks: list[Callback] = (),
+        reference_digest: str | None = None,
     ):
         """prompts: left-padded `input_ids`, `attention_mask` [num_prompts, P]; policy: the SFT model (actor
         init and frozen reference); score_fn/reward_params: the proxy reward, returning [B] rewards or (rewards,
         features [B, F]) (features are needed by IBL and detection); gold_fn ([B] float) and hacked_fn ([B] bool,
-        e.g. the synthetic world's judge): logged, not optimized."""
+        e.g. the synthetic world's judge): logged, not optimized; reference_digest: a digest of the SFT model's
+        files (``checkpoint_digest``) keying the SFT caches; None hashes the parameters themselves."""
         self.config = config
         self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
         self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
@@ -279,7 +281,7 @@ class PPOTrainer:
         self.iteration = 0
         self.sft_energy: np.ndarray | None = None
         self.ibl_reference: GaussianReference | None = None
-        self.reference = SFTReference(self)
+        self.reference = SFTReference(self, digest=reference_digest)
         self.detector = None if config.detect.every == 0 else TrainingDetector(self)
         self._score = jax.jit(self._score_impl)
         update = make_ppo_update(
@@ -463,6 +465,7 @@ class PPOTrainer:
         self.iteration = latest
 
     def _save(self, iteration: int) -> None:
+        ensure_finite(self.state, iteration, "iteration", self.checkpoints.latest_step)
         self.checkpoints.save(iteration, args=ocp.args.StandardSave(self.state._asdict()))
 
     # The state's parts by name (read-only views of ``self.state``).
@@ -476,8 +479,10 @@ class PPOTrainer:
     def fit(self, *, stop_after: int | None = None) -> CausalLM:
         """Run to `train.iterations` (resuming from the latest checkpoint); returns the trained policy."""
         t = self.config.train
-        write_run_config(t.output_dir, self.config.to_dict())
         self._restore()
+        write_run_config(
+            t.output_dir, self.config.to_dict(), resumed_at=self.iteration, allow_change=t.allow_config_change
+        )
         if self.config.energy.eta > 0 and self.config.energy.sft_energy == "cached":
             self.sft_energy = self.reference.cached_energy()
         if self.config.ibl.coef > 0:
@@ -491,7 +496,7 @@ class PPOTrainer:
                     f"IBL: the {b.covariance} covariance of {count} SFT latents is singular; use "
                     "ibl.covariance=ledoit_wolf, a larger ibl.ridge, or more prompts than latent dimensions"
                 )
-        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.iteration > 0)
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.iteration, counter="iteration")
         settings = LoopSettings(
             total=t.iterations, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
             label="ppo" if self.config.energy.eta == 0 else "eppo", counter="iteration", watch=("policy_loss",),
@@ -520,7 +525,7 @@ class PPOTrainer:
                 latest_checkpoint=self.checkpoints.latest_step, stop_after=stop_after,
                 postfix=lambda m: {"reward": f"{m['proxy_reward']:.3f}", "kl": f"{m['kl']:.2f}"},
             )  # fmt: skip
-        finally:
+        finally:  # also on divergence or Ctrl-C: the pending save of the last good checkpoint completes
             log.close()
-        self.checkpoints.wait_until_finished()
+            self.checkpoints.wait_until_finished()
         return self.policy()

@@ -33,10 +33,10 @@ from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import make_mesh, shard_module
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
 from inform_jax.models.sharding import BATCH_AXES, replicated, to_host
-from inform_jax.train.backbone import build_backbone
+from inform_jax.train.backbone import build_backbone, check_tokenizer_fits, section_config
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
-from inform_jax.train.loop import LoopSettings, fit_loop
+from inform_jax.train.loop import LoopSettings, ensure_finite, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.optim import adamw
 from inform_jax.train.rm.data import prepare_pairs
@@ -160,6 +160,7 @@ class RewardModelTrainer:
             if not path:
                 raise ValueError("data.tokenizer (or model.path) is required to tokenize the data")
             tokenizer = load_tokenizer(path)
+        check_tokenizer_fits(tokenizer, section_config(config.model), "model")
         transform = method_pair_transform(config)
         train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
         held_out = prepare_pairs(config.data.eval, tokenizer, config.data, log=log) if config.data.eval else None
@@ -201,7 +202,9 @@ class RewardModelTrainer:
         self.step = latest
 
     def _save(self, step: int) -> None:
-        self.checkpoints.save(step, args=ocp.args.StandardSave(self._state()))
+        state = self._state()
+        ensure_finite(state, step, "step", self.checkpoints.latest_step)
+        self.checkpoints.save(step, args=ocp.args.StandardSave(state))
 
     def _state(self) -> dict:
         """What a checkpoint holds; pair_weights as an array replicated over the mesh (on many hosts a
@@ -215,12 +218,12 @@ class RewardModelTrainer:
         stop_after: return after that many steps of this call without exporting (simulates a killed run).
         """
         t = self.config.train
-        write_run_config(t.output_dir, self.config.to_dict())
         self._restore()
-        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), append=self.step > 0)
+        write_run_config(t.output_dir, self.config.to_dict(), resumed_at=self.step, allow_change=t.allow_config_change)
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.step, counter="step")
         settings = LoopSettings(
             total=self.total_steps, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
-            label=f"train-rm {self.config.method}", counter="step", watch=("loss",),
+            label=f"train-rm {self.config.method}", counter="step", watch=("loss", "grad_norm"),
         )  # fmt: skip
 
         def step(i: int) -> dict:
@@ -245,9 +248,9 @@ class RewardModelTrainer:
                 latest_checkpoint=self.checkpoints.latest_step, after_log=callbacks_and_eval, stop_after=stop_after,
                 postfix=lambda m: {"loss": f"{float(m['loss']):.4f}", "acc": f"{float(m['accuracy']):.3f}"},
             )  # fmt: skip
-        finally:
+        finally:  # also on divergence or Ctrl-C: the pending save of the last good checkpoint completes
             log.close()
-        self.checkpoints.wait_until_finished()
+            self.checkpoints.wait_until_finished()
         if self.step < self.total_steps:  # stopped by stop_after: no export
             return self.current_model()
         model = self.export_model()

@@ -1,8 +1,10 @@
 """The reward-model trainer: sharded = single device, exact resume, accumulation, the bottleneck acting."""
 
 import json
+import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -150,6 +152,29 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
     trainer = RewardModelTrainer(config, data, mesh=one_device())
     with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
         trainer.fit()
+
+
+@pytest.mark.parametrize("broken", ["params", "opt_state"])
+def test_divergence_names_a_checkpoint_that_is_on_disk_and_finite(tmp_path, broken):
+    """NaN parameters (the next loss is NaN) or infinite Adam moments (the next loss is still finite, the state
+    is not) after step 5: the run stops before saving step 6 and names checkpoint 4, which is complete and finite."""
+
+    def poison(trainer, step):
+        def spoil(x):
+            return x * np.inf if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+        setattr(trainer, broken, jax.tree.map(spoil, getattr(trainer, broken)))
+
+    config = make_config(tmp_path, "standard", train=dict(max_steps=8, save_every=2, keep_checkpoints=5))
+    trainer = RewardModelTrainer(config, marked_pairs(32, 9), mesh=one_device(), callbacks=[(5, poison)])
+    with pytest.raises(TrainingDivergedError, match=r"at step 6.*last good checkpoint: step 4"):
+        trainer.fit()
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # no partial or poisoned save left
+    fresh = RewardModelTrainer(make_config(tmp_path, "standard", train=dict(max_steps=8, save_every=2)),
+                               marked_pairs(32, 9), mesh=one_device())  # fmt: skip
+    fresh._restore()
+    assert fresh.step == 4
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves((fresh.params, fresh.opt_state)))
 
 
 def test_resume_with_a_changed_config_stops_unless_allowed(tmp_path):

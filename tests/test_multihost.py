@@ -13,13 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from flax import nnx
 from safetensors.numpy import load_file
-
-from inform_jax.data.tokenizer import load_tokenizer
-from inform_jax.models import CausalLM, DecoderConfig, save_pretrained
-from inform_jax.models.reward_model import HeadConfig, RewardModel, save_reward_model
-from inform_jax.world import SyntheticWorld
+from world_models import world_sft_and_rm
 
 TIMEOUT = 300
 
@@ -27,18 +22,8 @@ TIMEOUT = 300
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost")
-    world = SyntheticWorld().write(root / "world", n_train=96, n_test=16, n_sft=8, n_prompts_train=32, n_prompts_test=8)
-    tokenizer = load_tokenizer(world["tokenizer"])
-    config = DecoderConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, initializer_range=0.1,
-    )  # fmt: skip
-    save_pretrained(CausalLM(config, rngs=nnx.Rngs(0)), str(root / "sft"))
-    tokenizer.save_pretrained(str(root / "sft"))
-    save_reward_model(
-        RewardModel.create(config, HeadConfig(kind="ib", latent_dim=8), rngs=nnx.Rngs(1)), str(root / "rm")
-    )
-    return root, world, len(tokenizer)
+    world, vocab = world_sft_and_rm(root, n_train=96, n_test=16, hidden_size=64, initializer_range=0.1)
+    return root, world, vocab
 
 
 def _env(devices: int) -> dict:

@@ -7,30 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from world_models import world_sft_and_rm
 
 from inform_jax.cli import main
-from inform_jax.data.tokenizer import load_tokenizer
-from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, save_pretrained
-from inform_jax.models.reward_model import HeadConfig, RewardModel, load_reward_model, save_reward_model
+from inform_jax.models import from_pretrained
+from inform_jax.models.reward_model import load_reward_model
 from inform_jax.train.config import config_from_dict, load_config
 from inform_jax.train.ppo.build import build_ppo
 from inform_jax.train.ppo.config import PPOConfig
-from inform_jax.world.world import SyntheticWorld
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo_cli")
-    files = SyntheticWorld().write(root / "world", n_train=8, n_test=8, n_sft=8, n_prompts_train=32, n_prompts_test=8)
-    tokenizer = load_tokenizer(files["tokenizer"])
-    config = DecoderConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=4,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    save_pretrained(CausalLM(config, rngs=nnx.Rngs(0)), str(root / "sft"))
-    tokenizer.save_pretrained(str(root / "sft"))
-    reward = RewardModel.create(config, HeadConfig(kind="ib", latent_dim=8), rngs=nnx.Rngs(1))
-    save_reward_model(reward, str(root / "rm"))
+    files, _ = world_sft_and_rm(root, n_train=8, n_test=8, hidden_size=32)
     return root, files
 
 

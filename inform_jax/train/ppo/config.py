@@ -11,18 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from inform_jax.losses import ENERGY_SITES, KL_ESTIMATORS
-from inform_jax.train.checks import (
-    at_least,
-    check,
-    count,
-    model_section_rules,
-    non_negative,
-    one_of,
-    optional,
-    positive,
-    probability,
-    within,
-)
+from inform_jax.train import checks as ck
 from inform_jax.train.config import MeshSection, ModelSection
 
 
@@ -143,7 +132,7 @@ class PPOConfig:
     mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def __post_init__(self):
-        check(self, PPO_RULES)
+        ck.check(self, PPO_RULES)
         if self.rollout.batch_size % self.ppo.minibatches:
             raise ValueError(
                 f"rollout.batch_size={self.rollout.batch_size} must be a multiple of "
@@ -156,24 +145,27 @@ class PPOConfig:
 
 # Keys with a fixed set of choices or a valid range, checked when the config is built (before any model loads).
 PPO_RULES = [
-    *model_section_rules("policy"),
-    ("reward.kind", one_of("model", "gold")), ("reward.gold", one_of(None, "world")),
-    ("reward.clip", optional(positive)),
-    ("rollout.batch_size", count), ("rollout.max_new_tokens", count), ("rollout.temperature", positive),
-    ("rollout.top_k", non_negative), ("rollout.top_p", within(0, 1)), ("rollout.top_p", positive),
-    ("ppo.epochs", count), ("ppo.minibatches", count), ("ppo.clip", positive), ("ppo.value_clip", optional(positive)),
-    ("ppo.gamma", probability), ("ppo.lam", probability), ("ppo.entropy_coef", non_negative),
-    ("ppo.actor_lr", positive), ("ppo.critic_lr", positive), ("ppo.grad_clip", non_negative),
-    ("ppo.critic_init", one_of("sft", "reward_model")),
-    ("kl.coef", non_negative), ("kl.estimator", one_of(*KL_ESTIMATORS)), ("kl.target", positive),
-    ("kl.horizon", positive),
-    ("energy.eta", non_negative), ("energy.site", one_of(*ENERGY_SITES)),
-    ("energy.sft_energy", one_of("cached", "regenerate")), ("energy.sft_samples", non_negative),
-    ("ibl.coef", non_negative), ("ibl.covariance", one_of("empirical", "ledoit_wolf")), ("ibl.ridge", non_negative),
-    ("ibl.max_prompts", non_negative),
-    ("detect.every", non_negative), ("detect.num_prompts", at_least(3)), ("detect.k", optional(at_least(2))),
-    ("detect.k_rule", one_of("silhouette", "sqrt")), ("detect.alpha", within(0, 1, open_high=True)),
-    ("data.max_prompt_length", count),
-    ("train.iterations", count), ("train.log_every", count), ("train.save_every", count),
-    ("train.keep_checkpoints", count),
+    *ck.model_section_rules("policy"),
+    ("reward.kind", ck.one_of("model", "gold")), ("reward.gold", ck.one_of(None, "world")),
+    ("reward.clip", ck.optional(ck.positive)),
+    ("rollout.batch_size", ck.count), ("rollout.max_new_tokens", ck.count), ("rollout.temperature", ck.positive),
+    ("rollout.top_k", ck.non_negative), ("rollout.top_p", ck.within(0, 1)), ("rollout.top_p", ck.positive),
+    ("ppo.epochs", ck.count), ("ppo.minibatches", ck.count), ("ppo.clip", ck.positive),
+    ("ppo.value_clip", ck.optional(ck.positive)),
+    ("ppo.gamma", ck.probability), ("ppo.lam", ck.probability), ("ppo.entropy_coef", ck.non_negative),
+    ("ppo.actor_lr", ck.positive), ("ppo.critic_lr", ck.positive), ("ppo.grad_clip", ck.non_negative),
+    ("ppo.critic_init", ck.one_of("sft", "reward_model")),
+    ("kl.coef", ck.non_negative), ("kl.estimator", ck.one_of(*KL_ESTIMATORS)), ("kl.target", ck.positive),
+    ("kl.horizon", ck.positive),
+    ("energy.eta", ck.non_negative), ("energy.site", ck.one_of(*ENERGY_SITES)),
+    ("energy.sft_energy", ck.one_of("cached", "regenerate")), ("energy.sft_samples", ck.non_negative),
+    ("ibl.coef", ck.non_negative), ("ibl.covariance", ck.one_of("empirical", "ledoit_wolf")),
+    ("ibl.ridge", ck.non_negative),
+    ("ibl.max_prompts", ck.non_negative),
+    ("detect.every", ck.non_negative), ("detect.num_prompts", ck.at_least(3)),
+    ("detect.k", ck.optional(ck.at_least(2))),
+    ("detect.k_rule", ck.one_of("silhouette", "sqrt")), ("detect.alpha", ck.within(0, 1, open_high=True)),
+    ("data.max_prompt_length", ck.count),
+    ("train.iterations", ck.count), ("train.log_every", ck.count), ("train.save_every", ck.count),
+    ("train.keep_checkpoints", ck.count),
 ]  # fmt: skip

@@ -11,6 +11,7 @@ from inform_jax.data.preference import (
     PreferencePair,
     load_preferences,
     load_prompts,
+    read_rows,
     split_hh,
 )
 from inform_jax.data.testing import make_word_tokenizer
@@ -410,3 +411,20 @@ def test_non_utf8_text_names_the_file_and_row(tmp_path, load):
     with pytest.raises(PreferenceDataError, match="latin.jsonl: row 2 is not UTF-8") as err:
         load(str(path))
     assert err.value.row == 2
+
+
+def test_an_empty_parquet_file_keeps_its_columns_and_a_json_object_is_one_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string())}), path)
+    assert read_rows(str(path)) == (["prompt"], [])
+    pair = {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go"}]}  # fmt: skip
+    one = tmp_path / "pair.json"
+    one.write_text(json.dumps(pair, indent=2))
+    assert read_rows(str(one)) == (["chosen", "rejected"], [pair])
+    columns = tmp_path / "columns.json"
+    columns.write_text(json.dumps({"prompt": ["a", "b"], "chosen": ["x", "y"], "rejected": ["u", "v"]}))
+    assert read_rows(str(columns))[1][1] == {"prompt": "b", "chosen": "y", "rejected": "v"}

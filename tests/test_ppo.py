@@ -191,3 +191,14 @@ def test_sft_energy_cache_is_keyed_on_the_whole_model(tmp_path):
     batch = prompts()
     ids, mask = jnp.asarray(batch["input_ids"][:16]), jnp.asarray(batch["attention_mask"][:16])
     np.testing.assert_allclose(b[:16], second.reference.energy(ids, mask), rtol=1e-5, atol=1e-6)
+
+
+def test_a_fixed_kl_coefficient_changed_on_resume_is_the_one_used(tmp_path):
+    make_trainer(tmp_path, "train.iterations=4", "train.save_every=2", "kl.coef=0.05").fit(stop_after=2)
+    resumed = make_trainer(
+        tmp_path, "train.iterations=4", "train.save_every=2", "kl.coef=0.1", "train.allow_config_change=true"
+    )
+    resumed.fit()
+    rows = metrics(tmp_path)
+    assert [r["kl_coef"] for r in rows] == pytest.approx([0.05, 0.05, 0.1, 0.1])
+    assert (tmp_path / "config_changes.jsonl").read_text().count("kl.coef") == 1

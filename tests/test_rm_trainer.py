@@ -184,16 +184,18 @@ def test_resume_with_a_changed_config_stops_unless_allowed(tmp_path):
     changed = make_config(tmp_path, "inform", optim=dict(lr=1e-2), loss=dict(beta=0.5))
     with pytest.raises(ValueError, match=r"loss\.beta: 0\.1 -> 0\.5; optim\.lr: 0\.003 -> 0\.01"):
         RewardModelTrainer(changed, data, mesh=one_device()).fit()
-    # Run-length and logging keys may change; the stored config stays the one the run started with.
-    longer = make_config(tmp_path, "inform", train=dict(max_steps=8, log_every=2))
-    RewardModelTrainer(longer, data, mesh=one_device()).fit()
+    # So is a longer run: the warmup-cosine schedule is laid over the total step count.
+    with pytest.raises(ValueError, match=r"train\.max_steps: 6 -> 8"):
+        RewardModelTrainer(make_config(tmp_path, "inform", train=dict(max_steps=8)), data, mesh=one_device()).fit()
+    # Logging keys may change; the stored config stays the one the run started with.
+    RewardModelTrainer(make_config(tmp_path, "inform", train=dict(log_every=2)), data, mesh=one_device()).fit()
     allowed = make_config(tmp_path, "inform", optim=dict(lr=1e-2), train=dict(max_steps=10, allow_config_change=True))
     RewardModelTrainer(allowed, data, mesh=one_device()).fit()
     stored = load_config(str(tmp_path / "config.yaml"))
     assert stored.optim.lr == pytest.approx(3e-3) and stored.train.max_steps == 6
     changes = [json.loads(line) for line in open(tmp_path / "config_changes.jsonl")]
-    assert changes == [{"from": 8, "changes": {"optim.lr": [0.003, 0.01]}}]
+    assert changes == [{"from": 6, "changes": {"optim.lr": [0.003, 0.01], "train.max_steps": [6, 10]}}]
     # One metrics line per step although step 4 ran twice (the killed run logged it after its last checkpoint);
-    # steps 5-8 logged every 2, 9-10 every step.
+    # steps 5-6 logged every 2, 7-10 every step.
     steps = [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
-    assert steps == [1, 2, 3, 4, 6, 8, 9, 10]
+    assert steps == [1, 2, 3, 4, 6, 7, 8, 9, 10]

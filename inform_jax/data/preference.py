@@ -142,23 +142,24 @@ def read_rows(path: str | os.PathLike, *, json_field: str | None = None) -> tupl
     builder = _builder_for(path)
     if not os.path.isfile(path):
         raise PreferenceDataError(f"{path}: no such file", path=path)
-    rows = _read_parquet(path) if builder == "parquet" else _read_json(path, json_field)
-    columns: dict[str, None] = {}
+    columns, rows = _read_parquet(path) if builder == "parquet" else _read_json(path, json_field)
+    columns = dict.fromkeys(columns)  # the file's own column names first (an empty file keeps them), then any others
     for row in rows:
         columns.update(dict.fromkeys(row))
     return list(columns), [{c: row.get(c) for c in columns} for row in rows]
 
 
-def _read_parquet(path: str) -> list[dict[str, Any]]:
+def _read_parquet(path: str) -> tuple[list[str], list[dict[str, Any]]]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        table = pq.read_table(path)
+        return table.column_names, table.to_pylist()
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise PreferenceDataError(f"{path}: cannot read as parquet: {err}", path=path) from err
 
 
-def _read_json(path: str, json_field: str | None) -> list[dict[str, Any]]:
+def _read_json(path: str, json_field: str | None) -> tuple[list[str], list[dict[str, Any]]]:
     """JSON Lines (``.jsonl``); for ``.json``: a list of objects, an object with the list under ``json_field``, a
     dict of equal-length columns, or JSON Lines."""
     import gzip
@@ -172,25 +173,28 @@ def _read_json(path: str, json_field: str | None) -> list[dict[str, Any]]:
         line = data[: err.start].count(b"\n")
         raise PreferenceDataError(f"{path}: row {line} is not UTF-8 text (byte {err.start})", path=path,
                                   row=line) from None  # fmt: skip
-    if ".jsonl" in path.lower():
-        return _json_lines(text, path)
+    if os.path.basename(path).lower().endswith((".jsonl", ".jsonl.gz")):
+        return [], _json_lines(text, path)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:  # a .json file holding JSON Lines
-        return _json_lines(text, path)
+        return [], _json_lines(text, path)
+    columns: list[str] = []
     if isinstance(whole, dict):
         if json_field is not None:
             if not isinstance(whole.get(json_field), list):
                 raise PreferenceDataError(f"{path}: no list under the key {json_field!r}", path=path)
             whole = whole[json_field]
-        elif whole and all(isinstance(v, list) for v in whole.values()):  # columns of equal length
+        elif whole and all(isinstance(v, list) and not any(isinstance(x, dict) for x in v) for v in whole.values()):
+            # columns of equal length (lists of dicts are one row's messages, not a column)
+            columns = list(whole)
             lengths = {len(v) for v in whole.values()}
             if len(lengths) != 1:
                 raise PreferenceDataError(f"{path}: a JSON object of columns with different lengths", path=path)
             whole = [dict(zip(whole, values, strict=True)) for values in zip(*whole.values(), strict=True)]
         else:
             whole = [whole]
-    return [_as_row(value, path, i) for i, value in enumerate(whole)]
+    return columns, [_as_row(value, path, i) for i, value in enumerate(whole)]
 
 
 def _json_lines(text: str, path: str) -> list[dict[str, Any]]:

@@ -42,9 +42,14 @@ def optional(rule: Rule) -> Rule:
     return f"null or {allowed}", lambda v: v is None or test(v)
 
 
+def whole_at_least(low: int) -> Rule:
+    return f"an integer >= {low}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
 positive = above(0)
+whole = whole_at_least(0)
 non_negative = at_least(0)
-count = ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+count = whole_at_least(1)
 probability = within(0, 1)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 

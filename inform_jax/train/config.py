@@ -24,6 +24,7 @@ from inform_jax.train.checks import (
     optional,
     positive,
     probability,
+    whole,
     within,
 )
 from inform_jax.train.rm.methods import RewardModelMethod, get_method
@@ -176,7 +177,7 @@ RM_RULES = [
     ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
     ("data.format", one_of(None, "hh", "prompt", "messages")), ("data.max_length", at_least(2)),
     ("decomposition.num_prompts", count), ("decomposition.tau", positive), ("decomposition.priority_tau", positive),
-    ("decomposition.warmup_steps", non_negative), ("decomposition.rrm_augment", non_negative),
+    ("decomposition.warmup_steps", whole), ("decomposition.rrm_augment", non_negative),
     ("optim.lr", positive), ("optim.warmup_ratio", within(0, 1, open_high=True)), ("optim.min_lr_ratio", probability),
     ("optim.b1", within(0, 1, open_high=True)), ("optim.b2", within(0, 1, open_high=True)), ("optim.eps", positive),
     ("optim.weight_decay", non_negative), ("optim.grad_clip", non_negative),

@@ -36,10 +36,12 @@ class MetricsLog:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         kept = []
         if resume_from > 0 and os.path.exists(path):
-            kept = [line for line in read_metrics(path) if line.get(counter, 0) <= resume_from]
-        self._file = open(path, "w")
-        for record in kept:
-            self.write(record)
+            kept = [line for line in read_metrics(path, skip_broken=True) if line.get(counter, 0) <= resume_from]
+        if kept:  # rewritten beside, then swapped in: a crash here leaves the old file whole
+            with open(path + ".tmp", "w") as f:
+                f.writelines(json.dumps(record) + "\n" for record in kept)
+            os.replace(path + ".tmp", path)
+        self._file = open(path, "a" if kept else "w")
 
     def write(self, record: dict) -> None:
         if self._file is not None:
@@ -55,6 +57,17 @@ def progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True)
 
 
-def read_metrics(path: str) -> list[dict]:
+def read_metrics(path: str, *, skip_broken: bool = False) -> list[dict]:
+    """The metrics lines of a file; with ``skip_broken``, lines that are not JSON (a write cut by a kill) are left
+    out instead of raising."""
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if not skip_broken:
+                    raise
+    return records

@@ -15,10 +15,11 @@ import jax
 import numpy as np
 import yaml
 
-# Keys a resumed run may change freely: how long it runs, how it logs, where it writes.
+# Keys a resumed run may change freely: how it logs and where it writes, and PPO's iteration count (its learning
+# rates are constant). A reward model's max_steps / epochs set its warmup-cosine schedule, so they count as changes.
 RESUMABLE_KEYS = {
-    "train.max_steps", "train.epochs", "train.iterations", "train.log_every", "train.eval_every",
-    "train.save_every", "train.keep_checkpoints", "train.progress", "train.output_dir", "train.allow_config_change",
+    "train.iterations", "train.log_every", "train.eval_every", "train.save_every", "train.keep_checkpoints",
+    "train.progress", "train.output_dir", "train.allow_config_change",
 }  # fmt: skip
 
 

@@ -31,6 +31,8 @@ def build_ppo(config: PPOConfig, *, tokenizer=None, log=print, **kwargs) -> PPOT
     go to :class:`PPOTrainer` (mesh, callbacks). The tokenizer is kept as ``trainer.tokenizer``."""
     if not config.policy.path or not config.data.prompts:
         raise ValueError("policy.path (the SFT model folder) and data.prompts are required")
+    if config.reward.kind == "model" and not config.reward.path:
+        raise ValueError("reward.path (a reward model folder from train-rm) is required with reward.kind=model")
     if tokenizer is None:
         tokenizer = load_tokenizer(config.data.tokenizer or config.policy.path)
     check_tokenizer_fits(tokenizer, section_config(config.policy), "policy")

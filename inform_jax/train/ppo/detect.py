@@ -29,8 +29,9 @@ class TrainingDetector:
     def sft_latents(self) -> np.ndarray:
         if self._sft is None:
             self._sft = self.trainer.reference.features(self.count)
-            os.makedirs(self.folder, exist_ok=True)
-            np.save(os.path.join(self.folder, "sft_latents.npy"), self._sft)
+            if jax.process_index() == 0:  # every host computed them; one writes
+                os.makedirs(self.folder, exist_ok=True)
+                np.save(os.path.join(self.folder, "sft_latents.npy"), self._sft)
         return self._sft
 
     def __call__(self, iteration: int) -> dict[str, float]:
@@ -48,6 +49,7 @@ class TrainingDetector:
             metrics["detect_hacked_fraction"] = float(hacked.mean())
             if 0 < hacked.sum() < hacked.size:
                 metrics["detect_auroc"] = auroc(nearest_distances(policy, sft)[0], hacked)
-        os.makedirs(self.folder, exist_ok=True)
-        np.savez(os.path.join(self.folder, f"step_{iteration}.npz"), **arrays)
+        if jax.process_index() == 0:
+            os.makedirs(self.folder, exist_ok=True)
+            np.savez(os.path.join(self.folder, f"step_{iteration}.npz"), **arrays)
         return metrics

@@ -64,6 +64,8 @@ class SFTReference:
         t = self.trainer
         digest = hashlib.sha256(t.prompts["input_ids"].tobytes())
         digest.update(self.model_digest().encode())
+        policy = t.config.policy  # the same files loaded at another precision give other energies
+        digest.update(repr((policy.dtype, policy.param_dtype, policy.attention_impl)).encode())
         digest.update(repr(settings).encode())
         return os.path.join(t.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
 

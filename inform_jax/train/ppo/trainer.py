@@ -461,6 +461,8 @@ class PPOTrainer:
             return
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state._asdict())
         restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
+        if not self.config.kl.adaptive:  # a fixed coefficient is the config's (a resume may change it)
+            restored["kl_coef"] = self.state.kl_coef
         self.state = PPOState(**restored)
         self.iteration = latest
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,5 +43,7 @@ class PromptFreePriority:
                              tau=s.priority_tau)
         )  # fmt: skip
         trainer.pair_weights = weights.astype(np.float32)
+        if jax.process_index() != 0:  # every host computed the weights; one writes the record
+            return
         os.makedirs(self.folder, exist_ok=True)
         np.savez(os.path.join(self.folder, f"step_{step}.npz"), dr=parts["dr"], dr2=parts["dr2"], weights=weights)

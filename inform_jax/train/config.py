@@ -302,6 +302,7 @@ FIELD_HELP = {
     "train.log_every": "steps between metric lines in metrics.jsonl",
     "train.output_dir": "run folder: checkpoints/, metrics.jsonl, config.yaml, final/",
     "train.progress": "show a progress bar",
+    "train.allow_config_change": "resume a run folder whose config changed (logged in config_changes.jsonl)",
     "mesh.data": "data-parallel mesh axis size",
     "mesh.fsdp": "FSDP mesh axis size (-1: the remaining devices)",
     "mesh.tensor": "tensor-parallel mesh axis size",

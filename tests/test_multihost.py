@@ -78,7 +78,7 @@ def _rm_args(files, out, vocab):
     sets = [f"model.config.{k}={v}" for k, v in model.items()] + [
         "model.dtype=float32", f"data.train={world['prefs_train.jsonl']}", f"data.eval={world['prefs_test.jsonl']}",
         f"data.tokenizer={world['tokenizer']}", "data.max_length=48", "head.latent_dim=8", "train.batch_size=16",
-        "train.max_steps=16", "train.save_every=2", "train.log_every=1", "train.eval_every=8", "train.progress=false",
+        "train.max_steps=32", "train.save_every=2", "train.log_every=1", "train.eval_every=8", "train.progress=false",
         "optim.lr=1e-3", f"train.output_dir={out}",
     ]  # fmt: skip
     return ["train-rm", "--method", "inform", *[a for s in sets for a in ("--set", s)]]
@@ -90,11 +90,12 @@ def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(f
     _run(_rm_args(files, two, vocab), tmp_path, "two", 2)
     _run(_rm_args(files, one, vocab), tmp_path, "one", 1)
     losses_two, losses_one = _train_lines(two), _train_lines(one)
-    assert [s for s, _ in losses_two] == list(range(1, 17))  # one metrics line per step: process 0 writes
+    assert [s for s, _ in losses_two] == list(range(1, 33))  # one metrics line per step: process 0 writes
     np.testing.assert_allclose([v for _, v in losses_two], [v for _, v in losses_one], rtol=1e-5)
-    assert sorted(os.listdir(two / "checkpoints")) == ["14", "16"]  # global arrays only: every save succeeded
+    assert sorted(os.listdir(two / "checkpoints")) == ["30", "32"]  # global arrays only: every save succeeded
 
-    # A preempted slice: both processes killed once checkpoint 4 is on disk, restarted on a fresh port.
+    # A preempted slice: both processes killed once checkpoint 4 is on disk (28 steps before the end, so a fast
+    # machine still kills mid-run), restarted on a fresh port.
     procs = _start(_rm_args(files, killed, vocab), tmp_path, "killed", 2)
     deadline = time.time() + TIMEOUT
     while not (killed / "checkpoints" / "4").exists():

@@ -257,12 +257,14 @@ def _add_detect(sub) -> None:
     detect.add_argument("--max-length", default="auto", help="token length (default auto)")
     detect.add_argument("--batch-size", type=int, default=32)
     detect.add_argument("--seed", type=int, default=0)
+    _add_distributed_arguments(detect)
     detect.set_defaults(func=_detect)
 
 
 def _detect(args: argparse.Namespace) -> int:
     from inform_jax.detect.report import DetectOptions, run_detect
 
+    _initialize_distributed(args)
     options = DetectOptions(
         clustering=args.clustering, k=args.k, k_rule=args.k_rule, k_range=tuple(args.k_range), eps=args.eps,
         min_samples=args.min_samples, projection=args.projection, alpha=args.alpha,
@@ -297,12 +299,14 @@ def _add_decompose(sub) -> None:
     decompose.add_argument("--tau", type=float, default=1.0)
     decompose.add_argument("--max-length", type=int, default=512)
     decompose.add_argument("--seed", type=int, default=0)
+    _add_distributed_arguments(decompose)
     decompose.set_defaults(func=_decompose)
 
 
 def _decompose(args: argparse.Namespace) -> int:
     from inform_jax.eval.decomposition_report import run_decompose
 
+    _initialize_distributed(args)
     run_decompose(
         args.rm, args.data, args.out, tokenizer=args.tokenizer, color=args.color, num_prompts=args.num_prompts,
         estimator=args.estimator, weights=args.weights, tau=args.tau, max_length=args.max_length, seed=args.seed,
@@ -322,22 +326,27 @@ def _add_evaluate_rm(sub) -> None:
     evaluate.add_argument("--max-length", type=int, default=2048)
     evaluate.add_argument("--no-diagnostics", action="store_true", help="skip the prompt-swap diagnostics")
     evaluate.add_argument("--out", help="also write the report as JSON here")
+    _add_distributed_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate_rm)
 
 
 def _evaluate_rm(args: argparse.Namespace) -> int:
     import json
 
+    import jax
+
     from inform_jax.eval.decomposition_report import run_evaluate
 
+    _initialize_distributed(args)
     report = run_evaluate(
         args.rm, args.data, tokenizer=args.tokenizer, subset_column=args.subset_column, max_length=args.max_length,
         diagnostics=not args.no_diagnostics,
     )  # fmt: skip
-    print(json.dumps(report, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+    if jax.process_index() == 0:  # every host computed the report; one prints and writes it
+        print(json.dumps(report, indent=2))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
     return 0
 
 
@@ -363,12 +372,14 @@ def _add_generate(sub) -> None:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--seed", type=int, default=0)
+    _add_distributed_arguments(gen)
     gen.set_defaults(func=_generate)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from inform_jax.eval.generation import generate_file
 
+    _initialize_distributed(args)
     generate_file(
         args.policy, args.prompts, args.out, tokenizer_dir=args.tokenizer, column=args.column, limit=args.limit,
         dtype=args.dtype, max_new_tokens=args.max_new_tokens, max_prompt_length=args.max_prompt_length,

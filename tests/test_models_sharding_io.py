@@ -175,3 +175,39 @@ def test_missing_and_misshaped_tensors_are_named(tmp_path, llama_path):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text(json.dumps(config))
         from_pretrained(str(tmp_path / "empty"))
+
+
+def test_batch_plan_sizes():
+    from inform_jax.models.batched import batch_plan
+
+    assert batch_plan(320, 256) == (2, 160)  # equal batches, not 256 + 64
+    assert batch_plan(5, 32, multiple=8) == (1, 8)  # rounded up to the data parallelism
+    assert batch_plan(33, 32, exact=True) == (2, 32)
+    with pytest.raises(ValueError, match="no rows"):
+        batch_plan(0, 8)
+
+
+def test_map_batches_over_a_mesh_equals_one_device_row_by_row():
+    """A model placed on a 2 x 4 mesh scores 13 rows (batches of 8: one row of the second batch is a wrapped copy)
+    as the same model on one device scores each row alone; shard_rows splits the rows as the mesh says."""
+    from inform_jax.models.batched import map_batches
+    from inform_jax.models.sharding import model_mesh, shard_rows
+
+    config = DecoderConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                           num_kv_heads=2)  # fmt: skip
+    model = CausalLM(config, rngs=nnx.Rngs(3))
+    ids, mask = random_batch(np.random.default_rng(11), batch=13, length=10)
+    ids = ids % 64
+    assert model_mesh(model).devices.size == 1  # on one device it stays there
+    expected = np.stack([np.asarray(model(jnp.asarray(ids[i : i + 1]), jnp.asarray(mask[i : i + 1])).logits[0])
+                         for i in range(13)])  # fmt: skip
+    mesh = make_mesh(data=2, fsdp=4)
+    shard_module(model, mesh)
+    assert model_mesh(model) == mesh
+    placed = shard_rows({"ids": ids[:8]}, mesh)["ids"]
+    assert placed.sharding.spec[0] == ("data", "fsdp") and placed.addressable_shards[0].data.shape == (1, 10)
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b["ids"], b["mask"]).logits)
+    got = map_batches(lambda b: forward(state, b), {"ids": ids, "mask": mask}, batch_size=8, mesh=mesh)
+    assert got.shape == (13, 10, 64)
+    assert rel_err(got, expected, mask) < 1e-5

@@ -1,7 +1,9 @@
 """Multi-host on one machine: two JAX processes (one CPU device each, gloo collectives) run `inform-jax train-rm`
-and `inform-jax ppo` with --distributed, as every host of a TPU slice would, and give the losses of one process with
-two devices. A slice preempted mid-run (both processes killed) resumes on a fresh coordinator port to the same
-model. The run folder is one path both processes share, as a slice's hosts share a bucket or NFS."""
+and `inform-jax ppo` (EPPO, IBL and live detection) with --distributed, as every host of a TPU slice would, and give
+the losses of one process with two devices. A slice preempted mid-run (both processes killed) resumes on a fresh
+coordinator port to the same model. The scoring commands (generate, evaluate-rm, decompose, detect) write what one
+process with two devices writes. The run folder is one path both processes share, as a slice's hosts share a bucket
+or NFS."""
 
 import json
 import os
@@ -84,6 +86,15 @@ def _rm_args(files, out, vocab):
     return ["train-rm", "--method", "inform", *[a for s in sets for a in ("--set", s)]]
 
 
+def _dir_args(files, out):
+    """train-rm --method dir for 8 steps, reweighting pairs by the prompt-free gap at steps 4 and 8."""
+    args = _rm_args(files, out, files[2])
+    args[args.index("inform")] = "dir"
+    sets = ["train.max_steps=8", "train.save_every=4", "train.eval_every=4", "decomposition.warmup_steps=4",
+            "decomposition.refresh_every=4", "decomposition.num_prompts=4"]  # fmt: skip
+    return [*args, *[a for s in sets for a in ("--set", s)]]
+
+
 def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(files, tmp_path):
     vocab = files[2]
     two, one, killed = tmp_path / "two", tmp_path / "one", tmp_path / "killed"
@@ -117,7 +128,8 @@ def test_eppo_on_two_processes_equals_two_devices(files, tmp_path):
     sets = [
         f"policy.path={root / 'sft'}", "policy.dtype=float32", f"reward.path={root / 'rm'}", "reward.gold=world",
         f"data.prompts={world['prompts_train.jsonl']}", "data.max_prompt_length=12", "rollout.batch_size=8",
-        "rollout.max_new_tokens=6", "energy.eta=2.0", "ppo.minibatches=2", "train.iterations=2",
+        "rollout.max_new_tokens=6", "energy.eta=2.0", "ibl.coef=0.1", "ibl.covariance=ledoit_wolf",
+        "detect.every=1", "detect.num_prompts=16", "detect.k=2", "ppo.minibatches=2", "train.iterations=2",
         "train.save_every=1", "train.progress=false",
     ]  # fmt: skip
     runs = {}
@@ -125,11 +137,78 @@ def test_eppo_on_two_processes_equals_two_devices(files, tmp_path):
         out = tmp_path / tag
         args = ["ppo", *[a for s in [*sets, f"train.output_dir={out}"] for a in ("--set", s)]]
         _run(args, tmp_path, tag, processes)
-        runs[tag] = {key: _train_lines(out, key) for key in ("policy_loss", "value_loss", "energy_penalty", "kl")}
+        keys = ("policy_loss", "value_loss", "energy_penalty", "ibl_penalty", "kl", "csi")
+        runs[tag] = {key: _train_lines(out, key) for key in keys}
     assert [s for s, _ in runs["ppo-two"]["policy_loss"]] == [1, 2]
     for key, values in runs["ppo-two"].items():
         np.testing.assert_allclose([v for _, v in values], [v for _, v in runs["ppo-one"][key]], rtol=1e-5, atol=1e-7)
     two = tmp_path / "ppo-two"
     assert sorted(os.listdir(two / "checkpoints")) == ["1", "2"]
     assert len(list(two.glob("sft_energy-*.npy"))) == 1  # the cached SFT energies, written once, read by both
+    assert len(list(two.glob("sft_features-*.npy"))) == 2  # the SFT side of IBL (32 prompts) and detection (16)
     assert (two / "final" / "config.json").exists()
+
+
+SCORING = """
+import sys
+import jax
+from inform_jax.cli import main
+
+if len(sys.argv) > 3:
+    jax.distributed.initialize(sys.argv[3], num_processes=2, process_id=int(sys.argv[4]))
+    # a model loaded on each host runs over every device of both: the hosts split the rows
+    from inform_jax.models.reward_model import load_reward_model
+    from inform_jax.models.sharding import model_mesh
+
+    assert model_mesh(load_reward_model(sys.argv[2])).devices.size == jax.device_count() == 2
+for command in sys.argv[1].split(" ;; "):
+    assert main(command.split()) == 0, command
+"""
+
+
+def test_scoring_commands_on_two_processes_write_what_two_devices_write(files, tmp_path):
+    root, world, _ = files
+    tok, rm = f"--tokenizer {root / 'sft'}", root / "rm"
+    outputs = {}
+    for tag, processes in (("two", 2), ("one", 1)):
+        out = tmp_path / tag
+        commands = " ;; ".join([
+            f"generate --policy {root / 'sft'} --prompts {world['prompts_train.jsonl']} --out {out}/sft.jsonl "
+            "--max-new-tokens 6 --batch-size 8",
+            f"generate --policy {root / 'sft'} --prompts {world['prompts_train.jsonl']} --out {out}/rlhf.jsonl "
+            "--max-new-tokens 6 --batch-size 8 --sample --seed 3",
+            f"evaluate-rm --rm {rm} {tok} --data {world['prefs_test.jsonl']} --max-length 48 --out {out}/eval.json",
+            f"decompose --rm {rm} {tok} --data {world['prefs_test.jsonl']} --max-length 48 --num-prompts 4 "
+            f"--out {out}/decompose",
+            f"detect --rm {rm} {tok} --sft {out}/sft.jsonl --rlhf {out}/rlhf.jsonl --k 2 --plot-projection pca "
+            f"--batch-size 8 --out {out}/detect",
+            " ".join(_dir_args(files, out / "dir")),  # the prompt-free priority scores every pair on every host
+        ])  # fmt: skip
+        script = [sys.executable, "-c", SCORING, commands, str(rm)]
+        port = _free_port()
+        argv = [script] if processes == 1 else [[*script, f"localhost:{port}", str(i)] for i in range(processes)]
+        procs = [
+            subprocess.Popen(a, env=_env(2 if processes == 1 else 1), stdout=open(tmp_path / f"{tag}-{i}.log", "w"),
+                             stderr=subprocess.STDOUT)
+            for i, a in enumerate(argv)
+        ]  # fmt: skip
+        _finish(procs, tmp_path, tag)
+        outputs[tag] = {
+            "sft": (out / "sft.jsonl").read_text(),
+            "rlhf": (out / "rlhf.jsonl").read_text(),
+            "eval": json.loads((out / "eval.json").read_text()),
+            "pairs": [json.loads(line) for line in open(out / "decompose" / "pairs.jsonl")],
+            "detect": json.loads((out / "detect" / "report.json").read_text())["models"]["reward_model"],
+        }
+    two, one = outputs["two"], outputs["one"]
+    assert two["sft"] == one["sft"] and two["rlhf"] == one["rlhf"] and two["sft"] != two["rlhf"]
+    assert two["eval"]["n"] == 16 and two["eval"]["overall"] == one["eval"]["overall"]
+    for key in ("dr", "dr1", "dr2"):
+        np.testing.assert_allclose([r[key] for r in two["pairs"]], [r[key] for r in one["pairs"]], rtol=1e-5, atol=1e-6)
+    dir_two, dir_one = (tmp_path / tag / "dir" for tag in ("two", "one"))
+    np.testing.assert_allclose([v for _, v in _train_lines(dir_two)], [v for _, v in _train_lines(dir_one)], rtol=1e-5)
+    weights = [np.load(d / "decomposition" / "step_4.npz")["weights"] for d in (dir_two, dir_one)]
+    assert np.array_equal(*weights) and (weights[0] == 0).sum() == len(weights[0]) // 2  # keep_lowest: half kept
+    a, b = two["detect"]["checkpoints"][0], one["detect"]["checkpoints"][0]
+    assert a["num_rlhf"] == a["num_sft"] == 32
+    np.testing.assert_allclose([a["csi"], a["mop"]], [b["csi"], b["mop"]], rtol=1e-4)

@@ -5,8 +5,8 @@ are its final hidden state (after the final norm) at the last non-pad token, the
 The second is the paper's control: overoptimized outputs separate in InfoRM's latent space and not (or less)
 in a standard RM's hidden space.
 
-One jitted program per (batch, length) shape: rows are padded to a whole number of batches by repeating the
-last row, and the padding is cut from the result.
+One jitted program per (batch, length) shape, run over the reward model's mesh (every device of every host when
+it runs on many; :func:`inform_jax.models.batched.map_batches`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from flax import nnx
 
 from inform_jax.data.preference import ResponseRow
 from inform_jax.data.tokenize import tokenize_sft
+from inform_jax.models.batched import map_batches
 from inform_jax.models.reward_model import EnsembleRewardModel, RewardModel
+from inform_jax.models.sharding import model_mesh
 
 FEATURES = ("auto", "latent", "hidden")
 
@@ -69,15 +71,11 @@ def extract_features(
     empty = np.nonzero(attention_mask.sum(1) == 0)[0]
     if empty.size:
         raise ValueError(f"sequence {int(empty[0])} has no tokens (all-zero attention mask)")
-    n = input_ids.shape[0]
-    batch_size = max(1, min(batch_size, n))
-    order = np.minimum(np.arange(-(-n // batch_size) * batch_size), n - 1)
+    mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, state = nnx.split(model)
-    chunks = []
-    for start in range(0, order.size, batch_size):
-        rows = order[start : start + batch_size]
-        chunks.append(_features_jit(graphdef, state, input_ids[rows], attention_mask[rows], feature))
-    return np.asarray(jnp.concatenate(chunks))[:n]
+    fn = lambda b: _features_jit(graphdef, state, b["input_ids"], b["attention_mask"], feature)  # noqa: E731
+    return map_batches(fn, {"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=batch_size,
+                       mesh=mesh)  # fmt: skip
 
 
 def embed_responses(

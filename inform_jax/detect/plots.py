@@ -39,9 +39,12 @@ def _pyplot():
 
 
 def save_figure(plt, fig, path: str, *, dpi: int) -> str:
-    """Lay out, write and close a figure; returns ``path``."""
+    """Lay out, write and close a figure; returns ``path``. On many hosts process 0 writes it."""
+    import jax
+
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    if jax.process_index() == 0:
+        fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

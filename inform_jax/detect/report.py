@@ -151,7 +151,8 @@ def run_detect(
                 threshold=chosen["threshold"], selected_step=chosen["selected_step"],
             )  # fmt: skip
         report["models"][name] = section
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    if jax.process_index() == 0:  # every host computed the report; one writes it
+        with open(os.path.join(out_dir, "report.json"), "w") as f:
+            json.dump(report, f, indent=2)
     log(f"detection report: {os.path.join(out_dir, 'report.json')}")
     return report

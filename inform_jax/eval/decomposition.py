@@ -22,6 +22,8 @@ from inform_jax.losses.decomposition import (
     prompt_free_gap,
     prompt_free_gap_logit,
 )
+from inform_jax.models.batched import map_batches
+from inform_jax.models.sharding import model_mesh, replicated
 
 ESTIMATORS = ("bisection", "logit")
 
@@ -42,13 +44,15 @@ class PairTokens:
         self.num_pairs = plen.shape[0]
         self.length = np.asarray(arrays["chosen_input_ids"]).shape[1]
         self.pad_id = pad_id
-        self.prompt_ids = jnp.asarray(arrays["chosen_input_ids"], jnp.int32)
-        self.prompt_len = jnp.asarray(plen[:, 0], jnp.int32)
-        self.response_ids = jnp.asarray(
-            np.concatenate([arrays["chosen_input_ids"], arrays["rejected_input_ids"]]), jnp.int32
-        )
-        self.response_start = jnp.asarray(np.concatenate([plen[:, 0], plen[:, 1]]), jnp.int32)
-        self.response_len = jnp.asarray(np.concatenate([chosen_len - plen[:, 0], rejected_len - plen[:, 1]]), jnp.int32)
+        self.prompt_ids = np.asarray(arrays["chosen_input_ids"], np.int32)
+        self.prompt_len = np.asarray(plen[:, 0], np.int32)
+        self.response_ids = np.concatenate([arrays["chosen_input_ids"], arrays["rejected_input_ids"]]).astype(np.int32)
+        self.response_start = np.concatenate([plen[:, 0], plen[:, 1]]).astype(np.int32)
+        self.response_len = np.concatenate([chosen_len - plen[:, 0], rejected_len - plen[:, 1]]).astype(np.int32)
+
+    def sources(self) -> tuple[np.ndarray, ...]:
+        """(prompt_ids [M, T], prompt_len [M], response_ids [2M, T], response_start [2M], response_len [2M])."""
+        return self.prompt_ids, self.prompt_len, self.response_ids, self.response_start, self.response_len
 
 
 def splice(prompt_ids, prompt_len, response_ids, response_start, response_len, pad_id: int):
@@ -74,22 +78,16 @@ def _score_spliced(graphdef, params, sources, prompt_idx, response_idx, pad_id):
 
 
 def score_spliced(model, tokens: PairTokens, prompt_idx, response_idx, *, batch_size: int = 256) -> np.ndarray:
-    """Rewards [L] of (prompt prompt_idx[l], response response_idx[l]) for L index pairs, in fixed-size jitted
-    batches (the last wraps around). Response indices: i = pair i's chosen, M + i = pair i's rejected."""
-    prompt_idx = np.asarray(prompt_idx, np.int32).reshape(-1)
-    response_idx = np.asarray(response_idx, np.int32).reshape(-1)
-    n = prompt_idx.size
-    # As many batches as batch_size needs, of equal size: the last one wraps around by less than one row per
-    # batch instead of by up to batch_size - 1 rows (320 rows at 256: two batches of 160, not two of 256).
-    batches = max(1, -(-n // max(1, batch_size)))
-    batch_size = max(1, -(-n // batches))
+    """Rewards [L] of (prompt prompt_idx[l], response response_idx[l]) for L index pairs, in equal jitted batches
+    over the model's mesh (:func:`inform_jax.models.batched.map_batches`). Response indices: i = pair i's chosen,
+    M + i = pair i's rejected."""
+    mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, params = nnx.split(model)
-    sources = (tokens.prompt_ids, tokens.prompt_len, tokens.response_ids, tokens.response_start, tokens.response_len)
-    out = []
-    for start in range(0, n, batch_size):
-        rows = np.arange(start, start + batch_size) % n
-        out.append(_score_spliced(graphdef, params, sources, prompt_idx[rows], response_idx[rows], tokens.pad_id))
-    return np.asarray(jnp.concatenate(out))[:n]
+    sources = jax.tree.map(lambda x: replicated(x, mesh), tokens.sources())
+    fn = lambda b: _score_spliced(graphdef, params, sources, b["prompt"], b["response"], tokens.pad_id)  # noqa: E731
+    rows = {"prompt": np.asarray(prompt_idx, np.int32).reshape(-1),
+            "response": np.asarray(response_idx, np.int32).reshape(-1)}  # fmt: skip
+    return map_batches(fn, rows, batch_size=batch_size, mesh=mesh)
 
 
 def other_prompts(num_pairs: int, num_prompts: int, seed: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from inform_jax.detect.plots import _pyplot, save_figure
@@ -64,12 +65,14 @@ def run_decompose(
             raise ValueError(f"{data}: row {missing[0]} has no column {color!r} for --color")
         red = np.asarray([bool(p.extra[color]) for p in pairs])
         labels = (color, f"not {color}")
+    writer = jax.process_index() == 0  # every host computed the gaps; one writes them
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "pairs.jsonl"), "w") as f:
-        for i, p in enumerate(pairs):
-            row = {"row": p.row, "dr": float(parts["dr"][i]), "dr1": float(parts["dr1"][i]),
-                   "dr2": float(parts["dr2"][i]), "red": bool(red[i])}  # fmt: skip
-            f.write(json.dumps(row) + "\n")
+    if writer:
+        with open(os.path.join(out_dir, "pairs.jsonl"), "w") as f:
+            for i, p in enumerate(pairs):
+                row = {"row": p.row, "dr": float(parts["dr"][i]), "dr1": float(parts["dr1"][i]),
+                       "dr2": float(parts["dr2"][i]), "red": bool(red[i])}  # fmt: skip
+                f.write(json.dumps(row) + "\n")
     summary = {
         "data": data, "rm": rm_dir, "pairs": len(pairs), "estimator": estimator, "weights": weights,
         "num_prompts": num_prompts, **summarize(parts), **prompt_diagnostics(model, tokens, num_prompts=num_prompts),
@@ -78,8 +81,9 @@ def run_decompose(
         os.path.join(out_dir, "quadrants.png"), parts["dr1"], parts["dr2"], red, red_label=labels[0],
         other_label=labels[1], title=f"{os.path.basename(data)}: prompt-related vs prompt-free gap",
     )  # fmt: skip
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if writer:
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     log(f"decomposition of {len(pairs)} pairs: {os.path.join(out_dir, 'summary.json')}")
     return summary
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -34,7 +33,9 @@ def generate_responses(
     """Decoded responses [len(prompts)] of ``policy`` (a CausalLM) to ``prompts``; the eos token and what
     follows it are not part of a response."""
     from inform_jax.data.tokenize import tokenize_prompts
+    from inform_jax.models.batched import map_batches
     from inform_jax.models.sampler import generate
+    from inform_jax.models.sharding import model_mesh
 
     if not prompts:
         raise ValueError("no prompts to answer")
@@ -43,21 +44,21 @@ def generate_responses(
     tokens, report = tokenize_prompts(list(prompts), tokenizer, max_prompt_length)
     if report.sequences_truncated:
         print(report)
-    count = len(prompts)
-    padded = -(-count // batch_size) * batch_size
-    order = np.minimum(np.arange(padded), count - 1)  # repeat the last prompt to fill the final batch
+    mesh = model_mesh(policy)  # first: it may place the policy over every device
     key = jax.random.key(seed)
-    texts: list[str] = []
-    for start in range(0, padded, batch_size):
-        rows = order[start : start + batch_size]
+
+    def sample(batch):  # called once per batch, in order: each batch draws the next key
+        nonlocal key
         key, sub = jax.random.split(key)
         out = generate(
-            policy, jnp.asarray(tokens["input_ids"][rows]), jnp.asarray(tokens["attention_mask"][rows]),
-            max_new_tokens=max_new_tokens, key=sub, greedy=greedy, temperature=temperature, top_k=top_k,
-            top_p=top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id or 0,
+            policy, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens, key=sub,
+            greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id or 0,
         )  # fmt: skip
-        texts += decode_rows(tokenizer, out.tokens, out.mask)
-    return texts[:count]
+        return out.tokens, out.mask
+
+    rows = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    return decode_rows(tokenizer, *map_batches(sample, rows, batch_size=batch_size, mesh=mesh))
 
 
 def decode_rows(tokenizer: Any, ids, mask) -> list[str]:
@@ -106,6 +107,7 @@ def generate_file(
     sampling["max_prompt_length"] = max_length if max_length == "auto" else int(max_length)
     policy = from_pretrained(policy_dir, dtype=DTYPES[dtype])
     responses = generate_responses(policy, tokenizer, prompts, **sampling)
-    write_responses(out_path, prompts, responses)
+    if jax.process_index() == 0:  # every host generated every response; one writes them
+        write_responses(out_path, prompts, responses)
     print(f"{len(prompts)} responses of {policy_dir} written to {out_path}")
     return out_path

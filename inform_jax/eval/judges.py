@@ -43,6 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from inform_jax.models.batched import map_batches
+from inform_jax.models.sharding import model_mesh
+
 logger = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("prompt", "response_a", "response_b")
@@ -127,21 +130,16 @@ def _rewards_jit(graphdef, state, input_ids, attention_mask):
 
 def sequence_rewards(model, input_ids, attention_mask, *, batch_size: int = 32) -> np.ndarray:
     """Rewards [N] of right-padded sequences input_ids / attention_mask [N, T] under a reward model (or
-    ensemble), in fixed-size jitted batches (the last padded by repeating its final row, as in
-    :func:`inform_jax.detect.latents.extract_features`)."""
+    ensemble), in equal jitted batches over the model's mesh (:func:`inform_jax.models.batched.map_batches`)."""
     input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids and attention_mask must be non-empty [N, T] of one shape, got "
                          f"{input_ids.shape} and {attention_mask.shape}")  # fmt: skip
-    n = input_ids.shape[0]
-    batch_size = max(1, min(batch_size, n))
-    order = np.minimum(np.arange(-(-n // batch_size) * batch_size), n - 1)
+    mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, state = nnx.split(model)
-    chunks = [
-        _rewards_jit(graphdef, state, input_ids[rows], attention_mask[rows])
-        for rows in (order[s : s + batch_size] for s in range(0, order.size, batch_size))
-    ]
-    return np.asarray(jnp.concatenate(chunks))[:n]
+    fn = lambda b: _rewards_jit(graphdef, state, b["input_ids"], b["attention_mask"])  # noqa: E731
+    return map_batches(fn, {"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=batch_size,
+                       mesh=mesh)  # fmt: skip
 
 
 class RewardModelJudge(ScoreJudge):

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from inform_jax.models.batched import map_batches
+from inform_jax.models.sharding import model_mesh
 from inform_jax.train.rm.objective import evaluate_pairs
 
 # RewardBench (Lambert et al. 2024) subsets by section. A subset not listed falls in "other".
@@ -33,18 +35,13 @@ def _scores(graphdef, params, batch):
 
 
 def pair_scores(model, arrays: dict[str, np.ndarray], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Rewards (chosen [N], rejected [N]) of tokenized pairs (``prepare_pairs`` output), jitted in fixed batches."""
+    """Rewards (chosen [N], rejected [N]) of tokenized pairs (``prepare_pairs`` output), jitted in equal batches
+    over the model's mesh (:func:`inform_jax.models.batched.map_batches`)."""
     keys = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids", "rejected_attention_mask")
-    n = len(arrays["chosen_input_ids"])
-    batch_size = max(1, min(batch_size, n))
+    mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, params = nnx.split(model)
-    chosen, rejected = [], []
-    for start in range(0, n, batch_size):
-        rows = np.arange(start, start + batch_size) % n
-        c, r = _scores(graphdef, params, {k: np.asarray(arrays[k])[rows] for k in keys})
-        chosen.append(np.asarray(c))
-        rejected.append(np.asarray(r))
-    return np.concatenate(chosen)[:n], np.concatenate(rejected)[:n]
+    fn = lambda batch: _scores(graphdef, params, batch)  # noqa: E731
+    return map_batches(fn, {k: arrays[k] for k in keys}, batch_size=batch_size, mesh=mesh)
 
 
 def rewardbench_report(chosen, rejected, subsets: Sequence[str]) -> dict[str, Any]:

@@ -141,6 +141,47 @@ def constrain_batch(x: jax.Array) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, PartitionSpec(axes, *([None] * (x.ndim - 1))))
 
 
+def data_parallelism(mesh: Mesh) -> int:
+    """How many ways a batch's rows split over ``mesh`` (the product of its data-like axes): batch sizes must be
+    multiples of it."""
+    return int(np.prod([mesh.shape[a] for a in BATCH_AXES if a in mesh.shape]))
+
+
+def shard_rows(tree, mesh: Mesh, *, member_axis: bool = False):
+    """Every NumPy array [B, ...] of ``tree`` (the same value on every process) as a global array on ``mesh`` with
+    its rows split over the data-like axes (``member_axis``: arrays [K, B, ...], rows on the second axis).
+
+    Each process transfers only the rows its own devices hold (``jax.make_array_from_callback``), so on many hosts
+    no host copies the whole batch to its devices.
+    """
+    lead = (None, BATCH_AXES) if member_axis else (BATCH_AXES,)
+
+    def put(x):
+        x = np.asarray(x)
+        sharding = NamedSharding(mesh, PartitionSpec(*lead, *([None] * (x.ndim - len(lead)))))
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def model_mesh(module: nnx.Module) -> Mesh:
+    """The mesh to run ``module`` on: the one its parameters are placed on. A module on one device of a single
+    process keeps that device (a one-device mesh); on many processes, or with parameters on no mesh but several
+    devices, it is placed (in place) over a mesh of every device first, since every host must take part."""
+    leaves = jax.tree.leaves(nnx.state(module))
+    sharding = leaves[0].sharding if leaves else None
+    if isinstance(sharding, NamedSharding) and all(
+        isinstance(x.sharding, NamedSharding) and x.sharding.mesh == sharding.mesh for x in leaves
+    ):
+        return sharding.mesh
+    devices = {d for x in leaves for d in x.sharding.device_set}
+    if jax.process_count() == 1 and len(devices) == 1:
+        return Mesh(np.asarray(list(devices)).reshape(1, 1, 1), MESH_AXES)
+    mesh = make_mesh()
+    shard_module(module, mesh)
+    return mesh
+
+
 def to_host(x) -> np.ndarray:
     """A jax.Array's full value as NumPy on every process. On many hosts an array that spans devices of other
     processes is gathered (a collective: every process must call this), a replicated one is read locally."""

@@ -14,8 +14,8 @@ import numpy as np
 from flax import nnx
 
 from inform_jax.losses import energy_from_output
+from inform_jax.models.batched import map_batches
 from inform_jax.models.sharding import to_host
-from inform_jax.train.batches import take
 from inform_jax.train.run_folder import cached_array
 
 
@@ -71,14 +71,10 @@ class SFTReference:
 
     def _over_prompts(self, count: int, fn) -> np.ndarray:
         """fn(prompt batch) -> [B, ...] over the first ``count`` prompts in rollout-sized batches (the last one
-        wraps around, so every batch has the compiled shape); returns the [count, ...] concatenation."""
+        wraps around, so the rollout's compiled programs serve every batch); returns the [count, ...] result."""
         t = self.trainer
-        size = t.config.rollout.batch_size
-        values = []
-        for start in range(0, count, size):
-            idx = np.arange(start, start + size) % count
-            values.append(to_host(fn(t.shard_rows(take(t.prompts, idx)))))  # rows from every host
-        return np.concatenate(values)[:count]
+        rows = {k: v[:count] for k, v in t.prompts.items()}
+        return map_batches(fn, rows, batch_size=t.config.rollout.batch_size, mesh=t.mesh, exact=True)
 
     def cached_energy(self) -> np.ndarray:
         """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""

@@ -46,7 +46,7 @@ from inform_jax.models import CausalLM, make_mesh, shard_module
 from inform_jax.models.layers import Linear
 from inform_jax.models.reward_model import EnsembleRewardModel
 from inform_jax.models.sampler import generate
-from inform_jax.models.sharding import BATCH_AXES, constrain_batch
+from inform_jax.models.sharding import constrain_batch, shard_rows
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.loop import LoopSettings, ensure_finite, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
@@ -355,15 +355,6 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ helpers
 
-    def shard_rows(self, tree):
-        """Every [B, ...] array of ``tree`` placed on the mesh, its rows split over the data axes."""
-
-        def put(x):
-            spec = PartitionSpec(BATCH_AXES, *([None] * (x.ndim - 1)))
-            return jax.device_put(x, NamedSharding(self.mesh, spec))
-
-        return jax.tree.map(put, tree)
-
     def generate_responses(self, graphdef, params, prompt_ids, prompt_mask, key, *, greedy=None):
         """Responses of the model ``graphdef``/``params`` to left-padded prompts [B, P], with the rollout settings
         (``greedy`` overrides rollout.greedy): the sampler's output (tokens, mask [B, N]; sequences [B, P + N])."""
@@ -384,7 +375,7 @@ class PPOTrainer:
         timings = {}
         start = time.perf_counter()
         idx = batch_indices(self.num_prompts, c.rollout.batch_size, iteration, c.train.seed)
-        prompts = self.shard_rows(take(self.prompts, idx))
+        prompts = shard_rows(take(self.prompts, idx), self.mesh)
         key = jax.random.fold_in(jax.random.key(c.train.seed), iteration)
         state = self.state
         gen = self.generate_responses(

@@ -27,12 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import make_mesh, shard_module
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
-from inform_jax.models.sharding import BATCH_AXES, replicated, to_host
+from inform_jax.models.sharding import data_parallelism, replicated, shard_rows, to_host
 from inform_jax.train.backbone import build_backbone, check_tokenizer_fits, section_config
 from inform_jax.train.batches import batch_indices, take
 from inform_jax.train.config import RMTrainConfig
@@ -105,7 +104,7 @@ class RewardModelTrainer:
         t = config.train
         self.total_steps = t.max_steps or math.ceil(t.epochs * self.num_pairs / t.batch_size)
         self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
-        data_devices = int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
+        data_devices = data_parallelism(self.mesh)
         if (t.batch_size // t.grad_accum) % data_devices:
             raise ValueError(
                 f"micro-batch {t.batch_size // t.grad_accum} pairs must split over {data_devices} data devices"
@@ -132,11 +131,7 @@ class RewardModelTrainer:
         batch = take(arrays, indices)
         if weights is not None:
             batch["weights"] = weights[indices]
-        spec = (None, BATCH_AXES) if member_axis else (BATCH_AXES,)
-        return {
-            k: jax.device_put(v, NamedSharding(self.mesh, PartitionSpec(*spec, *([None] * (v.ndim - len(spec))))))
-            for k, v in batch.items()
-        }
+        return shard_rows(batch, self.mesh, member_axis=member_axis)  # each host feeds only its devices' rows
 
     def train_batch(self, step: int) -> dict:
         t = self.config.train

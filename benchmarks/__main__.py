@@ -59,6 +59,30 @@ def _rm_rows(r: dict) -> list[dict]:
     return rows
 
 
+def _length_mix_rows(r: dict) -> list[dict]:
+    s = r["sizes"]
+    size = f"{s['layers']}x{s['width']} b{r['batch']}, log-normal lengths, median {r['median_length']}"
+    size += f" max {r['max_length']}"
+    rows = [
+        _row(
+            f"RM train step, InfoRM, {size}: buckets (peer: ours padded to max_length)",
+            "real tokens/s",
+            r["padded_to_bucket"]["real_tokens_per_s"],
+            r["padded_to_max_length"]["real_tokens_per_s"],
+        )
+    ]
+    if "torch_padded_to_longest" in r:
+        rows.append(
+            _row(
+                f"RM train step, InfoRM, {size}: buckets (peer: transformers loop padded to longest)",
+                "real tokens/s",
+                r["padded_to_bucket"]["real_tokens_per_s"],
+                r["torch_padded_to_longest"]["real_tokens_per_s"],
+            )
+        )
+    return rows  # fmt: skip
+
+
 def _generate_rows(r: dict) -> list[dict]:
     size = f"{r['model']} b{r['batch']} p{r['prompt']} n{r['new_tokens']}"
     return [_row(f"greedy decode, {size} (peer: transformers generate)", "tokens/s", r["ours_tokens_per_s"],
@@ -112,6 +136,8 @@ def _scaling_rows(r: dict) -> list[dict]:
 BENCHMARKS: dict[str, tuple[list[str], Rows]] = {
     "rm_train_step": (["--layers", "1", "--width", "64", "--batch", "2", "--length", "32", "--repeats", "2"],
                       _rm_rows),
+    "rm_length_mix": (["--layers", "1", "--width", "64", "--batch", "2", "--steps", "2", "--median", "40",
+                       "--max-length", "256"], _length_mix_rows),
     "generate": (["--layers", "1", "--width", "64", "--batch", "2", "--prompt", "8", "--new-tokens", "8",
                   "--repeats", "2"], _generate_rows),
     "forward": (["--layers", "1", "--width", "64", "--batch", "2", "--length", "32", "--repeats", "2"], _forward_rows),

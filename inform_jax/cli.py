@@ -34,6 +34,11 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
 
+def _add_token_budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-budget", type=int, default=32768, help="padded tokens per scoring batch (default "
+                        "32768): rows go longest first, each batch cut to its longest row's bucket")  # fmt: skip
+
+
 def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
@@ -256,6 +261,7 @@ def _add_detect(sub) -> None:
     detect.add_argument("--threshold", type=float, help="selection: an absolute CSI threshold instead")
     detect.add_argument("--max-length", default="auto", help="token length (default auto)")
     detect.add_argument("--batch-size", type=int, default=32)
+    _add_token_budget(detect)
     detect.add_argument("--seed", type=int, default=0)
     _add_distributed_arguments(detect)
     detect.set_defaults(func=_detect)
@@ -274,7 +280,7 @@ def _detect(args: argparse.Namespace) -> int:
         args.rm, args.sft, args.rlhf, args.out, steps=args.steps, control_rm=args.control_rm, feature=args.feature,
         tokenizer=args.tokenizer,
         max_length=args.max_length if args.max_length == "auto" else int(args.max_length),
-        batch_size=args.batch_size, options=options,
+        batch_size=args.batch_size, token_budget=args.token_budget, options=options,
     )  # fmt: skip
     return 0
 
@@ -299,6 +305,7 @@ def _add_decompose(sub) -> None:
     decompose.add_argument("--tau", type=float, default=1.0)
     decompose.add_argument("--max-length", type=int, default=512)
     decompose.add_argument("--seed", type=int, default=0)
+    _add_token_budget(decompose)
     _add_distributed_arguments(decompose)
     decompose.set_defaults(func=_decompose)
 
@@ -310,6 +317,7 @@ def _decompose(args: argparse.Namespace) -> int:
     run_decompose(
         args.rm, args.data, args.out, tokenizer=args.tokenizer, color=args.color, num_prompts=args.num_prompts,
         estimator=args.estimator, weights=args.weights, tau=args.tau, max_length=args.max_length, seed=args.seed,
+        token_budget=args.token_budget,
     )  # fmt: skip
     return 0
 
@@ -323,9 +331,10 @@ def _add_evaluate_rm(sub) -> None:
     evaluate.add_argument("--data", required=True, help="file with prompt, chosen, rejected (and subset)")
     evaluate.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
     evaluate.add_argument("--subset-column", default="subset")
-    evaluate.add_argument("--max-length", type=int, default=2048)
+    evaluate.add_argument("--max-length", type=int, default=2048, help="truncation only (default 2048)")
     evaluate.add_argument("--no-diagnostics", action="store_true", help="skip the prompt-swap diagnostics")
     evaluate.add_argument("--out", help="also write the report as JSON here")
+    _add_token_budget(evaluate)
     _add_distributed_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate_rm)
 
@@ -340,7 +349,7 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
     _initialize_distributed(args)
     report = run_evaluate(
         args.rm, args.data, tokenizer=args.tokenizer, subset_column=args.subset_column, max_length=args.max_length,
-        diagnostics=not args.no_diagnostics,
+        diagnostics=not args.no_diagnostics, token_budget=args.token_budget,
     )  # fmt: skip
     if jax.process_index() == 0:  # every host computed the report; one prints and writes it
         print(json.dumps(report, indent=2))
@@ -418,6 +427,7 @@ def _add_win_rate(sub) -> None:
     win_rate.add_argument("--tokenizer", help="rm judge: tokenizer folder (default: the reward model folder)")
     win_rate.add_argument("--max-length", default="auto", help="rm judge: token length (default auto)")
     win_rate.add_argument("--batch-size", type=int, default=32, help="rm judge: rows per batch (default 32)")
+    _add_token_budget(win_rate)
     win_rate.set_defaults(func=_win_rate)
 
 
@@ -461,7 +471,8 @@ def _win_rate(args: argparse.Namespace) -> int:
                    "timeout": args.timeout, "deadline": args.deadline}  # fmt: skip
     elif kind == "rm":
         max_length = args.max_length if args.max_length == "auto" else int(args.max_length)
-        options = {"tokenizer": tokenizer, "batch_size": args.batch_size, "max_length": max_length}
+        options = {"tokenizer": tokenizer, "batch_size": args.batch_size, "max_length": max_length,
+                   "token_budget": args.token_budget}  # fmt: skip
     judge = load_judge(args.judge, **options)
     report = win_rate_report(judge, prompts, responses_a, responses_b, margin)
     summary = {"judge": args.judge, "margin": margin, **{k: report[k] for k in ("win", "tie", "lose", "win_rate", "n")}}

@@ -21,7 +21,7 @@ from flax import nnx
 
 from inform_jax.data.preference import ResponseRow
 from inform_jax.data.tokenize import tokenize_sft
-from inform_jax.models.batched import map_batches
+from inform_jax.models.batched import by_length, map_batches
 from inform_jax.models.reward_model import EnsembleRewardModel, RewardModel
 from inform_jax.models.sharding import model_mesh
 
@@ -57,9 +57,16 @@ def _features_jit(graphdef, state, input_ids, attention_mask, feature):
 
 
 def extract_features(
-    model: RewardModel, input_ids, attention_mask, *, feature: str = "auto", batch_size: int = 32
+    model: RewardModel,
+    input_ids,
+    attention_mask,
+    *,
+    feature: str = "auto",
+    batch_size: int = 32,
+    token_budget: int | None = None,
 ) -> np.ndarray:
-    """Features [N, F] of token sequences input_ids / attention_mask [N, T] under ``model``, batched and jitted.
+    """Features [N, F] of token sequences input_ids / attention_mask [N, T] under ``model``, batched by length
+    (at most ``batch_size`` rows and ``token_budget`` padded tokens per batch) and jitted.
 
     feature: "auto" (IB latent mean for InfoRM, final hidden state otherwise), "latent" or "hidden".
     """
@@ -73,9 +80,9 @@ def extract_features(
         raise ValueError(f"sequence {int(empty[0])} has no tokens (all-zero attention mask)")
     mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, state = nnx.split(model)
-    fn = lambda b: _features_jit(graphdef, state, b["input_ids"], b["attention_mask"], feature)  # noqa: E731
-    return map_batches(fn, {"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=batch_size,
-                       mesh=mesh)  # fmt: skip
+    fn = lambda b, _: _features_jit(graphdef, state, b["input_ids"], b["attention_mask"], feature)  # noqa: E731
+    rows = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return map_batches(fn, rows, batch_size=batch_size, mesh=mesh, token_budget=token_budget, **by_length(rows))
 
 
 def embed_responses(
@@ -87,6 +94,7 @@ def embed_responses(
     max_length: int | str = "auto",
     max_length_cap: int = 2048,
     batch_size: int = 32,
+    token_budget: int | None = None,
     log=print,
 ) -> np.ndarray:
     """Features [N, F] of loaded (prompt, response) rows, tokenized as the reward model was trained (prompt,
@@ -99,5 +107,6 @@ def embed_responses(
     if report.sequences_truncated:
         log(str(report))
     return extract_features(
-        model, arrays["input_ids"], arrays["attention_mask"], feature=feature, batch_size=batch_size
-    )
+        model, arrays["input_ids"], arrays["attention_mask"], feature=feature, batch_size=batch_size,
+        token_budget=token_budget,
+    )  # fmt: skip

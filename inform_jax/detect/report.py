@@ -91,6 +91,7 @@ def run_detect(
     tokenizer: str | None = None,
     max_length: int | str = "auto",
     batch_size: int = 32,
+    token_budget: int | None = None,
     options: DetectOptions = DetectOptions(),
     log=print,
 ) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def run_detect(
         tok = load_tokenizer(tokenizer or path)
         used = resolve_feature(model, feature if name == "reward_model" else "auto")
         embed = lambda rows, m=model, t=tok, u=used: embed_responses(  # noqa: E731
-            m, rows, t, feature=u, max_length=max_length, batch_size=batch_size, log=log
+            m, rows, t, feature=u, max_length=max_length, batch_size=batch_size, token_budget=token_budget, log=log
         )
         sft = embed(sft_rows)
         entries = []

@@ -55,11 +55,12 @@ class PairTokens:
         return self.prompt_ids, self.prompt_len, self.response_ids, self.response_start, self.response_len
 
 
-def splice(prompt_ids, prompt_len, response_ids, response_start, response_len, pad_id: int):
-    """One sequence: a prompt's tokens then a response's, right-padded. ids rows [T]; returns (ids [T], mask [T])."""
+def splice(prompt_ids, prompt_len, response_ids, response_start, response_len, pad_id: int, out_length=None):
+    """One sequence: a prompt's tokens then a response's, right-padded. ids rows [T]; returns (ids [S], mask [S]),
+    S = ``out_length`` (default T; at least the spliced length, :func:`spliced_lengths`)."""
     length = prompt_ids.shape[0]
     kept = jnp.minimum(prompt_len, length - response_len)
-    t = jnp.arange(length)
+    t = jnp.arange(length if out_length is None else out_length)
     in_prompt = t < kept
     in_response = (t >= kept) & (t < kept + response_len)
     prompt_tok = prompt_ids[jnp.clip(prompt_len - kept + t, 0, length - 1)]
@@ -68,26 +69,40 @@ def splice(prompt_ids, prompt_len, response_ids, response_start, response_len, p
     return ids, (in_prompt | in_response).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "pad_id"))
-def _score_spliced(graphdef, params, sources, prompt_idx, response_idx, pad_id):
+def spliced_lengths(tokens: PairTokens, prompt_idx: np.ndarray, response_idx: np.ndarray) -> np.ndarray:
+    """Real tokens [L] of each spliced (prompt, response) sequence: the prompt tokens kept plus the response's."""
+    response_len = tokens.response_len[response_idx]
+    return np.minimum(tokens.prompt_len[prompt_idx], tokens.length - response_len) + response_len
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "pad_id", "out_length"))
+def _score_spliced(graphdef, params, sources, prompt_idx, response_idx, pad_id, out_length):
     prompt_ids, prompt_len, response_ids, response_start, response_len = sources
     ids, mask = jax.vmap(lambda p, r: splice(
-        prompt_ids[p], prompt_len[p], response_ids[r], response_start[r], response_len[r], pad_id
+        prompt_ids[p], prompt_len[p], response_ids[r], response_start[r], response_len[r], pad_id, out_length
     ))(prompt_idx, response_idx)  # fmt: skip
     return nnx.merge(graphdef, params)(ids, mask).reward.astype(jnp.float32)
 
 
-def score_spliced(model, tokens: PairTokens, prompt_idx, response_idx, *, batch_size: int = 256) -> np.ndarray:
-    """Rewards [L] of (prompt prompt_idx[l], response response_idx[l]) for L index pairs, in equal jitted batches
-    over the model's mesh (:func:`inform_jax.models.batched.map_batches`). Response indices: i = pair i's chosen,
-    M + i = pair i's rejected."""
+def score_spliced(
+    model, tokens: PairTokens, prompt_idx, response_idx, *, batch_size: int = 256, token_budget: int | None = None
+) -> np.ndarray:
+    """Rewards [L] of (prompt prompt_idx[l], response response_idx[l]) for L index pairs, in jitted batches by
+    spliced length (at most ``batch_size`` rows and ``token_budget`` padded tokens, each batch cut to its longest
+    sequence's bucket) over the model's mesh (:func:`inform_jax.models.batched.map_batches`). Response indices:
+    i = pair i's chosen, M + i = pair i's rejected."""
     mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, params = nnx.split(model)
     sources = jax.tree.map(lambda x: replicated(x, mesh), tokens.sources())
-    fn = lambda b: _score_spliced(graphdef, params, sources, b["prompt"], b["response"], tokens.pad_id)  # noqa: E731
     rows = {"prompt": np.asarray(prompt_idx, np.int32).reshape(-1),
             "response": np.asarray(response_idx, np.int32).reshape(-1)}  # fmt: skip
-    return map_batches(fn, rows, batch_size=batch_size, mesh=mesh)
+
+    def fn(batch, length):
+        return _score_spliced(graphdef, params, sources, batch["prompt"], batch["response"], tokens.pad_id, length)
+
+    lengths = spliced_lengths(tokens, rows["prompt"], rows["response"])
+    return map_batches(fn, rows, batch_size=batch_size, mesh=mesh, lengths=lengths, token_budget=token_budget,
+                       max_length=tokens.length)  # fmt: skip
 
 
 def other_prompts(num_pairs: int, num_prompts: int, seed: int) -> np.ndarray:
@@ -119,6 +134,7 @@ def decompose(
     seed: int = 0,
     pairs: np.ndarray | None = None,
     batch_size: int = 256,
+    token_budget: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-pair gaps of ``model``: dr (true prompt) [P], dr2 (prompt-free) [P], dr1 = dr - dr2 [P], the gaps
     under the N other prompts ``dr_other`` [P, N] with their weights [P, N], and ``r_chosen`` [P], the chosen
@@ -127,6 +143,7 @@ def decompose(
     One batched pass scores y_w and y_l under the true prompt and N prompts drawn from the other pairs.
     ``estimator``: "bisection" (root of sum_i w_i sigmoid(dr_i - c) = 1/2) or "logit" (logit of the weighted
     mean sigmoid); ``weights``: "uniform" or "reward" (see :func:`inform_jax.losses.decomposition.importance_weights`).
+    ``batch_size`` / ``token_budget``: rows and padded tokens per scoring batch (see :func:`score_spliced`).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -135,7 +152,7 @@ def decompose(
     prompts = np.concatenate([pairs[:, None], other_prompts(m, num_prompts, seed)[pairs]], axis=1)  # [P, 1 + N]
     chosen = np.broadcast_to(pairs[:, None], prompts.shape)
     both = score_spliced(model, tokens, np.stack([prompts, prompts]), np.stack([chosen, chosen + m]),
-                         batch_size=batch_size).reshape(2, *prompts.shape)  # fmt: skip
+                         batch_size=batch_size, token_budget=token_budget).reshape(2, *prompts.shape)  # fmt: skip
     r_w, r_l = both[0], both[1]
     dr = r_w - r_l
     dr2, w = _prompt_free_gaps(jnp.asarray(r_w[:, 1:]), jnp.asarray(r_l[:, 1:]), estimator, weights, tau)
@@ -144,7 +161,9 @@ def decompose(
             "r_chosen": r_w[:, 0]}  # fmt: skip
 
 
-def prompt_diagnostics(model, tokens: PairTokens, *, num_prompts: int = 8, seed: int = 0) -> dict[str, float]:
+def prompt_diagnostics(
+    model, tokens: PairTokens, *, num_prompts: int = 8, seed: int = 0, token_budget: int | None = None
+) -> dict[str, float]:
     """The paper's diagnostics of how much a reward model uses the prompt.
 
     - gap_true_mean / gap_true_std: r(x, y_w) - r(x, y_l) with each pair's own prompt x;
@@ -153,12 +172,12 @@ def prompt_diagnostics(model, tokens: PairTokens, *, num_prompts: int = 8, seed:
     - swapped_accuracy: how often r(x_i, y_w^i) > r(x_i, y_w^j) for a random other pair j, i.e. the pair's
       own chosen response beats another prompt's chosen response under x_i (0.5 for a prompt-blind model).
     """
-    parts = decompose(model, tokens, num_prompts=num_prompts, seed=seed)
+    parts = decompose(model, tokens, num_prompts=num_prompts, seed=seed, token_budget=token_budget)
     m = tokens.num_pairs
     own = np.arange(m)
     other = other_prompts(m, 1, seed + 1)[:, 0]
     r_own = parts["r_chosen"]  # r(x_i, y_w^i), already scored by decompose
-    r_swapped = score_spliced(model, tokens, own, other)
+    r_swapped = score_spliced(model, tokens, own, other, token_budget=token_budget)
     return {
         "gap_true_mean": float(parts["dr"].mean()),
         "gap_true_std": float(parts["dr"].std()),

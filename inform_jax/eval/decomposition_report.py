@@ -13,6 +13,7 @@ import numpy as np
 from inform_jax.detect.plots import _pyplot, save_figure
 from inform_jax.eval.decomposition import PairTokens, decompose, prompt_diagnostics, summarize
 from inform_jax.eval.rm_eval import pair_scores, rewardbench_report
+from inform_jax.models.batched import DEFAULT_TOKEN_BUDGET
 from inform_jax.train.config import DataSection
 
 
@@ -45,7 +46,7 @@ def _load(rm_dir: str, data: str, tokenizer: str | None, max_length: int, log):
 def run_decompose(
     rm_dir: str, data: str, out_dir: str, *, tokenizer: str | None = None, color: str = "length",
     num_prompts: int = 8, estimator: str = "bisection", weights: str = "uniform", tau: float = 1.0,
-    max_length: int = 512, seed: int = 0, log=print,
+    max_length: int = 512, seed: int = 0, token_budget: int | None = DEFAULT_TOKEN_BUDGET, log=print,
 ) -> dict[str, Any]:  # fmt: skip
     """Write ``pairs.jsonl`` (row, dr, dr1, dr2, red), ``quadrants.png`` and ``summary.json``; returns the summary.
 
@@ -55,7 +56,7 @@ def run_decompose(
     model, tok, pairs, arrays = _load(rm_dir, data, tokenizer, max_length, log)
     tokens = PairTokens(arrays, tok.pad_token_id or 0)
     parts = decompose(model, tokens, num_prompts=num_prompts, estimator=estimator, weights=weights, tau=tau,
-                      seed=seed)  # fmt: skip
+                      seed=seed, token_budget=token_budget)  # fmt: skip
     if color == "length":
         red = arrays["response_lengths"][:, 0] > arrays["response_lengths"][:, 1]
         labels = ("|y_w| > |y_l|", "|y_w| <= |y_l|")
@@ -75,7 +76,8 @@ def run_decompose(
                 f.write(json.dumps(row) + "\n")
     summary = {
         "data": data, "rm": rm_dir, "pairs": len(pairs), "estimator": estimator, "weights": weights,
-        "num_prompts": num_prompts, **summarize(parts), **prompt_diagnostics(model, tokens, num_prompts=num_prompts),
+        "num_prompts": num_prompts, **summarize(parts),
+        **prompt_diagnostics(model, tokens, num_prompts=num_prompts, token_budget=token_budget),
     }  # fmt: skip
     summary["figure"] = plot_quadrants(
         os.path.join(out_dir, "quadrants.png"), parts["dr1"], parts["dr2"], red, red_label=labels[0],
@@ -90,14 +92,16 @@ def run_decompose(
 
 def run_evaluate(
     rm_dir: str, data: str, *, tokenizer: str | None = None, subset_column: str = "subset", max_length: int = 2048,
-    diagnostics: bool = True, log=print,
+    diagnostics: bool = True, token_budget: int | None = DEFAULT_TOKEN_BUDGET, log=print,
 ) -> dict[str, Any]:  # fmt: skip
     """Accuracy per subset / category (RewardBench format: prompt, chosen, rejected, subset) and, optionally,
-    the prompt diagnostics. A file without the subset column counts as one subset named after the file."""
+    the prompt diagnostics. A file without the subset column counts as one subset named after the file.
+    ``max_length`` only truncates: batches are padded to their longest row's bucket, ``token_budget`` tokens each."""
     model, tok, pairs, arrays = _load(rm_dir, data, tokenizer, max_length, log)
-    chosen, rejected = pair_scores(model, arrays)
+    chosen, rejected = pair_scores(model, arrays, token_budget=token_budget)
     subsets = [str(p.extra.get(subset_column, os.path.basename(data))) for p in pairs]
     report = rewardbench_report(chosen, rejected, subsets)
     if diagnostics and len(pairs) >= 2:
-        report["prompt_diagnostics"] = prompt_diagnostics(model, PairTokens(arrays, tok.pad_token_id or 0))
+        tokens = PairTokens(arrays, tok.pad_token_id or 0)
+        report["prompt_diagnostics"] = prompt_diagnostics(model, tokens, token_budget=token_budget)
     return report

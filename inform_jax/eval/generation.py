@@ -33,7 +33,7 @@ def generate_responses(
     """Decoded responses [len(prompts)] of ``policy`` (a CausalLM) to ``prompts``; the eos token and what
     follows it are not part of a response."""
     from inform_jax.data.tokenize import tokenize_prompts
-    from inform_jax.models.batched import map_batches
+    from inform_jax.models.batched import by_length, map_batches
     from inform_jax.models.sampler import generate
     from inform_jax.models.sharding import model_mesh
 
@@ -47,7 +47,7 @@ def generate_responses(
     mesh = model_mesh(policy)  # first: it may place the policy over every device
     key = jax.random.key(seed)
 
-    def sample(batch):  # called once per batch, in order: each batch draws the next key
+    def sample(batch, _):  # called once per batch, in order: each batch draws the next key
         nonlocal key
         key, sub = jax.random.split(key)
         out = generate(
@@ -58,7 +58,8 @@ def generate_responses(
         return out.tokens, out.mask
 
     rows = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
-    return decode_rows(tokenizer, *map_batches(sample, rows, batch_size=batch_size, mesh=mesh))
+    # prompts longest first, each batch cut to its longest prompt's bucket (left padding)
+    return decode_rows(tokenizer, *map_batches(sample, rows, batch_size=batch_size, mesh=mesh, **by_length(rows)))
 
 
 def decode_rows(tokenizer: Any, ids, mask) -> list[str]:

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from inform_jax.models.batched import map_batches
+from inform_jax.models.batched import by_length, map_batches
 from inform_jax.models.sharding import model_mesh
 
 logger = logging.getLogger(__name__)
@@ -128,18 +128,21 @@ def _rewards_jit(graphdef, state, input_ids, attention_mask):
     return nnx.merge(graphdef, state)(input_ids, attention_mask).reward.astype(jnp.float32)
 
 
-def sequence_rewards(model, input_ids, attention_mask, *, batch_size: int = 32) -> np.ndarray:
+def sequence_rewards(
+    model, input_ids, attention_mask, *, batch_size: int = 32, token_budget: int | None = None
+) -> np.ndarray:
     """Rewards [N] of right-padded sequences input_ids / attention_mask [N, T] under a reward model (or
-    ensemble), in equal jitted batches over the model's mesh (:func:`inform_jax.models.batched.map_batches`)."""
+    ensemble), in jitted batches by length (at most ``batch_size`` rows and ``token_budget`` padded tokens) over the
+    model's mesh (:func:`inform_jax.models.batched.map_batches`)."""
     input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids and attention_mask must be non-empty [N, T] of one shape, got "
                          f"{input_ids.shape} and {attention_mask.shape}")  # fmt: skip
     mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, state = nnx.split(model)
-    fn = lambda b: _rewards_jit(graphdef, state, b["input_ids"], b["attention_mask"])  # noqa: E731
-    return map_batches(fn, {"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=batch_size,
-                       mesh=mesh)  # fmt: skip
+    fn = lambda b, _: _rewards_jit(graphdef, state, b["input_ids"], b["attention_mask"])  # noqa: E731
+    rows = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return map_batches(fn, rows, batch_size=batch_size, mesh=mesh, token_budget=token_budget, **by_length(rows))
 
 
 class RewardModelJudge(ScoreJudge):
@@ -153,7 +156,7 @@ class RewardModelJudge(ScoreJudge):
       path: the reward-model folder.
       tokenizer: a tokenizer, or its folder; default: the reward-model folder (train-rm saves it there).
       max_length: token length, or "auto" (a multiple of 64 >= the longest sequence, at most ``max_length_cap``).
-      batch_size: rows per jitted call.
+      batch_size: rows per jitted call; token_budget: padded tokens per call (batches go by length).
       log: where truncation is reported.
     """
 
@@ -167,6 +170,7 @@ class RewardModelJudge(ScoreJudge):
         max_length: int | str = "auto",
         max_length_cap: int = 2048,
         batch_size: int = 32,
+        token_budget: int | None = None,
         log: Callable[[str], Any] = print,
     ):
         from inform_jax.data.tokenizer import load_tokenizer
@@ -180,6 +184,7 @@ class RewardModelJudge(ScoreJudge):
         self.max_length = max_length
         self.max_length_cap = max_length_cap
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.log = log
         super().__init__(self.rewards, default_margin=DEFAULT_MARGINS["rm"])
 
@@ -198,7 +203,8 @@ class RewardModelJudge(ScoreJudge):
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """The reward model's rewards [N] of (prompt, response) rows."""
         arrays = self.tokenize(prompts, responses)
-        return sequence_rewards(self.model, arrays["input_ids"], arrays["attention_mask"], batch_size=self.batch_size)
+        return sequence_rewards(self.model, arrays["input_ids"], arrays["attention_mask"], batch_size=self.batch_size,
+                                token_budget=self.token_budget)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- chat

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from inform_jax.models.batched import map_batches
+from inform_jax.models.batched import by_length, map_batches
 from inform_jax.models.sharding import model_mesh
 from inform_jax.train.rm.objective import evaluate_pairs
 
@@ -34,14 +34,19 @@ def _scores(graphdef, params, batch):
     return out["reward_chosen"], out["reward_rejected"]
 
 
-def pair_scores(model, arrays: dict[str, np.ndarray], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Rewards (chosen [N], rejected [N]) of tokenized pairs (``prepare_pairs`` output), jitted in equal batches
-    over the model's mesh (:func:`inform_jax.models.batched.map_batches`)."""
+def pair_scores(
+    model, arrays: dict[str, np.ndarray], *, batch_size: int = 64, token_budget: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards (chosen [N], rejected [N]) of tokenized pairs (``prepare_pairs`` output), jitted in batches by
+    length (at most ``batch_size`` pairs and ``token_budget`` padded tokens, both sequences counted) over the
+    model's mesh (:func:`inform_jax.models.batched.map_batches`)."""
     keys = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids", "rejected_attention_mask")
     mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, params = nnx.split(model)
-    fn = lambda batch: _scores(graphdef, params, batch)  # noqa: E731
-    return map_batches(fn, {k: arrays[k] for k in keys}, batch_size=batch_size, mesh=mesh)
+    fn = lambda batch, _: _scores(graphdef, params, batch)  # noqa: E731
+    rows = {k: arrays[k] for k in keys}
+    budget = None if token_budget is None else token_budget // 2  # two sequences per pair
+    return map_batches(fn, rows, batch_size=batch_size, mesh=mesh, token_budget=budget, **by_length(rows))
 
 
 def rewardbench_report(chosen, rejected, subsets: Sequence[str]) -> dict[str, Any]:

@@ -68,6 +68,8 @@ class DataSection:
     tokenizer: str | None = None  # defaults to model.path
     max_length: int = 2048
     skip_malformed: bool = False
+    pad_to: str = "bucket"  # "bucket": each batch to its longest row's bucket length | "max_length": every batch
+    bucket_multiple: int = 8  # bucket lengths are multiples of this (128 for TPU attention kernels)
 
 
 @dataclasses.dataclass
@@ -176,6 +178,7 @@ RM_RULES = [
     ("loss.odin_orthogonal_coef", non_negative), ("loss.num_members", count),
     ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
     ("data.format", one_of(None, "hh", "prompt", "messages")), ("data.max_length", at_least(2)),
+    ("data.pad_to", one_of("bucket", "max_length")), ("data.bucket_multiple", count),
     ("decomposition.num_prompts", count), ("decomposition.tau", positive), ("decomposition.priority_tau", positive),
     ("decomposition.warmup_steps", whole), ("decomposition.rrm_augment", non_negative),
     ("optim.lr", positive), ("optim.warmup_ratio", within(0, 1, open_high=True)), ("optim.min_lr_ratio", probability),
@@ -271,6 +274,9 @@ FIELD_HELP = {
     "data.format": "hh | prompt | messages (null: detect from the columns)",
     "data.tokenizer": "tokenizer folder (default model.path)",
     "data.max_length": "tokens per sequence; longer ones lose prompt tokens first (counted)",
+    "data.pad_to": "bucket: each batch padded to its longest row rounded up to a bucket length (powers of two and "
+    "1.5x them, logged when first compiled); max_length: every batch to data.max_length",
+    "data.bucket_multiple": "bucket lengths are multiples of this (8; 128 suits TPU attention kernels)",
     "data.skip_malformed": "skip and count malformed rows instead of stopping",
     "decomposition.num_prompts": "dir: other prompts per pair for the prompt-free gap dr2",
     "decomposition.estimator": "dir: bisection (root of sum w sigmoid(dr - c) = 1/2) | logit (logit of mean sigmoid)",

@@ -74,7 +74,7 @@ class SFTReference:
         wraps around, so the rollout's compiled programs serve every batch); returns the [count, ...] result."""
         t = self.trainer
         rows = {k: v[:count] for k, v in t.prompts.items()}
-        return map_batches(fn, rows, batch_size=t.config.rollout.batch_size, mesh=t.mesh, exact=True)
+        return map_batches(lambda b, _: fn(b), rows, batch_size=t.config.rollout.batch_size, mesh=t.mesh, exact=True)
 
     def cached_energy(self) -> np.ndarray:
         """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""

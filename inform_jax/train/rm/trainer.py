@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from inform_jax.data.buckets import bucket_lengths, cut, padded_length, padding_side
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import make_mesh, shard_module
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
@@ -51,6 +52,8 @@ ARRAY_KEYS = (
     "response_lengths",
 )
 
+
+SEQUENCE_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids", "rejected_attention_mask")
 
 Callback = tuple[int, Callable[["RewardModelTrainer", int], None]]
 
@@ -98,6 +101,15 @@ class RewardModelTrainer:
         self.train_arrays = {k: np.asarray(train_arrays[k]) for k in ARRAY_KEYS}
         self.eval_arrays = None if eval_arrays is None else {k: np.asarray(eval_arrays[k]) for k in ARRAY_KEYS}
         self.num_pairs = len(self.train_arrays["chosen_input_ids"])
+        self.padding_side = "right"
+        if config.data.pad_to == "bucket":
+            sides = {padding_side(a[k]) for a in (self.train_arrays, self.eval_arrays or {}) for k in SEQUENCE_KEYS
+                     if k.endswith("mask") and k in a}  # fmt: skip
+            if None in sides or len(sides) > 1:
+                raise ValueError("data.pad_to=bucket needs every row padded on one side (prepare_pairs pads on the "
+                                 "right); these arrays mix sides or have padding inside rows: use "
+                                 "data.pad_to=max_length")  # fmt: skip
+            self.padding_side = sides.pop()
         self.pair_weights = np.ones(self.num_pairs, np.float32)
         own = method.callbacks(config, train_arrays, pad_id) if method.callbacks is not None else []
         self.callbacks = [*own, *callbacks]
@@ -118,6 +130,7 @@ class RewardModelTrainer:
         self.params = params
         self.opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
         self.step = 0
+        self.lengths_seen: set[int] = set()
         self._train_step = make_train_step(
             config, self.graphdef, self.tx, self.schedule, self.param_shardings, self.opt_shardings
         )
@@ -129,9 +142,24 @@ class RewardModelTrainer:
 
     def _batch(self, arrays: dict, indices: np.ndarray, weights: np.ndarray | None, member_axis: bool):
         batch = take(arrays, indices)
+        length = self.padded_length(batch)
+        for key in SEQUENCE_KEYS:  # the columns beyond the batch's bucket hold only padding
+            batch[key] = cut(batch[key], length, self.padding_side)
         if weights is not None:
             batch["weights"] = weights[indices]
         return shard_rows(batch, self.mesh, member_axis=member_axis)  # each host feeds only its devices' rows
+
+    def padded_length(self, batch: dict) -> int:
+        """The length a batch's sequences are cut to (``data.pad_to``); a length not seen before is logged once,
+        since it compiles the step again."""
+        d = self.config.data
+        full = batch["chosen_input_ids"].shape[-1]
+        buckets = bucket_lengths(full, multiple=d.bucket_multiple) if d.pad_to == "bucket" else None
+        length = padded_length([batch["chosen_attention_mask"], batch["rejected_attention_mask"]], buckets)
+        if length not in self.lengths_seen:
+            self.lengths_seen.add(length)
+            print(f"train-rm: batches of {length} tokens (lengths so far: {sorted(self.lengths_seen)})", flush=True)
+        return length
 
     def train_batch(self, step: int) -> dict:
         t = self.config.train

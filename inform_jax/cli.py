@@ -39,6 +39,21 @@ def _add_token_budget(parser: argparse.ArgumentParser) -> None:
                         "32768): rows go longest first, each batch cut to its longest row's bucket")  # fmt: skip
 
 
+def _fit(trainer):
+    """trainer.fit(); a preemption (checkpoint saved) or a folder with no usable checkpoint ends the command with a
+    message and an exit code instead of a traceback (75 for a preemption: run the same command again)."""
+    from inform_jax.train.checkpoints import CheckpointsUnusable
+    from inform_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
+
+    try:
+        return trainer.fit()
+    except Preempted as stop:
+        print(stop, flush=True)
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    except CheckpointsUnusable as err:
+        raise SystemExit(str(err)) from None
+
+
 def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
@@ -126,7 +141,7 @@ def _train_rm(args: argparse.Namespace) -> int:
     trainer = RewardModelTrainer.from_config(config)
     tokenizer = trainer.tokenizer
     held_out = trainer.eval_arrays
-    trainer.fit()
+    _fit(trainer)
     if jax.process_index() == 0:  # the final folder is then self-contained for `detect` and `ppo`
         tokenizer.save_pretrained(f"{config.train.output_dir}/final")
     if held_out is not None:
@@ -220,7 +235,7 @@ def _ppo(args: argparse.Namespace) -> int:
     if config.reward.kind == "model" and not config.reward.path:
         raise SystemExit("reward.path (a reward model folder from train-rm) is required")
     trainer = build_ppo(config)
-    final = trainer.fit()
+    final = _fit(trainer)
     out = os.path.join(config.train.output_dir, "final")
     save_pretrained(final, out)  # every process gathers its shards; process 0 writes
     if jax.process_index() == 0:

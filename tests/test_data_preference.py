@@ -345,6 +345,44 @@ def test_truncation_keeps_response_end(tok):
     ]
 
 
+def test_pairs_identical_after_truncation_are_left_out_and_named(tok):
+    """Responses that differ only in words truncation cuts (the start) become the same tokens: no preference."""
+    tail = " ".join(f"w{i}" for i in range(10))
+    pairs = [pair("hi", " ok", " no"), pair("hi", " yes " + tail, " no " + tail), pair("hi", " good", " bad")]
+    arrays, report = tokenize_pairs(pairs, tok, 8)
+    assert report.identical_rows == [1] and report.identical_names == ["item 1"]
+    assert "left out 1 of 3 pairs: chosen and rejected are identical after truncation (item 1)" in str(report)
+    assert arrays["chosen_input_ids"].shape == (2, 8) and arrays["prompt_lengths"].shape == (2, 2)
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    assert arrays["chosen_input_ids"][1, :4].tolist() == [bos, *ids(tok, "hi good"), eos]  # the third pair, in order
+    # With room for the first words the pair is kept.
+    _, report = tokenize_pairs(pairs, tok, 16)
+    assert report.identical_rows == [] and "left out" not in str(report)
+    with pytest.raises(ValueError, match=r"all 1 pairs are identical after truncation to 8 tokens"):
+        tokenize_pairs(pairs[1:2], tok, 8)
+
+
+def test_prepare_pairs_returns_the_pairs_its_arrays_hold(tmp_path, tok):
+    from inform_jax.train.config import DataSection
+    from inform_jax.train.rm.data import prepare_pairs
+
+    tail = " ".join(f"w{i}" for i in range(10))
+    rows = [{"prompt": "hi", "chosen": c, "rejected": r}
+            for c, r in [("ok", "no"), ("fine", "bad"), ("yes " + tail, "no " + tail), ("good", "bad")]]  # fmt: skip
+    lines = []
+    arrays, pairs = prepare_pairs(
+        write_rows(tmp_path / "p.jsonl", rows), tok, DataSection(max_length=8), log=lines.append, return_pairs=True
+    )
+    assert [p.row for p in pairs] == [0, 1, 3] and len(arrays["chosen_input_ids"]) == 3
+    assert arrays["response_lengths"].shape == (3, 2)
+    assert "left out 1 of 4 pairs: chosen and rejected are identical after truncation (row 2)" in lines[-1]
+    for i, p in enumerate(pairs):  # row i of the arrays is pair i
+        kept = arrays["chosen_input_ids"][i][arrays["chosen_attention_mask"][i] == 1].tolist()
+        assert kept == [tok.bos_token_id, *ids(tok, p.prompt + " " + p.chosen), tok.eos_token_id]
+    with pytest.raises(ValueError, match=r"p1\.jsonl: all 1 pairs are identical after truncation"):
+        prepare_pairs(write_rows(tmp_path / "p1.jsonl", rows[2:3]), tok, DataSection(max_length=8), log=lines.append)
+
+
 def test_fit_to_length():
     assert fit_to_length([1, 5, 6], [7, 8], 10) == ([1, 5, 6], [7, 8])
     assert fit_to_length([1, 5, 6, 9], [7, 8], 4, keep_bos_id=1) == ([1, 9], [7, 8])

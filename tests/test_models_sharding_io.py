@@ -211,3 +211,58 @@ def test_map_batches_over_a_mesh_equals_one_device_row_by_row():
     got = map_batches(lambda b: forward(state, b), {"ids": ids, "mask": mask}, batch_size=8, mesh=mesh)
     assert got.shape == (13, 10, 64)
     assert rel_err(got, expected, mask) < 1e-5
+
+
+def test_index_entries_outside_the_model_folder_are_refused(tmp_path, llama_path):
+    """A sharded folder whose index names a file by an absolute path, through `..`, or through a symlink out of
+    the folder is refused naming the index and the entry; the same shards inside the folder (or behind a Hugging
+    Face cache snapshot's links to its blobs) load."""
+    tensors = {k: np.asarray(v) for k, v in open_tensors(str(llama_path / "model.safetensors")).items()}
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2 :]}  # fmt: skip
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for file, keys in halves.items():
+        save_file({k: tensors[k] for k in keys}, str(outside / file))
+
+    def folder(name, second_shard, link=False):
+        path = tmp_path / name
+        path.mkdir(parents=True)
+        (path / "config.json").write_text((llama_path / "config.json").read_text())
+        first = "model-00001-of-00002.safetensors"
+        (path / first).write_bytes((outside / first).read_bytes())
+        if link:  # the second shard is a symlink in the folder
+            (path / "model-00002-of-00002.safetensors").symlink_to(second_shard)
+            second_shard = "model-00002-of-00002.safetensors"
+        weight_map = {**dict.fromkeys(halves[first], first), **dict.fromkeys(halves["model-00002-of-00002.safetensors"],
+                                                                             str(second_shard))}  # fmt: skip
+        (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        return path
+
+    reference = from_pretrained(str(llama_path))
+    expected = np.asarray(reference.layers[0].mlp.up.kernel[...])
+    for bad, match in [
+        (
+            folder("dotdot", "../elsewhere/model-00002-of-00002.safetensors"),
+            r"'\.\./elsewhere/.*' is not a path inside",
+        ),
+        (folder("absolute", outside / "model-00002-of-00002.safetensors"), r"is not a path inside the model folder"),
+        (folder("link", outside / "model-00002-of-00002.safetensors", link=True), r"resolves to .*elsewhere"),
+    ]:
+        with pytest.raises(
+            CheckpointError, match=rf"{bad}/model\.safetensors\.index\.json: weight_map entry '.*" + match
+        ):
+            from_pretrained(str(bad))
+
+    # A Hugging Face cache: snapshots/<revision>/<file> -> ../../blobs/<hash>.
+    blobs = tmp_path / "hub" / "models--tiny" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "abc123").write_bytes((outside / "model-00002-of-00002.safetensors").read_bytes())
+    snapshot = folder("hub/models--tiny/snapshots/rev0", "../../blobs/abc123", link=True)
+    np.testing.assert_array_equal(np.asarray(from_pretrained(str(snapshot)).layers[0].mlp.up.kernel[...]), expected)
+    inside = folder("inside", "model-00002-of-00002.safetensors")
+    (inside / "model-00002-of-00002.safetensors").write_bytes(
+        (outside / "model-00002-of-00002.safetensors").read_bytes()
+    )
+    np.testing.assert_array_equal(np.asarray(from_pretrained(str(inside)).layers[0].mlp.up.kernel[...]), expected)

@@ -1,9 +1,9 @@
 """Multi-host on one machine: two JAX processes (one CPU device each, gloo collectives) run `inform-jax train-rm`
 and `inform-jax ppo` (EPPO, IBL and live detection) with --distributed, as every host of a TPU slice would, and give
 the losses of one process with two devices. A slice preempted mid-run (both processes killed) resumes on a fresh
-coordinator port to the same model. The scoring commands (generate, evaluate-rm, decompose, detect) write what one
-process with two devices writes. The run folder is one path both processes share, as a slice's hosts share a bucket
-or NFS."""
+coordinator port to the same model; a SIGTERM on one process (a preemption notice) stops both at one step with a
+checkpoint. The scoring commands (generate, evaluate-rm, decompose, detect) write what one process with two devices
+writes. The run folder is one path both processes share, as a slice's hosts share a bucket or NFS."""
 
 import json
 import os
@@ -95,10 +95,23 @@ def _dir_args(files, out):
     return [*args, *[a for s in sets for a in ("--set", s)]]
 
 
-def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(files, tmp_path):
+@pytest.fixture(scope="module")
+def two(files, tmp_path_factory):
+    """An uninterrupted `train-rm` on two processes: the run folder."""
+    out = tmp_path_factory.mktemp("rm-two")
+    _run(_rm_args(files, out / "run", files[2]), out, "two", 2)
+    return out / "run"
+
+
+def _same_final(a, b) -> None:
+    for name in ("reward_head.safetensors", "model.safetensors"):
+        x, y = load_file(str(a / "final" / name)), load_file(str(b / "final" / name))
+        assert all(np.array_equal(x[k], y[k]) for k in x), name
+
+
+def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(files, two, tmp_path):
     vocab = files[2]
-    two, one, killed = tmp_path / "two", tmp_path / "one", tmp_path / "killed"
-    _run(_rm_args(files, two, vocab), tmp_path, "two", 2)
+    one, killed = tmp_path / "one", tmp_path / "killed"
     _run(_rm_args(files, one, vocab), tmp_path, "one", 1)
     losses_two, losses_one = _train_lines(two), _train_lines(one)
     assert [s for s, _ in losses_two] == list(range(1, 33))  # one metrics line per step: process 0 writes
@@ -117,10 +130,41 @@ def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(f
         proc.wait()
     assert not (killed / "final").exists(), "the run finished before the kill: nothing was resumed"
     _run(_rm_args(files, killed, vocab), tmp_path, "resumed", 2)
-    for name in ("reward_head.safetensors", "model.safetensors"):
-        a, b = load_file(str(two / "final" / name)), load_file(str(killed / "final" / name))
-        assert all(np.array_equal(a[k], b[k]) for k in a), name
+    _same_final(two, killed)
     assert (two / "final" / "reward_config.json").exists() and (two / "final" / "tokenizer_config.json").exists()
+
+
+def test_sigterm_on_one_host_stops_both_at_one_step_and_a_corrupt_checkpoint_is_passed_over(files, two, tmp_path):
+    """A preemption notice (SIGTERM) on process 1 only: orbax's sync point stops both processes after the same step,
+    which is saved with its digest (process 1's shards in it), exit code 75. Then that checkpoint's largest data file
+    is corrupted: both processes agree to fall back to the one before, and end where the uninterrupted run ends."""
+    out = tmp_path / "preempted"
+    procs = _start(_rm_args(files, out, files[2]), tmp_path, "preempted", 2)
+    deadline = time.time() + TIMEOUT
+    while not (out / "checkpoints" / "4").exists():
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 4 before exit"
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
+    logs = [(tmp_path / f"preempted-{i}.log").read_text() for i in range(2)]
+    assert codes == [75, 75], logs[0][-2000:] + logs[1][-2000:]
+    stopped = [int(line.split()[3].rstrip(":")) for log in logs for line in log.splitlines() if
+               line.startswith("preempted at step")]  # fmt: skip
+    assert len(stopped) == 2 and stopped[0] == stopped[1] < 32, stopped
+    latest = out / "checkpoints" / str(stopped[0])
+    assert max(int(name) for name in os.listdir(out / "checkpoints") if name.isdigit()) == stopped[0]
+    digest = json.loads((latest / "sha256.json").read_text())
+    assert any("process_1" in entry["path"] for entry in digest["files"])
+    data = max(
+        (p for p in latest.rglob("*") if p.is_file() and p.name != "sha256.json"), key=lambda p: p.stat().st_size
+    )
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(b ^ 0xFF for b in raw[len(raw) // 2 : len(raw) // 2 + 64])
+    data.write_bytes(bytes(raw))
+    _run(_rm_args(files, out, files[2]), tmp_path, "fallback", 2)
+    fallback = (tmp_path / "fallback-0.log").read_text()
+    assert f"checkpoint step {stopped[0]} is bad: " in fallback and "does not match its sha256" in fallback
+    _same_final(two, out)
 
 
 def test_eppo_on_two_processes_equals_two_devices(files, tmp_path):

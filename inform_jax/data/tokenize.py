@@ -8,7 +8,9 @@ policy continues from the end of its prompt, so those tokens must survive. When 
 long, tokens are dropped from the start of the prompt first (a leading ``bos`` is kept in place), down to
 ``min_prompt_tokens`` (default 0); only then from the start of the response, so a response longer than
 ``max_length`` keeps its last ``max_length`` tokens. Every cut sequence is counted in a
-:class:`TruncationReport`; no row is ever dropped.
+:class:`TruncationReport`. The one row dropped: a pair whose chosen and rejected sequences are the same tokens
+after truncation (they differed only in what was cut) carries no preference; it is left out and named in the
+report, and a list with no other pair is an error.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ class TruncationReport:
     """Counts of what truncation removed (sequences: 2 per pair, 1 per prompt).
 
     ``truncated_rows`` are indices (into the input list) of rows with at least one cut sequence; ``longest``
-    is the longest sequence before truncation.
+    is the longest sequence before truncation. ``identical_rows``: indices (into the input list) of the pairs
+    left out because chosen and rejected are the same tokens after truncation; ``identical_names``: the same
+    rows as their file numbers them ("row 12", or "item 3" for items without a file row), for the text.
     """
 
     max_length: int
@@ -41,6 +45,8 @@ class TruncationReport:
     response_tokens_cut: int = 0
     longest: int = 0
     truncated_rows: list[int] = dataclasses.field(default_factory=list)
+    identical_rows: list[int] = dataclasses.field(default_factory=list)
+    identical_names: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, row: int, prompt_cut: int, response_cut: int) -> None:
         if prompt_cut or response_cut:
@@ -51,11 +57,18 @@ class TruncationReport:
             self.truncated_rows.append(row)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"truncated {self.sequences_truncated} of {self.sequences} sequences to {self.max_length} tokens "
             f"({self.tokens_cut} tokens cut: {self.prompt_tokens_cut} prompt, {self.response_tokens_cut} "
             f"response; longest {self.longest})"
         )
+        if self.identical_rows:
+            named = ", ".join(self.identical_names[:5]) + (", ..." if len(self.identical_names) > 5 else "")
+            text += (
+                f"; left out {len(self.identical_rows)} of {self.sequences // 2} pairs: chosen and rejected are "
+                f"identical after truncation ({named})"
+            )
+        return text
 
 
 def resolve_max_length(
@@ -141,6 +154,11 @@ def _describe(item: Any, index: int) -> str:
     return f"{source}: row {row}" if source else f"item {index}"
 
 
+def _row_name(item: Any, index: int) -> str:
+    row = getattr(item, "row", -1)
+    return f"row {row}" if row >= 0 else f"item {index}"
+
+
 def tokenize_pairs(
     pairs: Sequence[Any],
     tokenizer: Any,
@@ -169,8 +187,10 @@ def tokenize_pairs(
 
     Returns:
       ``(arrays, report)``: ``arrays`` holds int32 ``chosen_input_ids``, ``chosen_attention_mask``,
-      ``rejected_input_ids``, ``rejected_attention_mask`` of shape [N, L] and ``prompt_lengths`` [N, 2]
+      ``rejected_input_ids``, ``rejected_attention_mask`` of shape [K, L] and ``prompt_lengths`` [K, 2]
       (prompt tokens kept in the chosen / rejected sequence, after truncation); ``report`` counts truncation.
+      K = N - len(report.identical_rows): the pairs identical after truncation are left out, the others keep
+      their order. Raises ValueError if that leaves none of N > 0 pairs.
     """
     _check_side(padding_side)
     prompts = _encode(tokenizer, [p.prompt for p in pairs], add_special_tokens)
@@ -189,10 +209,9 @@ def tokenize_pairs(
     report = TruncationReport(max_length=length, sequences=2 * len(pairs), longest=longest)
     bos = getattr(tokenizer, "bos_token_id", None) if keep_bos else None
 
-    arrays: dict[str, np.ndarray] = {}
+    seqs: dict[str, list[list[int]]] = {"chosen": [], "rejected": []}
     prompt_lengths = np.zeros((len(pairs), 2), dtype=np.int32)
     for col, side in enumerate(("chosen", "rejected")):
-        seqs = []
         for i, (prompt, response) in enumerate(zip(prompts, responses[side], strict=True)):
             if not prompt and not response:
                 raise ValueError(f"{_describe(pairs[i], i)}: the {side} sequence has no tokens")
@@ -201,12 +220,25 @@ def tokenize_pairs(
             )
             report.add(i, len(prompt) - len(kept_p), len(response) - len(kept_r))
             prompt_lengths[i, col] = len(kept_p)
-            seqs.append(kept_p + kept_r)
-        arrays[f"{side}_input_ids"], arrays[f"{side}_attention_mask"] = _place(
-            seqs, length, _pad_id(tokenizer), padding_side
-        )
+            seqs[side].append(kept_p + kept_r)
     report.truncated_rows = sorted(set(report.truncated_rows))  # the rejected pass revisits rows
-    arrays["prompt_lengths"] = prompt_lengths
+    # The loader refuses identical texts; identical tokens here mean truncation cut all that told them apart.
+    report.identical_rows = [i for i, (c, r) in enumerate(zip(seqs["chosen"], seqs["rejected"], strict=True)) if c == r]
+    report.identical_names = [_row_name(pairs[i], i) for i in report.identical_rows]
+    if pairs and len(report.identical_rows) == len(pairs):
+        where = getattr(pairs[0], "source", "") or "the pairs"
+        raise ValueError(
+            f"{where}: all {len(pairs)} pairs are identical after truncation to {length} tokens (chosen and "
+            "rejected differ only in the tokens cut): no preference left to train on; raise max_length"
+        )
+    left_out = set(report.identical_rows)
+    keep = [i for i in range(len(pairs)) if i not in left_out]
+    arrays: dict[str, np.ndarray] = {}
+    for side in ("chosen", "rejected"):
+        arrays[f"{side}_input_ids"], arrays[f"{side}_attention_mask"] = _place(
+            [seqs[side][i] for i in keep], length, _pad_id(tokenizer), padding_side
+        )
+    arrays["prompt_lengths"] = prompt_lengths[keep]
     if report.sequences_truncated:
         logger.warning("%s", report)
     return arrays, report

@@ -45,12 +45,42 @@ def top_rules(config: DecoderConfig, lm_head: bool) -> Rules:
 # ---------------------------------------------------------------------------------------------- loading
 
 
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def index_shards(path: str) -> list[str]:
+    """The shard files the folder's index names, each checked to lie inside the folder: an index is text anyone
+    can write, and an absolute path, a ``..`` or a symlink out of the folder would have us read any file on the
+    machine. One exception: a Hugging Face cache snapshot (``.../snapshots/<revision>``), whose files are symlinks
+    to the cache's own ``../../blobs``."""
+    index = os.path.join(path, INDEX_FILE)
+    try:
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        entries = {file: tensor for tensor, file in weight_map.items()}  # file -> one tensor stored in it
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{index}: not a safetensors index with a weight_map ({err})") from None
+    root = os.path.realpath(path)
+    allowed = [root]
+    if os.path.basename(os.path.dirname(root)) == "snapshots":
+        allowed.append(os.path.join(os.path.dirname(os.path.dirname(root)), "blobs"))
+    for file, tensor in entries.items():
+        where = f"{index}: weight_map entry {tensor!r}: {file!r}"
+        if not isinstance(file, str) or not file:
+            raise CheckpointError(f"{where} is not a file name")
+        if os.path.isabs(file) or ".." in file.replace("\\", "/").split("/"):
+            raise CheckpointError(f"{where} is not a path inside the model folder")
+        target = os.path.realpath(os.path.join(path, file))
+        if not any(_inside(target, folder) for folder in allowed):
+            raise CheckpointError(f"{where} resolves to {target}, outside the model folder")
+    return sorted(entries)
+
+
 def open_checkpoint(path: str) -> dict[str, np.ndarray]:
     """All tensors of a folder (single file or sharded with an index), memory-mapped."""
-    index = os.path.join(path, INDEX_FILE)
-    if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+    if os.path.exists(os.path.join(path, INDEX_FILE)):
+        files = index_shards(path)
     elif os.path.exists(os.path.join(path, SINGLE_FILE)):
         files = [SINGLE_FILE]
     else:

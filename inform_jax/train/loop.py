@@ -6,11 +6,14 @@ A trainer supplies ``step(i) -> metrics`` (device arrays or floats) and the loop
 run the step; on a logging or saving step (or every step with ``sync_every_step``) fetch the metrics to the host
 and stop with :class:`TrainingDivergedError` if a watched one is not finite (so a non-finite state is never
 saved); let ``before_log`` add metrics (PPO's detection); write the metrics line; run ``after_log`` (callbacks,
-held-out evaluation); save; stop early after ``stop_after`` steps of this call (a simulated kill).
+held-out evaluation); save; on a preemption notice save this step (if not just saved) and raise
+:class:`~inform_jax.train.preemption.Preempted`; stop early after ``stop_after`` steps of this call (a simulated
+kill).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -20,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from inform_jax.train.metrics_log import MetricsLog, progress
+from inform_jax.train.preemption import Preempted, preemption_notice
 
 
 class TrainingDivergedError(RuntimeError):
@@ -56,17 +60,23 @@ def fit_loop(
     after_log: Callable[[int, dict], None] | None = None,
     postfix: Callable[[dict], dict] | None = None,
     stop_after: int | None = None,
+    reached_preemption: Callable[[int], bool] | None = None,
 ) -> int:
     """Run ``step(i)`` for i = start .. total - 1; returns the step count reached.
 
     record: fixed fields of every metrics line (e.g. ``{"split": "train"}``); postfix(metrics) -> the progress
-    bar's postfix fields. The seconds since this call's start are logged with each line.
+    bar's postfix fields. The seconds since this call's start are logged with each line. reached_preemption(done):
+    orbax's preemption sync point, asked after every step (with ``save``); see :mod:`inform_jax.train.preemption`.
     """
     s = settings
     bar = progress(s.total, start, s.progress, s.label)
     began = time.perf_counter()
     done = start
+    watch = save is not None and reached_preemption is not None
+    notice = preemption_notice(reached_preemption) if watch else contextlib.nullcontext(lambda done: False)
+    scope = contextlib.ExitStack()
     try:
+        preempted = scope.enter_context(notice)
         while done < s.total:
             metrics = step(done)
             done += 1
@@ -86,9 +96,14 @@ def fit_loop(
                 after_log(done, metrics)
             if saving:
                 save(done)
+            if preempted(done):
+                if not saving:
+                    save(done)
+                raise Preempted(done, s.counter)  # the caller's finally waits for the save
             if stop_after is not None and done - start >= stop_after:
                 break
     finally:
+        scope.close()  # the SIGTERM handler, if one was installed, goes
         bar.close()
     return done
 

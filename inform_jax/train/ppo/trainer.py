@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -48,6 +47,7 @@ from inform_jax.models.reward_model import EnsembleRewardModel
 from inform_jax.models.sampler import generate
 from inform_jax.models.sharding import constrain_batch, shard_rows
 from inform_jax.train.batches import batch_indices, take
+from inform_jax.train.checkpoints import CheckpointStore
 from inform_jax.train.loop import LoopSettings, ensure_finite, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.ppo.config import PPOConfig
@@ -291,10 +291,7 @@ class PPOTrainer:
         self._advantages = jax.jit(self._advantages_impl)
         self.reward_features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
         t = config.train
-        self.checkpoints = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
-            options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True),
-        )
+        self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
 
     # ------------------------------------------------------------------------------------ jitted pieces
 
@@ -447,11 +444,10 @@ class PPOTrainer:
     # ------------------------------------------------------------------------------------ the loop
 
     def _restore(self) -> None:
-        latest = self.checkpoints.latest_step()
-        if latest is None:
+        found = self.checkpoints.restore_latest_good(self.state._asdict())  # past a corrupt or unfinished latest one
+        if found is None:
             return
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state._asdict())
-        restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
+        latest, restored = found
         if not self.config.kl.adaptive:  # a fixed coefficient is the config's (a resume may change it)
             restored["kl_coef"] = self.state.kl_coef
         self.state = PPOState(**restored)
@@ -459,7 +455,7 @@ class PPOTrainer:
 
     def _save(self, iteration: int) -> None:
         ensure_finite(self.state, iteration, "iteration", self.checkpoints.latest_step)
-        self.checkpoints.save(iteration, args=ocp.args.StandardSave(self.state._asdict()))
+        self.checkpoints.save(iteration, self.state._asdict())
 
     # The state's parts by name (read-only views of ``self.state``).
     actor_params = property(lambda self: self.state.actor)
@@ -516,6 +512,7 @@ class PPOTrainer:
             fit_loop(
                 settings, self.iteration, step, log=log, save=self._save, before_log=detect, after_log=run_callbacks,
                 latest_checkpoint=self.checkpoints.latest_step, stop_after=stop_after,
+                reached_preemption=self.checkpoints.reached_preemption,
                 postfix=lambda m: {"reward": f"{m['proxy_reward']:.3f}", "kl": f"{m['kl']:.2f}"},
             )  # fmt: skip
         finally:  # also on divergence or Ctrl-C: the pending save of the last good checkpoint completes

@@ -17,7 +17,9 @@ def prepare_pairs(
 
     Returns `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask`
     [N, T] (right-padded), `prompt_lengths` and `response_lengths` [N, 2] (prompt / response tokens kept in each
-    sequence); with `return_pairs`, also the list of PreferencePair rows the arrays were made from.
+    sequence); with `return_pairs`, also the list of the N PreferencePair rows the arrays were made from, row i
+    of the arrays from pair i. Pairs whose chosen and rejected tokens are identical after truncation are left out
+    of both (the truncation line names them); a file with no other pair raises ValueError.
     """
     pairs, report = load_preferences(
         path, format=section.format, tokenizer=tokenizer, skip_malformed=section.skip_malformed
@@ -31,6 +33,8 @@ def prepare_pairs(
         log(f"{path}: {before} pairs -> {len(pairs)} after {getattr(transform, '__name__', 'transform')}")
     arrays, truncation = tokenize_pairs(pairs, tokenizer, section.max_length)
     log(str(truncation))
+    left_out = set(truncation.identical_rows)
+    pairs = [p for i, p in enumerate(pairs) if i not in left_out]
     lengths = np.stack([arrays["chosen_attention_mask"].sum(1), arrays["rejected_attention_mask"].sum(1)], axis=1)
     arrays["response_lengths"] = (lengths - arrays["prompt_lengths"]).astype(np.int32)
     if transform is not None:

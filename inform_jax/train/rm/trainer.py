@@ -25,7 +25,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from inform_jax.data.buckets import bucket_lengths, cut, padded_length, padding_side
@@ -35,6 +34,7 @@ from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, Rewa
 from inform_jax.models.sharding import data_parallelism, replicated, shard_rows, to_host
 from inform_jax.train.backbone import build_backbone, check_tokenizer_fits, section_config
 from inform_jax.train.batches import batch_indices, take
+from inform_jax.train.checkpoints import CheckpointStore
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.loop import LoopSettings, ensure_finite, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
@@ -135,10 +135,7 @@ class RewardModelTrainer:
             config, self.graphdef, self.tx, self.schedule, self.param_shardings, self.opt_shardings
         )
         self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b, config.loss.kl_reduction))
-        self.checkpoints = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(t.output_dir, "checkpoints")),
-            options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True),
-        )
+        self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
 
     def _batch(self, arrays: dict, indices: np.ndarray, weights: np.ndarray | None, member_axis: bool):
         batch = take(arrays, indices)
@@ -214,20 +211,17 @@ class RewardModelTrainer:
         return preference_metrics(scores, arrays["response_lengths"])
 
     def _restore(self) -> None:
-        latest = self.checkpoints.latest_step()
-        if latest is None:
+        found = self.checkpoints.restore_latest_good(self._state())  # past a corrupt or unfinished latest one
+        if found is None:
             return
-        target = self._state()
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = self.checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
+        self.step, restored = found
         self.params, self.opt_state = restored["params"], restored["opt_state"]
         self.pair_weights = to_host(restored["pair_weights"])
-        self.step = latest
 
     def _save(self, step: int) -> None:
         state = self._state()
         ensure_finite(state, step, "step", self.checkpoints.latest_step)
-        self.checkpoints.save(step, args=ocp.args.StandardSave(state))
+        self.checkpoints.save(step, state)
 
     def _state(self) -> dict:
         """What a checkpoint holds; pair_weights as an array replicated over the mesh (on many hosts a
@@ -269,6 +263,7 @@ class RewardModelTrainer:
             fit_loop(
                 settings, self.step, step, log=log, record={"split": "train"}, save=self._save,
                 latest_checkpoint=self.checkpoints.latest_step, after_log=callbacks_and_eval, stop_after=stop_after,
+                reached_preemption=self.checkpoints.reached_preemption,
                 postfix=lambda m: {"loss": f"{float(m['loss']):.4f}", "acc": f"{float(m['accuracy']):.3f}"},
             )  # fmt: skip
         finally:  # also on divergence or Ctrl-C: the pending save of the last good checkpoint completes

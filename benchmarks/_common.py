@@ -15,14 +15,20 @@ import numpy as np
 RESULTS = os.environ.get("INFORM_JAX_BENCH_RESULTS", os.path.join(os.path.dirname(__file__), "results"))
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` runs after one warm-up (compilation) run."""
+def median_seconds(fn, repeats: int, timings: dict | None = None) -> float:
+    """Median seconds of `fn()` over `repeats` runs after one warm-up (compilation) run; `timings`, when given,
+    gets the warm-up run's seconds as "first_s" and every timed run's as "times_s"."""
+    start = time.perf_counter()
     fn()
+    if timings is not None:
+        timings["first_s"] = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    if timings is not None:
+        timings["times_s"] = times
     return float(np.median(times))
 
 

@@ -25,6 +25,52 @@ from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.trainer import PPOTrainer, reward_model_score_fn
 
 
+def make_trainer(
+    config: DecoderConfig,
+    *,
+    prompts: int,
+    prompt_len: int,
+    new_tokens: int,
+    iterations: int,
+    eta: float,
+    mode: str,
+    folder: str,
+    num_prompts: int | None = None,
+    reference_digest: str | None = None,
+) -> PPOTrainer:
+    """A PPOTrainer on one device: policy `config` (the reference is its copy, the critic an SFT-initialised value
+    model), a reward model of the same config with an InfoRM head, `num_prompts` (default 4 x `prompts`) random
+    prompts of `prompt_len` tokens, `prompts` per rollout of `new_tokens` (no EOS: every response is full length);
+    EPPO when `eta` > 0 with SFT energies `mode` ("cached" | "regenerate"). reference_digest: names the SFT model
+    for the energy cache instead of hashing its parameters on the host (seconds for a 1B model)."""
+    ppo_config = load_config(
+        None,
+        [f"energy.eta={eta}", f"energy.sft_energy={mode}", f"rollout.batch_size={prompts}",
+         f"rollout.max_new_tokens={new_tokens}", f"train.iterations={iterations + 1}",
+         f"train.output_dir={folder}", "train.progress=false", "train.save_every=100000"],
+        cls=PPOConfig,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    rows = num_prompts or 4 * prompts
+    prompt_arrays = {
+        "input_ids": rng.integers(3, config.vocab_size, (rows, prompt_len)),
+        "attention_mask": np.ones((rows, prompt_len), np.int32),
+    }
+    reward = RewardModel.create(config, HeadConfig(kind="ib"), rngs=nnx.Rngs(1))
+    graph, params = nnx.split(reward)
+    return PPOTrainer(
+        ppo_config, prompt_arrays, CausalLM(config, rngs=nnx.Rngs(0)), score_fn=reward_model_score_fn(graph),
+        reward_params=params, eos_id=None, mesh=make_mesh(devices=jax.devices()[:1]),
+        reference_digest=reference_digest,
+    )  # fmt: skip
+
+
+def split_seconds(timings: list[dict]) -> dict:
+    """Median rollout / scoring / update seconds over iterations (their `iteration_step` metrics) and their sum."""
+    split = {k: float(np.median([t[k] for t in timings])) for k in ("rollout_s", "scoring_s", "update_s")}
+    return {**split, "iteration_s": sum(split.values())}
+
+
 def run(variant: str, args, folder: str) -> dict:
     config = DecoderConfig(
         vocab_size=args.vocab, hidden_size=args.width, intermediate_size=2 * args.width, num_layers=args.layers,
@@ -33,23 +79,9 @@ def run(variant: str, args, folder: str) -> dict:
     eta, mode = {"ppo": (0.0, "cached"), "eppo-cached": (2.0, "cached"), "eppo-regenerate": (2.0, "regenerate")}[
         variant
     ]
-    ppo_config = load_config(
-        None,
-        [f"energy.eta={eta}", f"energy.sft_energy={mode}", f"rollout.batch_size={args.prompts}",
-         f"rollout.max_new_tokens={args.new_tokens}", f"train.iterations={args.iterations + 1}",
-         f"train.output_dir={folder}/{variant}", "train.progress=false", "train.save_every=100000"],
-        cls=PPOConfig,
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
-    prompts = {
-        "input_ids": rng.integers(3, args.vocab, (4 * args.prompts, args.prompt_len)),
-        "attention_mask": np.ones((4 * args.prompts, args.prompt_len), np.int32),
-    }
-    reward = RewardModel.create(config, HeadConfig(kind="ib"), rngs=nnx.Rngs(1))
-    graph, params = nnx.split(reward)
-    trainer = PPOTrainer(
-        ppo_config, prompts, CausalLM(config, rngs=nnx.Rngs(0)), score_fn=reward_model_score_fn(graph),
-        reward_params=params, eos_id=None, mesh=make_mesh(devices=jax.devices()[:1]),
+    trainer = make_trainer(
+        config, prompts=args.prompts, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+        iterations=args.iterations, eta=eta, mode=mode, folder=f"{folder}/{variant}",
     )  # fmt: skip
     start = time.perf_counter()
     if eta > 0 and mode == "cached":
@@ -57,8 +89,7 @@ def run(variant: str, args, folder: str) -> dict:
     cache_s = time.perf_counter() - start
     trainer.iteration_step(0)  # compile
     times = [trainer.iteration_step(i + 1)[0] for i in range(args.iterations)]
-    split = {k: float(np.median([t[k] for t in times])) for k in ("rollout_s", "scoring_s", "update_s")}
-    return {**split, "iteration_s": sum(split.values()), "sft_energy_cache_s": cache_s}
+    return {**split_seconds(times), "sft_energy_cache_s": cache_s}
 
 
 def main():

@@ -7,7 +7,7 @@ All in this process, on the same model config and the same random batch of prefe
 - ours, method "inform" (InfoRM, latent 128): same model and batch; its overhead over standard in %;
 - the PyTorch peer: `transformers.LlamaForSequenceClassification` (num_labels=1, random init, same sizes),
   one concatenated [2B, T] forward, `-logsigmoid(r_chosen - r_rejected).mean()`, backward,
-  `clip_grad_norm_(1.0)`, `torch.optim.AdamW(lr=1e-5, betas=(0.9, 0.95), weight_decay=0)`;
+  `clip_grad_norm_(1.0)`, `torch.optim.AdamW(lr=1e-5, betas=(0.9, 0.95), weight_decay=0)` (fused on CUDA);
 - the TRL peer (where trl installs): `trl.RewardTrainer` on the same model, batch, AdamW and clipping, each
   step timed by a callback (TRL's per-step bookkeeping, reward statistics and token counts, included).
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import math
 import os
 import tempfile
@@ -46,33 +47,42 @@ LATENT = 128
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 
 
-def model_sizes(layers: int, width: int) -> dict:
-    """Llama sizes: 64-wide heads (kv heads = heads), MLP ~8/3 * width rounded up to a multiple of 32."""
-    heads = max(1, width // 64)
+def model_sizes(
+    layers: int,
+    width: int,
+    *,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
+    vocab: int = VOCAB,
+) -> dict:
+    """Llama sizes. Defaults: 64-wide heads (kv heads = heads), MLP ~8/3 * width rounded up to a multiple of 32."""
+    heads = heads or max(1, width // 64)
     return dict(
         layers=layers,
         width=width,
         heads=heads,
-        kv_heads=heads,
-        intermediate=math.ceil(width * 8 / 3 / 32) * 32,
-        vocab=VOCAB,
+        kv_heads=kv_heads or heads,
+        intermediate=intermediate or math.ceil(width * 8 / 3 / 32) * 32,
+        vocab=vocab,
     )
 
 
-def make_pairs(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token pairs [batch, length] (ids in [1, VOCAB), masks all ones) and response lengths."""
+def make_pairs(batch: int, length: int, seed: int = 0, vocab: int = VOCAB) -> dict[str, np.ndarray]:
+    """Random token pairs [batch, length] (ids in [1, vocab), masks all ones) and response lengths."""
     rng = np.random.default_rng(seed)
     ones = np.ones((batch, length), np.int32)
     return {
-        "chosen_input_ids": rng.integers(1, VOCAB, (batch, length)).astype(np.int32),
+        "chosen_input_ids": rng.integers(1, vocab, (batch, length)).astype(np.int32),
         "chosen_attention_mask": ones,
-        "rejected_input_ids": rng.integers(1, VOCAB, (batch, length)).astype(np.int32),
+        "rejected_input_ids": rng.integers(1, vocab, (batch, length)).astype(np.int32),
         "rejected_attention_mask": ones.copy(),
         "response_lengths": rng.integers(1, length + 1, (batch, 2)).astype(np.int32),
     }
 
 
-def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir: str):
+def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir: str, *, remat=False):
+    """The trainer's config for `sizes`; `remat` is model.remat (False, "full" or "dots")."""
     return config_from_dict(
         {
             "method": method,
@@ -91,6 +101,7 @@ def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir:
                 "dtype": dtype,
                 "param_dtype": "float32",
                 "scan_layers": True,
+                "remat": remat,
             },
             "head": {"latent_dim": LATENT},
             "optim": {"lr": 1e-5, "b1": 0.9, "b2": 0.95, "weight_decay": 0.0, "grad_clip": 1.0},
@@ -116,11 +127,15 @@ def matmul_params(params) -> tuple[int, int]:
     return total, total - embed
 
 
-def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
-    """Median seconds of one train step of `RewardModelTrainer` (one device) and the parameter counts."""
+def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int, *, remat=False, after=None) -> dict:
+    """Median seconds of one train step of `RewardModelTrainer` (one device) and the parameter counts.
+
+    remat: model.remat. after(run, result) -> dict, when given, is called once the step is timed, with the
+    step function (it runs one more step) and the result so far; what it returns joins the result (e.g. a
+    profile of one step)."""
     batch = len(pairs["chosen_input_ids"])
     with tempfile.TemporaryDirectory() as folder:
-        config = trainer_config(method, sizes, batch, dtype, folder)
+        config = trainer_config(method, sizes, batch, dtype, folder, remat=remat)
         trainer = RewardModelTrainer(config, pairs, mesh=make_mesh(devices=jax.devices()[:1]))
         counts = matmul_params(trainer.params)
         step = [0]
@@ -134,14 +149,20 @@ def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int) 
             step[0] += 1
             return metrics
 
-        seconds = median_seconds(run, repeats)
+        timings = {}
+        seconds = median_seconds(run, repeats, timings)
         loss = float(run()["loss"])
+        result = {"seconds": seconds, "first_call_s": timings["first_s"], "times_s": timings["times_s"],
+                  "params": counts[0], "matmul_params": counts[1], "loss": loss}  # fmt: skip
+        if after is not None:
+            result.update(after(run, result))
         trainer.checkpoints.close()
-    return {"seconds": seconds, "params": counts[0], "matmul_params": counts[1], "loss": loss}
+    return result
 
 
-def torch_reward_model(sizes: dict):
-    """transformers' LlamaForSequenceClassification (num_labels 1, random init) with our model's sizes."""
+def torch_reward_model(sizes: dict, attn_implementation: str | None = None):
+    """transformers' LlamaForSequenceClassification (num_labels 1, random init) with our model's sizes, built
+    on torch's current default device; `attn_implementation` ("sdpa", "eager", ...) or transformers' default."""
     import torch
     import transformers
 
@@ -156,6 +177,7 @@ def torch_reward_model(sizes: dict):
         rms_norm_eps=1e-6,
         pad_token_id=PAD,
         num_labels=1,
+        **({} if attn_implementation is None else {"attn_implementation": attn_implementation}),
     )
     torch.manual_seed(0)
     return transformers.LlamaForSequenceClassification(hf_config)
@@ -208,15 +230,38 @@ def bench_trl(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict | str:
     return {"seconds": float(np.median(times[1:])), "trl": trl.__version__}
 
 
-def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
+def bench_torch(
+    sizes: dict,
+    pairs: dict,
+    dtype: str,
+    repeats: int,
+    *,
+    attn_implementation: str | None = None,
+    checkpointing: bool = False,
+    fused: bool | None = None,
+) -> dict:
+    """Median seconds of one step of the PyTorch peer. On a GPU the model is built there; `fused` (default: on
+    CUDA) uses `AdamW(fused=True)`; `checkpointing` recomputes each decoder layer in the backward pass (transformers'
+    gradient checkpointing, non-reentrant), like our model.remat="full". Its objects are deleted and, on CUDA, the
+    cache emptied before it returns, so that JAX can have the memory."""
+    import warnings
+
     import torch
     import torch.nn.functional as F
     import transformers
 
     torch.set_num_threads(os.cpu_count())
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peer = torch_reward_model(sizes).to(device).train()
-    opt = torch.optim.AdamW(peer.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)
+    fused = device == "cuda" if fused is None else fused
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.device(device):
+        peer = torch_reward_model(sizes, attn_implementation).train()
+    if checkpointing:
+        with warnings.catch_warnings():  # renamed activation_checkpointing_enable in later transformers 5 releases
+            warnings.simplefilter("ignore", FutureWarning)
+            peer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    opt = torch.optim.AdamW(peer.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0, fused=fused)
     batch = len(pairs["chosen_input_ids"])
     ids = torch.tensor(np.concatenate([pairs["chosen_input_ids"], pairs["rejected_input_ids"]]), dtype=torch.long)
     mask = torch.tensor(np.concatenate([pairs["chosen_attention_mask"], pairs["rejected_attention_mask"]]))
@@ -237,14 +282,27 @@ def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict:
         opt.zero_grad()
         return loss.item()  # waits for the step (and for the GPU)
 
-    seconds = median_seconds(step, repeats)
-    return {
+    timings = {}
+    seconds = median_seconds(step, repeats, timings)
+    result = {
         "seconds": seconds,
+        "first_call_s": timings["first_s"],
+        "times_s": timings["times_s"],
         "device": device,
         "precision": "float32" if dtype == "float32" else "autocast bfloat16, float32 params",
+        "attn_implementation": peer.config._attn_implementation,
+        "gradient_checkpointing": checkpointing,
+        "fused_adamw": fused,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    if device == "cuda":
+        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    peer = opt = ids = mask = step = None  # drop the model, optimizer state and batch (the closure holds them too)
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return result
 
 
 def training_flops(matmul_param_count: int, layers: int, width: int, length: int, tokens: int) -> float:

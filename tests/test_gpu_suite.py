@@ -1,0 +1,110 @@
+"""benchmarks/gpu_suite.py, the prepared run for a lent GPU: its --tiny mode on the CPU measures every row and writes
+both files, a zero budget skips with reasons, and its module-level imports are only what the GPU image has."""
+
+import ast
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_suite.py")
+# The third-party packages the script may import at module level (the rest is imported inside functions).
+MODULE_LEVEL = {"jax", "flax", "optax", "numpy", "torch", "transformers"}
+
+
+def run_suite(tmp_path, *args):
+    """The script in a fresh process on one CPU device (the tests' simulated 8-device mesh stripped)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--tiny", "--out", str(tmp_path), *args], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (path,) = tmp_path.glob("gpu-cpu-*-tiny.json")
+    return json.loads(path.read_text()), path.with_suffix(".md").read_text()
+
+
+def is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def module_level_imports(tree: ast.Module) -> set[str]:
+    """Top-level package names imported when the module loads: every statement outside function bodies."""
+    found, todo = set(), list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module.split(".")[0])
+        todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def test_module_level_imports_are_the_standard_library_and_the_gpu_image_basics():
+    with open(SCRIPT) as f:
+        imported = module_level_imports(ast.parse(f.read()))
+    others = {name for name in imported if name not in sys.stdlib_module_names and name != "__future__"}
+    assert others <= MODULE_LEVEL, others - MODULE_LEVEL
+    assert "jax" in imported  # and the test sees the imports at all
+
+
+@pytest.mark.slow
+def test_tiny_run_measures_every_row(tmp_path):
+    record, markdown = run_suite(tmp_path)
+    rows = {r["name"]: r for r in record["rows"]}
+    assert list(rows) == ["rm_train_step", "kmeans", "ppo_iteration"]
+    for row in rows.values():  # in tiny mode an error or a skip is a failure
+        assert row["status"] == "ok" and not row["errors"] and not row["skipped"], (row["name"], row["errors"])
+    assert record["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and record["elapsed_s"] > 0
+
+    rm = rows["rm_train_step"]
+    for key in ("torch_tokens_per_s", "ours_standard_tokens_per_s", "ours_inform_tokens_per_s",
+                "ratio_ours_over_torch", "ratio_inform_over_torch", "inform_overhead_pct", "ours_standard_tflops",
+                "ours_inform_tflops", "ours_standard_compile_s"):  # fmt: skip
+        assert is_number(rm["results"][key]), key
+    assert rm["results"]["mfu_standard"] is None  # no bf16 peak for a CPU
+    peer = rm["measurements"]["torch_peer"]
+    assert peer["attn_implementation"] == "sdpa" and peer["gradient_checkpointing"]
+    assert rm["settings"]["remat"] == "full" and is_number(rm["measurements"]["ours_inform"]["loss"])
+
+    kmeans = rows["kmeans"]
+    assert is_number(kmeans["results"]["ratio_ours_over_sklearn"])
+    for side in ("ours", "sklearn"):
+        m = kmeans["measurements"][side]
+        assert is_number(m["seconds"]) and m["iterations"] >= 1 and is_number(m["inertia"])
+
+    ppo = rows["ppo_iteration"]
+    for key in ("ppo_iteration_s", "eppo_iteration_s", "eppo_overhead_pct"):
+        assert is_number(ppo["results"][key]), key
+    for split in (ppo["measurements"]["ppo"], *ppo["measurements"]["eppo"].values()):
+        if isinstance(split, dict):
+            assert all(is_number(split[k]) for k in ("rollout_s", "scoring_s", "update_s", "iteration_s"))
+    assert is_number(ppo["measurements"]["eppo"]["sft_energy_cache_s"])
+
+    # Every target recorded with its value; --tiny profiles every step, and the top ops come out of each trace.
+    for row in rows.values():
+        assert row["targets"] and all(t["met"] is not None or t["value"] is None for t in row["targets"])
+    for name, label in (("rm_train_step", "standard"), ("rm_train_step", "inform"), ("kmeans", "ours"),
+                        ("ppo_iteration", "eppo")):  # fmt: skip
+        trace = rows[name]["traces"][f"trace_{label}"]
+        assert (tmp_path / trace["path"]).is_dir() and trace["top_ops"]["ops"], (name, label)
+
+    assert "| row | metric | ours | peer | ratio / value | target | met |" in markdown
+    for name in rows:
+        assert f"| {name} |" in markdown and f"## {name}: ok" in markdown
+    assert not list(tmp_path.glob(".tmp-*"))  # the atomic writes left no temporary file
+
+
+def test_a_spent_budget_skips_with_the_reason(tmp_path):
+    record, markdown = run_suite(tmp_path, "--rows", "kmeans", "--budget-s", "0")
+    (row,) = record["rows"]
+    assert row["status"] == "skipped" and not row["measurements"] and not row["errors"]
+    assert set(row["skipped"]) == {"sklearn", "ours"} and "budget" in row["skipped"]["ours"]
+    assert "skipped ours: budget" in markdown

@@ -113,7 +113,8 @@ def test_pair_and_spliced_scores_by_length_equal_scores_padded_to_max_length():
 
 def test_evaluate_rm_on_400_short_pairs_with_default_options_stays_small(tmp_path):
     """The default --max-length 2048 only truncates: 400 pairs of under 30 tokens, with the prompt diagnostics'
-    256-row batches, take a few hundred MB (padded to 2048, their attention scores alone would need ~17 GB)."""
+    256-row batches, stay near the ~2 GB a process with JAX and transformers loaded takes (padded to 2048, their
+    attention scores alone would need ~17 GB)."""
     import json
     import os
     import subprocess
@@ -134,4 +135,4 @@ def test_evaluate_rm_on_400_short_pairs_with_default_options_stays_small(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     peak_gb = int(result.stdout.split("MAXRSS_KB")[-1]) / 2**20
     assert json.loads(out.read_text())["n"] == 400 and "prompt_diagnostics" in json.loads(out.read_text())
-    assert peak_gb < 2.0, f"evaluate-rm peaked at {peak_gb:.2f} GB"
+    assert peak_gb < 3.0, f"evaluate-rm peaked at {peak_gb:.2f} GB"

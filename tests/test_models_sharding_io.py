@@ -208,7 +208,7 @@ def test_map_batches_over_a_mesh_equals_one_device_row_by_row():
     assert placed.sharding.spec[0] == ("data", "fsdp") and placed.addressable_shards[0].data.shape == (1, 10)
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b["ids"], b["mask"]).logits)
-    got = map_batches(lambda b: forward(state, b), {"ids": ids, "mask": mask}, batch_size=8, mesh=mesh)
+    got = map_batches(lambda b, _: forward(state, b), {"ids": ids, "mask": mask}, batch_size=8, mesh=mesh)
     assert got.shape == (13, 10, 64)
     assert rel_err(got, expected, mask) < 1e-5
 

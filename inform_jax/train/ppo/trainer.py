@@ -508,14 +508,9 @@ class PPOTrainer:
                 if done % every == 0:
                     callback(self, done, rollouts["last"], metrics)
 
-        try:
-            fit_loop(
-                settings, self.iteration, step, log=log, save=self._save, before_log=detect, after_log=run_callbacks,
-                latest_checkpoint=self.checkpoints.latest_step, stop_after=stop_after,
-                reached_preemption=self.checkpoints.reached_preemption,
-                postfix=lambda m: {"reward": f"{m['proxy_reward']:.3f}", "kl": f"{m['kl']:.2f}"},
-            )  # fmt: skip
-        finally:  # also on divergence or Ctrl-C: the pending save of the last good checkpoint completes
-            log.close()
-            self.checkpoints.wait_until_finished()
+        fit_loop(
+            settings, self.iteration, step, log=log, save=self._save, checkpoints=self.checkpoints, before_log=detect,
+            after_log=run_callbacks, stop_after=stop_after,
+            postfix=lambda m: {"reward": f"{m['proxy_reward']:.3f}", "kl": f"{m['kl']:.2f}"},
+        )  # fmt: skip
         return self.policy()

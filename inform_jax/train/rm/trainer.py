@@ -259,16 +259,11 @@ class RewardModelTrainer:
             if self.eval_arrays is not None and (done % t.eval_every == 0 or done == self.total_steps):
                 log.write({"step": done, "split": "eval", **self.evaluate()})
 
-        try:
-            fit_loop(
-                settings, self.step, step, log=log, record={"split": "train"}, save=self._save,
-                latest_checkpoint=self.checkpoints.latest_step, after_log=callbacks_and_eval, stop_after=stop_after,
-                reached_preemption=self.checkpoints.reached_preemption,
-                postfix=lambda m: {"loss": f"{float(m['loss']):.4f}", "acc": f"{float(m['accuracy']):.3f}"},
-            )  # fmt: skip
-        finally:  # also on divergence or Ctrl-C: the pending save of the last good checkpoint completes
-            log.close()
-            self.checkpoints.wait_until_finished()
+        fit_loop(
+            settings, self.step, step, log=log, record={"split": "train"}, save=self._save,
+            checkpoints=self.checkpoints, after_log=callbacks_and_eval, stop_after=stop_after,
+            postfix=lambda m: {"loss": f"{float(m['loss']):.4f}", "acc": f"{float(m['accuracy']):.3f}"},
+        )  # fmt: skip
         if self.step < self.total_steps:  # stopped by stop_after: no export
             return self.current_model()
         model = self.export_model()

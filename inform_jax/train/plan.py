@@ -145,7 +145,7 @@ def plan_ppo_update(
     actor_tx, critic_tx = ppo_optimizers(config)
     actor_opt, actor_opt_shardings = abstract_optimizer_state(actor_tx, actor, mesh)
     critic_opt, critic_opt_shardings = abstract_optimizer_state(critic_tx, critic, mesh)
-    update = make_ppo_update(config, actor_graph, critic_graph, prompt_len, actor_tx, critic_tx)
+    update = make_ppo_update(config, actor_graph, critic_graph, actor_tx, critic_tx)
     shardings = tuple(jax.tree.map(lambda x: x.sharding, tree) for tree in (actor, critic))
     step = jax.jit(
         update, donate_argnums=(0, 1, 2, 3), out_shardings=(*shardings, actor_opt_shardings, critic_opt_shardings, None)

@@ -102,6 +102,8 @@ class PPODataSection:
     prompts: str | None = None  # prompt file (.jsonl / .json / .parquet, column "prompt")
     tokenizer: str | None = None  # defaults to policy.path
     max_prompt_length: int = 16
+    pad_to: str = "bucket"  # "bucket": each rollout's prompts cut to the longest one's bucket | "max_length"
+    bucket_multiple: int = 8
 
 
 @dataclasses.dataclass
@@ -165,7 +167,8 @@ PPO_RULES = [
     ("detect.every", ck.whole), ("detect.num_prompts", ck.at_least(3)),
     ("detect.k", ck.optional(ck.whole_at_least(2))),
     ("detect.k_rule", ck.one_of("silhouette", "sqrt")), ("detect.alpha", ck.within(0, 1, open_high=True)),
-    ("data.max_prompt_length", ck.count),
+    ("data.max_prompt_length", ck.count), ("data.pad_to", ck.one_of("bucket", "max_length")),
+    ("data.bucket_multiple", ck.count),
     ("train.iterations", ck.count), ("train.log_every", ck.count), ("train.save_every", ck.count),
     ("train.keep_checkpoints", ck.count),
 ]  # fmt: skip

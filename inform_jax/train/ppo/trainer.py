@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from inform_jax.data.buckets import bucket_lengths, cut, padded_length, padding_side
 from inform_jax.losses import (
     GaussianReference,
     adaptive_kl_coef,
@@ -167,16 +168,18 @@ def ppo_optimizers(config: PPOConfig) -> tuple[optax.GradientTransformation, opt
     return make(p.actor_lr), make(p.critic_lr)
 
 
-def make_ppo_update(config: PPOConfig, actor_graph, critic_graph, prompt_len: int, actor_tx, critic_tx):
+def make_ppo_update(config: PPOConfig, actor_graph, critic_graph, actor_tx, critic_tx):
     """update(actor_params, critic_params, actor_opt, critic_opt, minibatch) -> (the four, updated; metrics).
 
     One clipped policy-and-value step on a :class:`Rollout` minibatch of M rollouts. Not jitted: the trainer jits
-    it with donated buffers, and the planner compiles it ahead of time for a TPU topology.
+    it with donated buffers, and the planner compiles it ahead of time for a TPU topology. The prompt length is
+    the sequences' width less the responses' (a batch's prompts are cut to their bucket length).
     """
     p = config.ppo
 
     def update(actor_params, critic_params, actor_opt, critic_opt, batch):
         mask = batch.response_mask
+        prompt_len = batch.sequences.shape[1] - mask.shape[1]
 
         def loss_fn(params):
             actor_params, critic_params = params
@@ -247,6 +250,13 @@ class PPOTrainer:
         self.config = config
         self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
         self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
+        d = config.data
+        self.prompt_buckets = None
+        if d.pad_to == "bucket":
+            if padding_side(self.prompts["attention_mask"]) != "left":
+                raise ValueError("data.pad_to=bucket needs left-padded prompts (tokenize_prompts pads on the left): "
+                                 "these are not; use data.pad_to=max_length")  # fmt: skip
+            self.prompt_buckets = bucket_lengths(self.prompt_len, multiple=d.bucket_multiple, smallest=8)
         self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
         self.eos_id, self.pad_id = eos_id, pad_id
         self.callbacks = list(callbacks)
@@ -284,9 +294,7 @@ class PPOTrainer:
         self.reference = SFTReference(self, digest=reference_digest)
         self.detector = None if config.detect.every == 0 else TrainingDetector(self)
         self._score = jax.jit(self._score_impl)
-        update = make_ppo_update(
-            config, self.actor_graph, self.critic_graph, self.prompt_len, self.actor_tx, self.critic_tx
-        )
+        update = make_ppo_update(config, self.actor_graph, self.critic_graph, self.actor_tx, self.critic_tx)
         self._update = jax.jit(ppo_epochs(update), donate_argnums=(0, 1, 2, 3))
         self._advantages = jax.jit(self._advantages_impl)
         self.reward_features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
@@ -295,13 +303,19 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ jitted pieces
 
+    def prompt_width(self, sequences) -> int:
+        """P of sequences [B, P + N]: the prompts' padded length in this batch (N: rollout.max_new_tokens)."""
+        return sequences.shape[1] - self.config.rollout.max_new_tokens
+
     def energy_mask(self, sequences, sequence_mask):
         """[B, P + N] mask of the response tokens whose energy counts: pads and EOS excluded."""
-        return response_token_mask(sequences, sequence_mask, self.prompt_len, self.eos_id).astype(jnp.int32)
+        return response_token_mask(sequences, sequence_mask, self.prompt_width(sequences), self.eos_id).astype(
+            jnp.int32
+        )
 
     def _score_impl(self, actor_params, ref_params, critic_params, reward_params, sequences, sequence_mask):
         e = self.config.energy
-        p_len = self.prompt_len
+        p_len = self.prompt_width(sequences)
         response, response_mask = sequences[:, p_len:], sequence_mask[:, p_len:]
         energy_mask = self.energy_mask(sequences, sequence_mask)
         width = self.policy_config.hidden_size
@@ -352,6 +366,12 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------ helpers
 
+    def prompt_batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The prompts idx [B] (left-padded), cut to the bucket length of the longest (``data.pad_to``)."""
+        batch = take(self.prompts, idx)
+        length = padded_length(batch["attention_mask"], self.prompt_buckets)
+        return {k: cut(v, length, "left") for k, v in batch.items()}
+
     def generate_responses(self, graphdef, params, prompt_ids, prompt_mask, key, *, greedy=None):
         """Responses of the model ``graphdef``/``params`` to left-padded prompts [B, P], with the rollout settings
         (``greedy`` overrides rollout.greedy): the sampler's output (tokens, mask [B, N]; sequences [B, P + N])."""
@@ -372,7 +392,7 @@ class PPOTrainer:
         timings = {}
         start = time.perf_counter()
         idx = batch_indices(self.num_prompts, c.rollout.batch_size, iteration, c.train.seed)
-        prompts = shard_rows(take(self.prompts, idx), self.mesh)
+        prompts = shard_rows(self.prompt_batch(idx), self.mesh)
         key = jax.random.fold_in(jax.random.key(c.train.seed), iteration)
         state = self.state
         gen = self.generate_responses(

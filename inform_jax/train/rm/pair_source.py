@@ -14,7 +14,9 @@ Both sources give the trainer the same things, N pairs (after leaving out the pa
 :class:`ProcessPairs` (``data.tokenize=per_process``) runs one metadata pass split over the processes: process p
 tokenizes the pairs p, p + P, p + 2P, ... and the per-pair lengths, truncation counts and left-out flags are
 all-gathered, so every process knows N, the global order and the truncation report of one process; then each
-step tokenizes only the rows of the global batch that this process's devices hold.
+step tokenizes only the rows of the global batch that this process's devices hold (no cache: a pair is tokenized
+again each time it falls to this process, which costs little next to a step and keeps host memory to one batch).
+Every process still holds the file's text (the loaded pair list).
 """
 
 from __future__ import annotations

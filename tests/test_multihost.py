@@ -117,6 +117,9 @@ def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(f
     assert [s for s, _ in losses_two] == list(range(1, 33))  # one metrics line per step: process 0 writes
     np.testing.assert_allclose([v for _, v in losses_two], [v for _, v in losses_one], rtol=1e-5)
     assert sorted(os.listdir(two / "checkpoints")) == ["30", "32"]  # global arrays only: every save succeeded
+    for i in range(2):  # data.tokenize=auto: each process tokenized only its devices' rows (8 of 16 per step)
+        assert "tokenized 256 of the 512 batch rows on this process" in (two.parent / f"two-{i}.log").read_text()
+    assert "batch rows on this process" not in (tmp_path / "one-0.log").read_text()  # one process: upfront
 
     # A preempted slice: both processes killed once checkpoint 4 is on disk (28 steps before the end, so a fast
     # machine still kills mid-run), restarted on a fresh port.

@@ -47,6 +47,26 @@ class TruncationReport:
     truncated_rows: list[int] = dataclasses.field(default_factory=list)
     identical_rows: list[int] = dataclasses.field(default_factory=list)
     identical_names: list[str] = dataclasses.field(default_factory=list)
+    # Pairs only: per input row, tokens cut [N, 2, 2] (chosen / rejected x prompt / response) and sequence lengths
+    # before truncation [N, 2] (chosen / rejected).
+    row_cuts: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    row_lengths: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_rows(
+        cls, max_length: int, row_cuts: np.ndarray, row_lengths: np.ndarray, identical_rows, identical_names
+    ) -> TruncationReport:
+        """A pair report from its per-row values (``row_cuts`` [N, 2, 2], ``row_lengths`` [N, 2]): what
+        :func:`tokenize_pairs` reports, also when the rows were tokenized in parts (on several processes)."""
+        row_cuts, row_lengths = np.asarray(row_cuts, np.int64), np.asarray(row_lengths, np.int64)
+        report = cls(max_length=max_length, sequences=2 * len(row_cuts), longest=int(row_lengths.max(initial=0)))
+        report.sequences_truncated = int((row_cuts.sum(-1) > 0).sum())
+        report.prompt_tokens_cut, report.response_tokens_cut = (int(x) for x in row_cuts.sum((0, 1)))
+        report.tokens_cut = report.prompt_tokens_cut + report.response_tokens_cut
+        report.truncated_rows = [int(i) for i in np.flatnonzero(row_cuts.sum((1, 2)) > 0)]
+        report.identical_rows, report.identical_names = list(identical_rows), list(identical_names)
+        report.row_cuts, report.row_lengths = row_cuts.astype(np.int32), row_lengths.astype(np.int32)
+        return report
 
     def add(self, row: int, prompt_cut: int, response_cut: int) -> None:
         if prompt_cut or response_cut:
@@ -159,6 +179,15 @@ def _row_name(item: Any, index: int) -> str:
     return f"row {row}" if row >= 0 else f"item {index}"
 
 
+def all_identical_error(pairs: Sequence[Any], length: int) -> ValueError:
+    """The error for a pair list of which every pair is identical after truncation to ``length`` tokens."""
+    where = getattr(pairs[0], "source", "") or "the pairs"
+    return ValueError(
+        f"{where}: all {len(pairs)} pairs are identical after truncation to {length} tokens (chosen and "
+        "rejected differ only in the tokens cut): no preference left to train on; raise max_length"
+    )
+
+
 def tokenize_pairs(
     pairs: Sequence[Any],
     tokenizer: Any,
@@ -171,6 +200,8 @@ def tokenize_pairs(
     min_prompt_tokens: int = 0,
     keep_bos: bool = True,
     multiple: int = 64,
+    keep_identical: bool = False,
+    warn: bool = True,
 ) -> tuple[dict[str, np.ndarray], TruncationReport]:
     """Tokenize ``PreferencePair``-like items (``.prompt``, ``.chosen``, ``.rejected``) into padded arrays.
 
@@ -184,13 +215,16 @@ def tokenize_pairs(
         with it, as chat-templated replies do).
       add_special_tokens: let the tokenizer add its special tokens (e.g. Llama's bos) to the prompt.
       min_prompt_tokens, keep_bos: see :func:`fit_to_length` (``keep_bos`` keeps a leading bos).
+      keep_identical: keep the pairs identical after truncation in the arrays (K = N; the report still lists
+        them), for callers that leave them out later. warn: log a warning when a sequence was cut.
 
     Returns:
       ``(arrays, report)``: ``arrays`` holds int32 ``chosen_input_ids``, ``chosen_attention_mask``,
       ``rejected_input_ids``, ``rejected_attention_mask`` of shape [K, L] and ``prompt_lengths`` [K, 2]
       (prompt tokens kept in the chosen / rejected sequence, after truncation); ``report`` counts truncation.
       K = N - len(report.identical_rows): the pairs identical after truncation are left out, the others keep
-      their order. Raises ValueError if that leaves none of N > 0 pairs.
+      their order. Raises ValueError if that leaves none of N > 0 pairs. Each row depends only on its pair
+      (and L): tokenizing a subset of the pairs with an int ``max_length`` gives the same rows.
     """
     _check_side(padding_side)
     prompts = _encode(tokenizer, [p.prompt for p in pairs], add_special_tokens)
@@ -206,11 +240,11 @@ def tokenize_pairs(
     lengths = [len(p) + len(r) for rs in responses.values() for p, r in zip(prompts, rs, strict=True)]
     longest = max(lengths, default=0)
     length = resolve_max_length(longest, max_length, max_length_cap, multiple)
-    report = TruncationReport(max_length=length, sequences=2 * len(pairs), longest=longest)
     bos = getattr(tokenizer, "bos_token_id", None) if keep_bos else None
 
     seqs: dict[str, list[list[int]]] = {"chosen": [], "rejected": []}
     prompt_lengths = np.zeros((len(pairs), 2), dtype=np.int32)
+    row_cuts = np.zeros((len(pairs), 2, 2), dtype=np.int32)
     for col, side in enumerate(("chosen", "rejected")):
         for i, (prompt, response) in enumerate(zip(prompts, responses[side], strict=True)):
             if not prompt and not response:
@@ -218,20 +252,17 @@ def tokenize_pairs(
             kept_p, kept_r = fit_to_length(
                 prompt, response, length, min_prompt_tokens=min_prompt_tokens, keep_bos_id=bos
             )
-            report.add(i, len(prompt) - len(kept_p), len(response) - len(kept_r))
+            row_cuts[i, col] = len(prompt) - len(kept_p), len(response) - len(kept_r)
             prompt_lengths[i, col] = len(kept_p)
             seqs[side].append(kept_p + kept_r)
-    report.truncated_rows = sorted(set(report.truncated_rows))  # the rejected pass revisits rows
     # The loader refuses identical texts; identical tokens here mean truncation cut all that told them apart.
-    report.identical_rows = [i for i, (c, r) in enumerate(zip(seqs["chosen"], seqs["rejected"], strict=True)) if c == r]
-    report.identical_names = [_row_name(pairs[i], i) for i in report.identical_rows]
-    if pairs and len(report.identical_rows) == len(pairs):
-        where = getattr(pairs[0], "source", "") or "the pairs"
-        raise ValueError(
-            f"{where}: all {len(pairs)} pairs are identical after truncation to {length} tokens (chosen and "
-            "rejected differ only in the tokens cut): no preference left to train on; raise max_length"
-        )
-    left_out = set(report.identical_rows)
+    identical = [i for i, (c, r) in enumerate(zip(seqs["chosen"], seqs["rejected"], strict=True)) if c == r]
+    names = [_row_name(pairs[i], i) for i in identical]
+    row_lengths = np.asarray(lengths, np.int32).reshape(2, len(pairs)).T.reshape(len(pairs), 2)
+    report = TruncationReport.from_rows(length, row_cuts, row_lengths, identical, names)
+    if pairs and len(identical) == len(pairs) and not keep_identical:
+        raise all_identical_error(pairs, length)
+    left_out = set() if keep_identical else set(identical)
     keep = [i for i in range(len(pairs)) if i not in left_out]
     arrays: dict[str, np.ndarray] = {}
     for side in ("chosen", "rejected"):
@@ -239,7 +270,7 @@ def tokenize_pairs(
             [seqs[side][i] for i in keep], length, _pad_id(tokenizer), padding_side
         )
     arrays["prompt_lengths"] = prompt_lengths[keep]
-    if report.sequences_truncated:
+    if report.sequences_truncated and warn:
         logger.warning("%s", report)
     return arrays, report
 

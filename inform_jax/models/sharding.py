@@ -164,6 +164,20 @@ def shard_rows(tree, mesh: Mesh, *, member_axis: bool = False):
     return jax.tree.map(put, tree)
 
 
+def local_positions(mesh: Mesh, shape: tuple[int, ...], *, member_axis: bool = False, devices=None) -> np.ndarray:
+    """Which rows of a batch of ``shape`` ([B], or [K, B] with ``member_axis``) :func:`shard_rows` places on
+    ``devices`` (default: this process's devices of ``mesh``): a bool array of ``shape``, the rows this process
+    must supply. The same on every process for a given device set; no collective."""
+    lead = (None, BATCH_AXES) if member_axis else (BATCH_AXES,)
+    placed = NamedSharding(mesh, PartitionSpec(*lead)).devices_indices_map(tuple(shape))
+    if devices is None:
+        devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    mine = np.zeros(shape, bool)
+    for device in devices:
+        mine[placed[device]] = True
+    return mine
+
+
 def model_mesh(module: nnx.Module) -> Mesh:
     """The mesh to run ``module`` on: the one its parameters are placed on. A module on one device of a single
     process keeps that device (a one-device mesh); on many processes, or with parameters on no mesh but several

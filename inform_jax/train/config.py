@@ -70,6 +70,7 @@ class DataSection:
     skip_malformed: bool = False
     pad_to: str = "bucket"  # "bucket": each batch to its longest row's bucket length | "max_length": every batch
     bucket_multiple: int = 8  # bucket lengths are multiples of this (128 for TPU attention kernels)
+    tokenize: str = "auto"  # "upfront": every process the whole file | "per_process": its batch rows | "auto"
 
 
 @dataclasses.dataclass
@@ -179,6 +180,7 @@ RM_RULES = [
     ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
     ("data.format", one_of(None, "hh", "prompt", "messages")), ("data.max_length", at_least(2)),
     ("data.pad_to", one_of("bucket", "max_length")), ("data.bucket_multiple", count),
+    ("data.tokenize", one_of("auto", "upfront", "per_process")),
     ("decomposition.num_prompts", count), ("decomposition.tau", positive), ("decomposition.priority_tau", positive),
     ("decomposition.warmup_steps", whole), ("decomposition.rrm_augment", non_negative),
     ("optim.lr", positive), ("optim.warmup_ratio", within(0, 1, open_high=True)), ("optim.min_lr_ratio", probability),
@@ -277,6 +279,8 @@ FIELD_HELP = {
     "data.pad_to": "bucket: each batch padded to its longest row rounded up to a bucket length (powers of two and "
     "1.5x them, logged when first compiled); max_length: every batch to data.max_length",
     "data.bucket_multiple": "bucket lengths are multiples of this (8; 128 suits TPU attention kernels)",
+    "data.tokenize": "upfront: every process tokenizes the whole train file; per_process: a metadata pass split over "
+    "the processes, then each tokenizes only its devices' rows of each batch; auto: per_process on many processes",
     "data.skip_malformed": "skip and count malformed rows instead of stopping",
     "decomposition.num_prompts": "dir: other prompts per pair for the prompt-free gap dr2",
     "decomposition.estimator": "dir: bisection (root of sum w sigmoid(dr - c) = 1/2) | logit (logit of mean sigmoid)",

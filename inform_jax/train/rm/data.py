@@ -8,6 +8,22 @@ from inform_jax.data.preference import load_preferences
 from inform_jax.data.tokenize import tokenize_pairs
 
 
+def load_pairs(path: str, tokenizer, section, *, log=print, transform=None) -> list:
+    """The preference file's pairs (loaded, validated and transformed as in :func:`prepare_pairs`), not tokenized;
+    the load report and the transform's count are logged. A file with no usable pair raises ValueError."""
+    pairs, report = load_preferences(
+        path, format=section.format, tokenizer=tokenizer, skip_malformed=section.skip_malformed
+    )
+    log(str(report))
+    if not pairs:
+        raise ValueError(f"{path}: no usable preference pairs")
+    if transform is not None:
+        before = len(pairs)
+        pairs = transform(pairs)
+        log(f"{path}: {before} pairs -> {len(pairs)} after {getattr(transform, '__name__', 'transform')}")
+    return pairs
+
+
 def prepare_pairs(
     path: str, tokenizer, section, *, log=print, transform=None, return_pairs: bool = False
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], list]:
@@ -21,16 +37,7 @@ def prepare_pairs(
     of the arrays from pair i. Pairs whose chosen and rejected tokens are identical after truncation are left out
     of both (the truncation line names them); a file with no other pair raises ValueError.
     """
-    pairs, report = load_preferences(
-        path, format=section.format, tokenizer=tokenizer, skip_malformed=section.skip_malformed
-    )
-    log(str(report))
-    if not pairs:
-        raise ValueError(f"{path}: no usable preference pairs")
-    if transform is not None:
-        before = len(pairs)
-        pairs = transform(pairs)
-        log(f"{path}: {before} pairs -> {len(pairs)} after {getattr(transform, '__name__', 'transform')}")
+    pairs = load_pairs(path, tokenizer, section, log=log, transform=transform)
     arrays, truncation = tokenize_pairs(pairs, tokenizer, section.max_length)
     log(str(truncation))
     left_out = set(truncation.identical_rows)

@@ -10,9 +10,10 @@ the callbacks (reward decomposition's prompt-free priority), whichever way the t
 
 `train_arrays` / `eval_arrays` are tokenized pairs (see `inform_jax.train.rm.data.prepare_pairs`):
 `chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask` [N, T] and
-`response_lengths` [N, 2]. Per-pair loss weights live in `trainer.pair_weights` [N] (ones by default);
-callbacks may change them (the decomposition method reweights pairs from the current model) and they
-are checkpointed with the parameters.
+`response_lengths` [N, 2]; `train_arrays` may instead be a ProcessPairs (``data.tokenize``: each process
+tokenizes only the rows its devices hold, see `inform_jax.train.rm.pair_source`). Per-pair loss weights live in
+`trainer.pair_weights` [N] (ones by default); callbacks may change them (the decomposition method reweights pairs
+from the current model) and they are checkpointed with the parameters.
 """
 
 from __future__ import annotations
@@ -27,33 +28,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from inform_jax.data.buckets import bucket_lengths, cut, padded_length, padding_side
+from inform_jax.data.buckets import bucket_for, bucket_lengths
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import make_mesh, shard_module
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
-from inform_jax.models.sharding import data_parallelism, replicated, shard_rows, to_host
+from inform_jax.models.sharding import data_parallelism, local_positions, replicated, shard_rows, to_host
 from inform_jax.train.backbone import build_backbone, check_tokenizer_fits, section_config
-from inform_jax.train.batches import batch_indices, take
+from inform_jax.train.batches import batch_indices
 from inform_jax.train.checkpoints import CheckpointStore
 from inform_jax.train.config import RMTrainConfig
 from inform_jax.train.loop import LoopSettings, ensure_finite, fit_loop
 from inform_jax.train.metrics_log import MetricsLog
 from inform_jax.train.optim import adamw
-from inform_jax.train.rm.data import prepare_pairs
+from inform_jax.train.rm.data import load_pairs, prepare_pairs
 from inform_jax.train.rm.objective import evaluate_pairs
+from inform_jax.train.rm.pair_source import ARRAY_KEYS, SEQUENCE_KEYS, ArrayPairs, ProcessPairs
 from inform_jax.train.rm.step import make_train_step, optimizer_shardings
 from inform_jax.train.run_folder import write_run_config
 
-ARRAY_KEYS = (
-    "chosen_input_ids",
-    "chosen_attention_mask",
-    "rejected_input_ids",
-    "rejected_attention_mask",
-    "response_lengths",
-)
-
-
-SEQUENCE_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids", "rejected_attention_mask")
+__all__ = ["ARRAY_KEYS", "SEQUENCE_KEYS", "RewardModelTrainer", "build_reward_model", "preference_metrics"]
 
 Callback = tuple[int, Callable[["RewardModelTrainer", int], None]]
 
@@ -78,7 +71,7 @@ class RewardModelTrainer:
     def __init__(
         self,
         config: RMTrainConfig,
-        train_arrays: dict[str, np.ndarray],
+        train_arrays: dict[str, np.ndarray] | ProcessPairs,
         eval_arrays: dict[str, np.ndarray] | None = None,
         *,
         model: RewardModel | EnsembleRewardModel | None = None,
@@ -88,29 +81,27 @@ class RewardModelTrainer:
     ):
         """callbacks: extra (every, fn(trainer, step)) pairs, run after the method's own; pad_id: the tokenizer's
         pad id (methods that splice sequences, e.g. dir, pad with it)."""
-        missing = [k for k in ARRAY_KEYS if k not in train_arrays]
-        if missing:
-            raise ValueError(f"train arrays lack {missing}")
+        self.train_data = train_arrays if isinstance(train_arrays, ProcessPairs) else ArrayPairs(train_arrays)
+        self.eval_data = None if eval_arrays is None else ArrayPairs(eval_arrays, "eval")
         method = config.method_spec
-        if method.pair_transform is not None and _transformed_by(train_arrays) != method.name:
+        if method.pair_transform is not None and self.train_data.transform != method.name:
             raise ValueError(
                 f"method {method.name!r} transforms the pair list before tokenizing: build the train arrays with "
                 f"prepare_pairs(..., transform=method_pair_transform(config)) or RewardModelTrainer.from_config"
             )
         self.config = config
-        self.train_arrays = {k: np.asarray(train_arrays[k]) for k in ARRAY_KEYS}
-        self.eval_arrays = None if eval_arrays is None else {k: np.asarray(eval_arrays[k]) for k in ARRAY_KEYS}
-        self.num_pairs = len(self.train_arrays["chosen_input_ids"])
-        self.padding_side = "right"
+        self.eval_arrays = None if eval_arrays is None else self.eval_data.arrays
+        self.num_pairs = self.train_data.num_pairs
         if config.data.pad_to == "bucket":
-            sides = {padding_side(a[k]) for a in (self.train_arrays, self.eval_arrays or {}) for k in SEQUENCE_KEYS
-                     if k.endswith("mask") and k in a}  # fmt: skip
+            sides = {source.padding_side for source in (self.train_data, self.eval_data) if source is not None}
             if None in sides or len(sides) > 1:
                 raise ValueError("data.pad_to=bucket needs every row padded on one side (prepare_pairs pads on the "
                                  "right); these arrays mix sides or have padding inside rows: use "
                                  "data.pad_to=max_length")  # fmt: skip
-            self.padding_side = sides.pop()
         self.pair_weights = np.ones(self.num_pairs, np.float32)
+        if method.callbacks is not None and not isinstance(self.train_data, ArrayPairs):
+            raise ValueError(f"method {method.name!r} scores every pair: it needs the train arrays tokenized up front "
+                             "(data.tokenize=upfront)")  # fmt: skip
         own = method.callbacks(config, train_arrays, pad_id) if method.callbacks is not None else []
         self.callbacks = [*own, *callbacks]
         t = config.train
@@ -137,22 +128,23 @@ class RewardModelTrainer:
         self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b, config.loss.kl_reduction))
         self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
 
-    def _batch(self, arrays: dict, indices: np.ndarray, weights: np.ndarray | None, member_axis: bool):
-        batch = take(arrays, indices)
-        length = self.padded_length(batch)
-        for key in SEQUENCE_KEYS:  # the columns beyond the batch's bucket hold only padding
-            batch[key] = cut(batch[key], length, self.padding_side)
+    def _batch(self, source, indices: np.ndarray, weights: np.ndarray | None, member_axis: bool):
+        """The global batch of rows ``indices`` of ``source`` (an ArrayPairs or ProcessPairs); this process supplies
+        (and a ProcessPairs tokenizes) only the rows its devices hold."""
+        length = self.padded_length(source.lengths[indices], source.max_length)
+        batch = source.rows(indices, length, local_positions(self.mesh, indices.shape, member_axis=member_axis))
         if weights is not None:
             batch["weights"] = weights[indices]
         return shard_rows(batch, self.mesh, member_axis=member_axis)  # each host feeds only its devices' rows
 
-    def padded_length(self, batch: dict) -> int:
-        """The length a batch's sequences are cut to (``data.pad_to``); a length not seen before is logged once,
-        since it compiles the step again."""
+    def padded_length(self, lengths: np.ndarray, full: int) -> int:
+        """The length a batch's sequences are cut to (``data.pad_to``), from its rows' real lengths [..., 2] and the
+        longest a row may be; a length not seen before is logged once, since it compiles the step again."""
         d = self.config.data
-        full = batch["chosen_input_ids"].shape[-1]
-        buckets = bucket_lengths(full, multiple=d.bucket_multiple) if d.pad_to == "bucket" else None
-        length = padded_length([batch["chosen_attention_mask"], batch["rejected_attention_mask"]], buckets)
+        if d.pad_to == "bucket":
+            length = bucket_for(int(np.max(lengths)), bucket_lengths(full, multiple=d.bucket_multiple))
+        else:
+            length = full
         if length not in self.lengths_seen:
             self.lengths_seen.add(length)
             print(f"train-rm: batches of {length} tokens (lengths so far: {sorted(self.lengths_seen)})", flush=True)
@@ -163,16 +155,21 @@ class RewardModelTrainer:
         if self.config.scheme == "warm":  # one data order per member
             k = self.config.loss.num_members
             indices = np.stack([batch_indices(self.num_pairs, t.batch_size, step, t.seed + 1000 * i) for i in range(k)])
-            return self._batch(self.train_arrays, indices, self.pair_weights, member_axis=True)
+            return self._batch(self.train_data, indices, self.pair_weights, member_axis=True)
         indices = batch_indices(self.num_pairs, t.batch_size, step, t.seed)
-        return self._batch(self.train_arrays, indices, self.pair_weights, member_axis=False)
+        return self._batch(self.train_data, indices, self.pair_weights, member_axis=False)
 
     # ---------------------------------------------------------------------------------------- public
 
     @classmethod
     def from_config(cls, config: RMTrainConfig, *, tokenizer=None, log=print, **kwargs) -> RewardModelTrainer:
         """A trainer on ``data.train`` (and ``data.eval``) read, transformed as the method needs and tokenized
-        with ``tokenizer`` (default: the one in ``data.tokenizer`` or ``model.path``). kwargs go to __init__."""
+        with ``tokenizer`` (default: the one in ``data.tokenizer`` or ``model.path``). kwargs go to __init__.
+
+        ``data.tokenize``: ``upfront`` tokenizes the whole train file on every process; ``per_process`` (what
+        ``auto`` picks on many processes) splits a metadata pass over the processes, then tokenizes per step only
+        the rows this process's devices hold (:class:`ProcessPairs`). Methods that score every pair (dir,
+        inform+dir) tokenize the whole file in either mode. The held-out file (small) is always tokenized whole."""
         if not config.data.train:
             raise ValueError("data.train is required (a preference file)")
         if tokenizer is None:
@@ -182,7 +179,12 @@ class RewardModelTrainer:
             tokenizer = load_tokenizer(path)
         check_tokenizer_fits(tokenizer, section_config(config.model), "model")
         transform = method_pair_transform(config)
-        train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
+        if _tokenize_mode(config) == "per_process":
+            pairs = load_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
+            name = getattr(transform, "__name__", None)
+            train = ProcessPairs(pairs, tokenizer, config.data.max_length, transform=name, log=log)
+        else:
+            train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
         held_out = prepare_pairs(config.data.eval, tokenizer, config.data, log=log) if config.data.eval else None
         trainer = cls(config, train, held_out, pad_id=tokenizer.pad_token_id or 0, **kwargs)
         trainer.tokenizer = tokenizer
@@ -198,17 +200,17 @@ class RewardModelTrainer:
 
     def evaluate(self, arrays: dict | None = None) -> dict[str, float]:
         """Held-out accuracy, margin, KL, and accuracy bucketed by which response is longer."""
-        arrays = arrays if arrays is not None else self.eval_arrays
-        n = len(arrays["chosen_input_ids"])
+        source = ArrayPairs(arrays, "eval") if arrays is not None else self.eval_data
+        n = source.num_pairs
         size = self.config.train.eval_batch_size
         outputs = []
         for start in range(0, n, size):
             idx = np.arange(start, start + size) % n  # the last batch wraps; the extra rows are cut below
-            scores = self._eval_step(self.params, self._batch(arrays, idx, None, member_axis=False))
+            scores = self._eval_step(self.params, self._batch(source, idx, None, member_axis=False))
             out = {k: to_host(v) for k, v in scores.items()}  # rows split over every host's devices
             outputs.append({k: v[: min(size, n - start)] for k, v in out.items()})
         scores = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-        return preference_metrics(scores, arrays["response_lengths"])
+        return preference_metrics(scores, source.response_lengths)
 
     def _restore(self) -> None:
         found = self.checkpoints.restore_latest_good(self._state())  # past a corrupt or unfinished latest one
@@ -264,6 +266,10 @@ class RewardModelTrainer:
             checkpoints=self.checkpoints, after_log=callbacks_and_eval, stop_after=stop_after,
             postfix=lambda m: {"loss": f"{float(m['loss']):.4f}", "acc": f"{float(m['accuracy']):.3f}"},
         )  # fmt: skip
+        data = self.train_data
+        if isinstance(data, ProcessPairs):
+            print(f"train-rm: tokenized {data.rows_tokenized} of the {data.rows_requested} batch rows on this process "
+                  f"({data.num_pairs} pairs)", flush=True)  # fmt: skip
         if self.step < self.total_steps:  # stopped by stop_after: no export
             return self.current_model()
         model = self.export_model()
@@ -286,9 +292,17 @@ def method_pair_transform(config: RMTrainConfig):
     return transform
 
 
-def _transformed_by(arrays: dict) -> str | None:
-    name = arrays.get("pair_transform")
-    return None if name is None else str(np.asarray(name))
+def _tokenize_mode(config: RMTrainConfig) -> str:
+    """``data.tokenize`` resolved: ``auto`` is per_process on many processes, else upfront; methods that score
+    every pair (their callbacks read all the train arrays) tokenize up front."""
+    mode = config.data.tokenize
+    if mode == "auto":
+        mode = "per_process" if jax.process_count() > 1 else "upfront"
+    if mode == "per_process" and config.method_spec.callbacks is not None:
+        print(f"train-rm: method {config.method} scores every pair: every process tokenizes the whole train file",
+              flush=True)  # fmt: skip
+        mode = "upfront"
+    return mode
 
 
 def preference_metrics(scores: dict[str, np.ndarray], response_lengths: np.ndarray) -> dict[str, float]:

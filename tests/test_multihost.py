@@ -86,13 +86,18 @@ def _rm_args(files, out, vocab):
     return ["train-rm", "--method", "inform", *[a for s in sets for a in ("--set", s)]]
 
 
-def _dir_args(files, out):
-    """train-rm --method dir for 8 steps, reweighting pairs by the prompt-free gap at steps 4 and 8."""
+def _method_args(files, out, method: str, *sets: str) -> list[str]:
+    """train-rm --method METHOD for 8 steps (a checkpoint at 4) with extra --set values."""
     args = _rm_args(files, out, files[2])
-    args[args.index("inform")] = "dir"
-    sets = ["train.max_steps=8", "train.save_every=4", "train.eval_every=4", "decomposition.warmup_steps=4",
-            "decomposition.refresh_every=4", "decomposition.num_prompts=4"]  # fmt: skip
+    args[args.index("inform")] = method
+    sets = ("train.max_steps=8", "train.save_every=4", "train.eval_every=4", *sets)
     return [*args, *[a for s in sets for a in ("--set", s)]]
+
+
+def _dir_args(files, out):
+    """train-rm --method dir, reweighting pairs by the prompt-free gap at steps 4 and 8."""
+    return _method_args(files, out, "dir", "decomposition.warmup_steps=4", "decomposition.refresh_every=4",
+                        "decomposition.num_prompts=4")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +235,7 @@ def test_scoring_commands_on_two_processes_write_what_two_devices_write(files, t
             f"detect --rm {rm} {tok} --sft {out}/sft.jsonl --rlhf {out}/rlhf.jsonl --k 2 --plot-projection pca "
             f"--batch-size 8 --out {out}/detect",
             " ".join(_dir_args(files, out / "dir")),  # the prompt-free priority scores every pair on every host
+            " ".join(_method_args(files, out / "warm", "warm", "loss.num_members=2")),  # per-member data orders
         ])  # fmt: skip
         script = [sys.executable, "-c", SCORING, commands, str(rm)]
         port = _free_port()
@@ -252,6 +258,10 @@ def test_scoring_commands_on_two_processes_write_what_two_devices_write(files, t
     assert two["eval"]["n"] == 16 and two["eval"]["overall"] == one["eval"]["overall"]
     for key in ("dr", "dr1", "dr2"):
         np.testing.assert_allclose([r[key] for r in two["pairs"]], [r[key] for r in one["pairs"]], rtol=1e-5, atol=1e-6)
+    warm_two, warm_one = (tmp_path / tag / "warm" for tag in ("two", "one"))
+    np.testing.assert_allclose(
+        [v for _, v in _train_lines(warm_two)], [v for _, v in _train_lines(warm_one)], rtol=1e-5
+    )
     dir_two, dir_one = (tmp_path / tag / "dir" for tag in ("two", "one"))
     np.testing.assert_allclose([v for _, v in _train_lines(dir_two)], [v for _, v in _train_lines(dir_one)], rtol=1e-5)
     weights = [np.load(d / "decomposition" / "step_4.npz")["weights"] for d in (dir_two, dir_one)]

@@ -253,7 +253,8 @@ class PPOTrainer:
         d = config.data
         self.prompt_buckets = None
         if d.pad_to == "bucket":
-            if padding_side(self.prompts["attention_mask"]) != "left":
+            mask = self.prompts["attention_mask"]
+            if padding_side(mask) != "left" and not np.all(mask):  # rows with no padding read as "right"
                 raise ValueError("data.pad_to=bucket needs left-padded prompts (tokenize_prompts pads on the left): "
                                  "these are not; use data.pad_to=max_length")  # fmt: skip
             self.prompt_buckets = bucket_lengths(self.prompt_len, multiple=d.bucket_multiple, smallest=8)

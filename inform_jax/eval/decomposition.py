@@ -54,6 +54,14 @@ class PairTokens:
         """(prompt_ids [M, T], prompt_len [M], response_ids [2M, T], response_start [2M], response_len [2M])."""
         return self.prompt_ids, self.prompt_len, self.response_ids, self.response_start, self.response_len
 
+    def on_mesh(self, mesh) -> tuple[jax.Array, ...]:
+        """:meth:`sources` replicated over ``mesh``, placed once per mesh: the prompt-free priority scores the same
+        pairs at every refresh, and the diagnostics score them twice."""
+        if getattr(self, "_placed_mesh", None) != mesh:
+            self._placed = jax.tree.map(lambda x: replicated(x, mesh), self.sources())
+            self._placed_mesh = mesh
+        return self._placed
+
 
 def splice(prompt_ids, prompt_len, response_ids, response_start, response_len, pad_id: int, out_length=None):
     """One sequence: a prompt's tokens then a response's, right-padded. ids rows [T]; returns (ids [S], mask [S]),
@@ -93,7 +101,7 @@ def score_spliced(
     i = pair i's chosen, M + i = pair i's rejected."""
     mesh = model_mesh(model)  # first: it may place the model over every device
     graphdef, params = nnx.split(model)
-    sources = jax.tree.map(lambda x: replicated(x, mesh), tokens.sources())
+    sources = tokens.on_mesh(mesh)
     rows = {"prompt": np.asarray(prompt_idx, np.int32).reshape(-1),
             "response": np.asarray(response_idx, np.int32).reshape(-1)}  # fmt: skip
 

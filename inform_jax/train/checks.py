@@ -23,6 +23,11 @@ def one_of(*choices) -> Rule:
     return f"one of {list(choices)}", lambda v: v in choices
 
 
+def list_of(*choices) -> Rule:
+    """A list (or tuple) whose every item is one of `choices`."""
+    return f"a list of {list(choices)}", lambda v: isinstance(v, list | tuple) and all(x in choices for x in v)
+
+
 def at_least(low: float) -> Rule:
     return f"a number >= {low}", lambda v: _number(v) and v >= low
 

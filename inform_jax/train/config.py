@@ -18,6 +18,7 @@ from inform_jax.train.checks import (
     at_least,
     check,
     count,
+    list_of,
     model_section_rules,
     non_negative,
     one_of,
@@ -28,6 +29,7 @@ from inform_jax.train.checks import (
     within,
 )
 from inform_jax.train.rm.methods import RewardModelMethod, get_method
+from inform_jax.train.tracking import REPORTERS
 
 
 @dataclasses.dataclass
@@ -114,6 +116,7 @@ class TrainSection:
     keep_checkpoints: int = 2
     log_every: int = 10
     output_dir: str = "runs/rm"
+    report_to: list[str] = dataclasses.field(default_factory=lambda: ["jsonl"])  # + "tensorboard", "wandb"
     progress: bool = True
     allow_config_change: bool = False  # resume a run whose config changed (the change is logged), else refuse
 
@@ -189,6 +192,7 @@ RM_RULES = [
     ("train.batch_size", count), ("train.grad_accum", count), ("train.epochs", positive),
     ("train.max_steps", optional(count)), ("train.eval_every", count), ("train.eval_batch_size", count),
     ("train.save_every", count), ("train.keep_checkpoints", count), ("train.log_every", count),
+    ("train.report_to", list_of(*REPORTERS)),
 ]  # fmt: skip
 
 
@@ -312,6 +316,7 @@ FIELD_HELP = {
     "train.keep_checkpoints": "checkpoints kept",
     "train.log_every": "steps between metric lines in metrics.jsonl",
     "train.output_dir": "run folder: checkpoints/, metrics.jsonl, config.yaml, final/",
+    "train.report_to": "metrics also to: [jsonl, tensorboard, wandb] (<run>/tensorboard/, <run>/wandb/)",
     "train.progress": "show a progress bar",
     "train.allow_config_change": "resume a run folder whose config changed (logged in config_changes.jsonl)",
     "mesh.data": "data-parallel mesh axis size",

@@ -13,6 +13,7 @@ import dataclasses
 from inform_jax.losses import ENERGY_SITES, KL_ESTIMATORS
 from inform_jax.train import checks as ck
 from inform_jax.train.config import MeshSection, ModelSection
+from inform_jax.train.tracking import REPORTERS
 
 
 @dataclasses.dataclass
@@ -114,6 +115,7 @@ class PPOTrainSection:
     save_every: int = 50
     keep_checkpoints: int = 2
     output_dir: str = "runs/ppo"
+    report_to: list[str] = dataclasses.field(default_factory=lambda: ["jsonl"])  # + "tensorboard", "wandb"
     progress: bool = True
     allow_config_change: bool = False  # resume a run whose config changed (the change is logged), else refuse
 
@@ -170,5 +172,5 @@ PPO_RULES = [
     ("data.max_prompt_length", ck.count), ("data.pad_to", ck.one_of("bucket", "max_length")),
     ("data.bucket_multiple", ck.count),
     ("train.iterations", ck.count), ("train.log_every", ck.count), ("train.save_every", ck.count),
-    ("train.keep_checkpoints", ck.count),
+    ("train.keep_checkpoints", ck.count), ("train.report_to", ck.list_of(*REPORTERS)),
 ]  # fmt: skip

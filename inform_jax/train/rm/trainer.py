@@ -241,7 +241,8 @@ class RewardModelTrainer:
         t = self.config.train
         self._restore()
         write_run_config(t.output_dir, self.config.to_dict(), resumed_at=self.step, allow_change=t.allow_config_change)
-        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.step, counter="step")
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.step, counter="step",
+                         report_to=t.report_to, config=self.config.to_dict())  # fmt: skip
         settings = LoopSettings(
             total=self.total_steps, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
             label=f"train-rm {self.config.method}", counter="step", watch=("loss", "grad_norm"),

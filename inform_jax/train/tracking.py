@@ -5,8 +5,10 @@
 
 Only process 0 writes (the metrics are the same on every process). TensorBoard goes through tensorboardX (small,
 no TensorFlow); W&B through the `wandb` package (the `tracking` extra), offline when ``WANDB_MODE=offline``.
-A resumed run drops what the killed run logged after its last checkpoint: TensorBoard through ``purge_step``,
-W&B by resuming the same run id (kept in <run>/wandb_run_id) from the next step.
+A resumed run continues the same records: TensorBoard drops what the killed run logged after its last checkpoint
+(``purge_step``); W&B resumes the same run id (kept in <run>/wandb_run_id), and since it keeps a step's first
+values, the steps the killed run logged past its checkpoint keep those (metrics.jsonl and TensorBoard have the
+resumed run's).
 """
 
 from __future__ import annotations

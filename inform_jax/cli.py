@@ -309,7 +309,7 @@ def _add_decompose(sub) -> None:
         "dr2. Writes pairs.jsonl, summary.json (quadrant shares, prompt diagnostics) and quadrants.png.",
     )
     decompose.add_argument("--rm", required=True, help="reward model folder")
-    decompose.add_argument("--data", required=True, help="preference file (hh, prompt or messages format)")
+    decompose.add_argument("--data", required=True, help="preference file (hh, implicit, prompt or messages format)")
     decompose.add_argument("--out", required=True, help="output folder")
     decompose.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
     decompose.add_argument("--color", default="length",

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from inform_jax.data.preference import FORMATS as PREFERENCE_FORMATS
 from inform_jax.train.checks import (
     at_least,
     check,
@@ -64,7 +65,7 @@ class LossSection:
 class DataSection:
     train: str | None = None
     eval: str | None = None
-    format: str | None = None  # "hh" | "prompt" | "messages"; None detects from the columns
+    format: str | None = None  # "hh" | "implicit" | "prompt" | "messages"; None detects
     tokenizer: str | None = None  # defaults to model.path
     max_length: int = 2048
     skip_malformed: bool = False
@@ -178,7 +179,7 @@ RM_RULES = [
     ("loss.margin", optional(at_least(float("-inf")))), ("loss.odin_length_coef", non_negative),
     ("loss.odin_orthogonal_coef", non_negative), ("loss.num_members", count),
     ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
-    ("data.format", one_of(None, "hh", "prompt", "messages")), ("data.max_length", at_least(2)),
+    ("data.format", one_of(None, *PREFERENCE_FORMATS)), ("data.max_length", at_least(2)),
     ("data.pad_to", one_of("bucket", "max_length")), ("data.bucket_multiple", count),
     ("data.tokenize", one_of("auto", "upfront", "per_process")),
     ("decomposition.num_prompts", count), ("decomposition.tau", positive), ("decomposition.priority_tau", positive),
@@ -274,7 +275,7 @@ FIELD_HELP = {
     "loss.uncertainty_coef": "uwo aggregation coefficient",
     "data.train": "training preference file (.jsonl / .json / .parquet)",
     "data.eval": "held-out preference file",
-    "data.format": "hh | prompt | messages (null: detect from the columns)",
+    "data.format": "hh | implicit | prompt | messages (null: detect from the columns and rows; see docs/guide.md)",
     "data.tokenizer": "tokenizer folder (default model.path)",
     "data.max_length": "tokens per sequence; longer ones lose prompt tokens first (counted)",
     "data.pad_to": "bucket: each batch padded to its longest row rounded up to a bucket length (powers of two and "

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -239,6 +240,16 @@ def _as_row(value, path: str, row: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- fields
+
+
+def _get_number(row: Mapping[str, Any], column: str) -> float:
+    """A finite number (not a bool) from ``column``, e.g. TRL's per-pair ``margin``."""
+    value = row.get(column)
+    if value is None:
+        raise _RowError(MISSING_VALUE, f"column '{column}' is missing or null")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _RowError(WRONG_TYPE, f"column '{column}' should be a finite number, got {value!r}")
+    return float(value)
 
 
 def _get_str(row: Mapping[str, Any], column: str) -> str:
@@ -498,6 +509,7 @@ def load_preferences(
     tokenizer: Any = None,
     skip_malformed: bool = False,
     json_field: str | None = None,
+    margin_column: str | None = None,
 ) -> tuple[list[PreferencePair], LoadReport]:
     """Load a preference file into ``PreferencePair``s; returns ``(pairs, report)``.
 
@@ -508,6 +520,8 @@ def load_preferences(
         none, or if None).
       skip_malformed: skip bad rows and count them in the report instead of raising.
       json_field: for a JSON object file, the key holding the list of rows.
+      margin_column: a column every row must hold a finite number in (TRL's ``margin``); kept in ``extra`` as a
+        float. A row without one is malformed (raised naming the row, or skipped with ``skip_malformed``).
 
     Raises:
       PreferenceDataError: unknown suffix, missing or unreadable file, missing columns, or (unless
@@ -524,6 +538,12 @@ def load_preferences(
     elif format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     _check_columns(path, format, columns)
+    if margin_column is not None and margin_column not in columns:
+        raise PreferenceDataError(
+            f"{path}: no column '{margin_column}' (loss.margin: column reads a per-pair margin from it); the file "
+            f"has {list(columns)}",
+            path=path,
+        )
     used = _used_columns(format, columns)
     has_prompt = "prompt" in columns
 
@@ -537,6 +557,8 @@ def load_preferences(
         else:
             prompt, chosen, rejected = _parse_messages(row, tokenizer, has_prompt)
         extra = {k: v for k, v in row.items() if k not in used}
+        if margin_column is not None:
+            extra[margin_column] = _get_number(row, margin_column)
         return PreferencePair(prompt, chosen, rejected, source=path, row=i, extra=extra)
 
     return _collect(path, format, rows, parse, skip_malformed)

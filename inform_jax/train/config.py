@@ -23,6 +23,7 @@ from inform_jax.train.checks import (
     non_negative,
     one_of,
     optional,
+    or_one_of,
     positive,
     probability,
     whole,
@@ -53,7 +54,7 @@ class HeadSection:
 class LossSection:
     beta: float = 0.1
     kl_reduction: str = "paper"  # "paper" (full KL summed over dims) | "release" (authors' code)
-    margin: float | None = None
+    margin: float | str | None = None  # a number, "column" (the data's per-pair margin column, TRL's) or None
     odin_length_coef: float = 1.0
     odin_orthogonal_coef: float = 1.0
     num_members: int = 4  # ensemble / WARM members
@@ -176,7 +177,7 @@ RM_RULES = [
     *model_section_rules("model"),
     ("head.latent_dim", count), ("head.decoder", one_of("linear", "gated")),
     ("loss.beta", non_negative), ("loss.kl_reduction", one_of("paper", "release")),
-    ("loss.margin", optional(at_least(float("-inf")))), ("loss.odin_length_coef", non_negative),
+    ("loss.margin", or_one_of(optional(at_least(float("-inf"))), "column")), ("loss.odin_length_coef", non_negative),
     ("loss.odin_orthogonal_coef", non_negative), ("loss.num_members", count),
     ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
     ("data.format", one_of(None, *PREFERENCE_FORMATS)), ("data.max_length", at_least(2)),
@@ -267,7 +268,8 @@ FIELD_HELP = {
     "head.decoder": "InfoRM reward decoder: linear | gated (MLP, hidden 4 * latent)",
     "loss.beta": "InfoRM KL weight beta",
     "loss.kl_reduction": "paper (full KL summed over latent dims) | release (authors' code; beta ~latent_dim x weaker)",
-    "loss.margin": "Bradley-Terry margin (null for none)",
+    "loss.margin": "Bradley-Terry margin: a number, column (each pair's value in the data's margin column, as TRL's "
+    "-logsigmoid(r_c - r_r - margin)), or null for none",
     "loss.odin_length_coef": "ODIN length-correlation term weight",
     "loss.odin_orthogonal_coef": "ODIN head-orthogonality term weight",
     "loss.num_members": "ensemble / WARM members",

@@ -198,16 +198,23 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _add_ppo(sub) -> None:
-    ppo = sub.add_parser(
-        "ppo",
-        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
-        description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
+    import textwrap
+
+    from inform_jax.train.ppo.config import describe_fields
+
+    description = (
+        "PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
         "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
         "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
         "latents), and CSI / MOP detection every detect.every iterations; reward.gold=world logs the synthetic world's "
-        "gold reward beside the proxy. See experiments/ppo/ for configs; keys: "
-        "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
-        "(inform_jax/train/ppo/config.py documents each).",
+        "gold reward beside the proxy. See experiments/ppo/ for configs."
+    )
+    ppo = sub.add_parser(
+        "ppo",
+        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the key list one key a line
+        description=textwrap.fill(description, 100),
+        epilog="config keys:\n" + describe_fields(),
     )
     ppo.add_argument("--config", help="YAML config file")
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -309,7 +316,7 @@ def _add_decompose(sub) -> None:
         "dr2. Writes pairs.jsonl, summary.json (quadrant shares, prompt diagnostics) and quadrants.png.",
     )
     decompose.add_argument("--rm", required=True, help="reward model folder")
-    decompose.add_argument("--data", required=True, help="preference file (hh, prompt or messages format)")
+    decompose.add_argument("--data", required=True, help="preference file (hh, implicit, prompt or messages format)")
     decompose.add_argument("--out", required=True, help="output folder")
     decompose.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
     decompose.add_argument("--color", default="length",

@@ -49,6 +49,12 @@ def optional(rule: Rule) -> Rule:
     return f"null or {allowed}", lambda v: v is None or test(v)
 
 
+def or_one_of(rule: Rule, *choices) -> Rule:
+    """``rule``, or one of a few named values (``loss.margin``: a number or ``column``)."""
+    allowed, test = rule
+    return f"{allowed}, or one of {list(choices)}", lambda v: (isinstance(v, str) and v in choices) or test(v)
+
+
 def whole_at_least(low: int) -> Rule:
     return f"an integer >= {low}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 

@@ -230,9 +230,7 @@ def _export_one(model: RewardModel, tokenizer, out_dir: str, pad_token: str | No
     )  # fmt: skip
 
 
-def export_reward_model(
-    path_or_model, out_dir: str, *, tokenizer=None, pad_token: str | None = None
-) -> list[str]:
+def export_reward_model(path_or_model, out_dir: str, *, tokenizer=None, pad_token: str | None = None) -> list[str]:
     """Write a reward model as transformers `*ForSequenceClassification` folder(s); returns the folders written.
 
     path_or_model: a reward model folder (ours or a sequence classifier) or a RewardModel / EnsembleRewardModel;
@@ -242,9 +240,10 @@ def export_reward_model(
     """
     from inform_jax.data.tokenizer import load_tokenizer
 
-    model = load_reward_model(os.fspath(path_or_model)) if isinstance(path_or_model, str | os.PathLike) else path_or_model
+    from_folder = isinstance(path_or_model, str | os.PathLike)
+    model = load_reward_model(os.fspath(path_or_model)) if from_folder else path_or_model
     if tokenizer is None:
-        if not isinstance(path_or_model, str | os.PathLike):
+        if not from_folder:
             raise ExportError("give the tokenizer (or its folder) when exporting a model object")
         tokenizer = path_or_model
     load = (lambda: load_tokenizer(os.fspath(tokenizer))) if isinstance(tokenizer, str | os.PathLike) else None

@@ -71,9 +71,7 @@ class RewardModel(nnx.Module):
     unless the pad token also stands inside the text, e.g. a pad token equal to the eos the text ends with).
     """
 
-    def __init__(
-        self, backbone: CausalLM, head_config: HeadConfig, *, rngs: nnx.Rngs, read_pad_id: int | None = None
-    ):
+    def __init__(self, backbone: CausalLM, head_config: HeadConfig, *, rngs: nnx.Rngs, read_pad_id: int | None = None):
         self.backbone = backbone
         self.head = make_head(
             head_config, backbone.config.hidden_size, std=backbone.config.initializer_range, rngs=rngs

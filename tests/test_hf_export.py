@@ -16,7 +16,13 @@ from inform_jax.data.tokenize import tokenize_pairs
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.eval import load_judge
 from inform_jax.models.config import DecoderConfig
-from inform_jax.models.hf_export import ENSEMBLE_NOTE, ExportError, choose_pad_token, export_reward_model
+from inform_jax.models.hf_export import (
+    ENSEMBLE_NOTE,
+    ExportError,
+    choose_pad_token,
+    export_reward_model,
+    export_tokenizer,
+)
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, load_reward_model
 from inform_jax.train.config import config_from_dict
 from inform_jax.train.ppo.build import build_ppo
@@ -157,6 +163,47 @@ def test_the_pad_token_is_one_the_vocabulary_has_and_never_eos(tmp_path):
     bare, bare_config = custom_tokenizer(tmp_path, ["<s>", "</s>", "<unk>"])
     with pytest.raises(ExportError, match="--pad-token"):
         choose_pad_token(bare, bare_config)
+
+
+def byte_level_tokenizer(kind):
+    """A tiny byte-level BPE tokenizer shaped like Pythia's ("pythia": a ByteLevel post-processor, eos as bos and
+    unk, `<|padding|>`) or Llama-3's ("llama3": ByteLevel then a bos template, `<|finetune_right_pad_id|>`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    specials = {"pythia": ["<|endoftext|>", "<|padding|>"],
+                "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"]}[kind]  # fmt: skip
+    vocab = {t: i for i, t in enumerate([*specials, "h", "e", "l", "o", "Ġ", "he", "ll", "hell", "hello", "Ġhello"])}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"),
+                                                     ("Ġ", "hello")]))  # fmt: skip
+    core.pre_tokenizer, core.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    byte_level = processors.ByteLevel(trim_offsets=False)
+    if kind == "pythia":
+        core.post_processor = byte_level
+        tokenizer = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        )
+        return tokenizer, DecoderConfig(model_type="gpt_neox", vocab_size=len(vocab), eos_token_id=0, bos_token_id=0)
+    bos = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
+    core.post_processor = processors.Sequence([byte_level, bos])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"
+    )
+    return tokenizer, DecoderConfig(vocab_size=len(vocab), eos_token_id=1, bos_token_id=0)
+
+
+@pytest.mark.parametrize("kind, pad, ids", [("pythia", 1, [10, 11, 0]), ("llama3", 2, [0, 11, 12, 1])])
+def test_eos_is_appended_whatever_the_post_processor(tmp_path, kind, pad, ids):
+    tokenizer, config = byte_level_tokenizer(kind)
+    assert export_tokenizer(tokenizer, config, str(tmp_path / "plain")) == pad
+    exported = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "plain"))
+    assert exported("hello hello")["input_ids"] == ids and exported.pad_token_id == pad
+    # A tokenizer_config.json with add_bos_token / add_eos_token flags: transformers rebuilds the template from them.
+    tokenizer.save_pretrained(str(tmp_path / "flags"))
+    config_file = tmp_path / "flags" / "tokenizer_config.json"
+    flags = {"add_bos_token": kind == "llama3", "add_eos_token": False}
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **flags}))
+    export_tokenizer(load_tokenizer(str(tmp_path / "flags")), config, str(tmp_path / "out"))
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))("hello hello")["input_ids"] == ids
 
 
 def test_gated_inform_is_refused_and_an_ensemble_writes_member_folders(world_setup, tmp_path, capsys):

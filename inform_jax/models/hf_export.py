@@ -23,6 +23,7 @@ a standard RewardModel that reads the reward where transformers does (`RewardMod
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -191,6 +192,7 @@ def export_tokenizer(tokenizer, config, out_dir: str, pad_token: str | None = No
 
     pad, pad_id = choose_pad_token(tokenizer, config, pad_token)
     size = len(tokenizer)
+    tokenizer = copy.deepcopy(tokenizer)  # the caller's tokenizer keeps its pad
     tokenizer.pad_token = pad
     tokenizer.save_pretrained(out_dir)
     eos = tokenizer.eos_token

@@ -99,6 +99,7 @@ class OptimSection:
     eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    moments_dtype: str = "float32"  # dtype Adam's two moments are stored in (bfloat16 halves them; math in float32)
 
 
 @dataclasses.dataclass
@@ -186,6 +187,7 @@ RM_RULES = [
     ("optim.lr", positive), ("optim.warmup_ratio", within(0, 1, open_high=True)), ("optim.min_lr_ratio", probability),
     ("optim.b1", within(0, 1, open_high=True)), ("optim.b2", within(0, 1, open_high=True)), ("optim.eps", positive),
     ("optim.weight_decay", non_negative), ("optim.grad_clip", non_negative),
+    ("optim.moments_dtype", one_of("float32", "bfloat16")),
     ("train.batch_size", count), ("train.grad_accum", count), ("train.epochs", positive),
     ("train.max_steps", optional(count)), ("train.eval_every", count), ("train.eval_batch_size", count),
     ("train.save_every", count), ("train.keep_checkpoints", count), ("train.log_every", count),
@@ -300,6 +302,7 @@ FIELD_HELP = {
     "optim.eps": "Adam epsilon",
     "optim.weight_decay": "AdamW weight decay",
     "optim.grad_clip": "global-norm gradient clipping (0: off)",
+    "optim.moments_dtype": "float32 | bfloat16: storage of Adam's moments (updates computed in float32)",
     "train.batch_size": "pairs per optimizer step (global)",
     "train.grad_accum": "micro-batches per step",
     "train.epochs": "passes over the training pairs",

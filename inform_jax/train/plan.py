@@ -31,12 +31,25 @@ from inform_jax.train.rm.trainer import build_reward_model
 HBM_GIB = {"v4": 32, "v5 lite": 16, "v5e": 16, "v5": 95, "v5p": 95, "v6 lite": 32, "v6e": 32}
 
 
-def topology_devices(topology: str):
-    """Compile-only devices of a TPU topology such as "v5p:2x4x4" or "v5e:4x4" (needs libtpu)."""
+def topology_devices(topology: str, *, per_core: bool = False):
+    """Compile-only devices of a TPU topology such as "v5p:2x4x4", "v4:2x2x2" or "v5e:4x4" (needs libtpu).
+
+    A v4 chip has two TensorCores sharing 32 GiB of HBM (https://cloud.google.com/tpu/docs/v4). A real v4 slice
+    runs each chip as one "megacore" device that drives both cores: a v4-32 VM lists 4 devices per host, one per
+    chip, each with core_on_chip=0 (`jax.local_devices()` on a v4-32, gist.github.com/yejingxin/
+    7896608a1c23632bd463f4d0d1d818e6), and "On TPU v4, a JAX logical device is normally configured as a Megacore
+    containing two physical TensorCores" (github.com/jax-ml/jax/discussions/36155). libtpu's topology description
+    instead defaults to one device per core for v4 (16 devices for v4:2x2x2), so v4 topologies are described
+    with `chip_config_name="megacore"` (as MaxText's ahead-of-time compiles do for v4: accelerator_to_spec_map.py),
+    8 devices of 32 GiB for v4:2x2x2. per_core=True keeps libtpu's default, one device per core (the layout libtpu
+    runs only when asked to, with --deepsea_chip_config_name=legacy). v5p is megacore by default, v5e and v6e
+    have one core a chip.
+    """
     from jax.experimental import topologies
 
+    options = {"chip_config_name": "megacore"} if topology.lower().startswith("v4") and not per_core else {}
     try:
-        return topologies.get_topology_desc(topology, "tpu").devices
+        return topologies.get_topology_desc(topology, "tpu", **options).devices
     except Exception as e:  # libtpu missing, held by another process, or a bad name: say which
         hint = "install the tpu extra: pip install -e '.[tpu]'"
         if "lockfile" in str(e):
@@ -50,7 +63,8 @@ def chip_hbm_bytes(device) -> int | None:
 
 
 def device_hbm_bytes(devices) -> int | None:
-    """HBM of one device: the chip's, shared by the devices on one chip (a v4 chip's two cores are two devices)."""
+    """HBM of one device: the chip's, shared by the devices on one chip (one device a chip for megacore v4 and v5p;
+    two for v4 described per core)."""
     chip = chip_hbm_bytes(devices[0])
     if chip is None:
         return None

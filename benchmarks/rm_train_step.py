@@ -81,8 +81,9 @@ def make_pairs(batch: int, length: int, seed: int = 0, vocab: int = VOCAB) -> di
     }
 
 
-def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir: str, *, remat=False):
-    """The trainer's config for `sizes`; `remat` is model.remat (False, "full" or "dots")."""
+def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir: str, *, remat=False, attention="auto"):
+    """The trainer's config for `sizes`; `remat` is model.remat (False, "full" or "dots"), `attention`
+    model.attention_impl."""
     return config_from_dict(
         {
             "method": method,
@@ -102,6 +103,7 @@ def trainer_config(method: str, sizes: dict, batch: int, dtype: str, output_dir:
                 "param_dtype": "float32",
                 "scan_layers": True,
                 "remat": remat,
+                "attention_impl": attention,
             },
             "head": {"latent_dim": LATENT},
             "optim": {"lr": 1e-5, "b1": 0.9, "b2": 0.95, "weight_decay": 0.0, "grad_clip": 1.0},
@@ -127,17 +129,14 @@ def matmul_params(params) -> tuple[int, int]:
     return total, total - embed
 
 
-def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int, *, remat=False, after=None) -> dict:
-    """Median seconds of one train step of `RewardModelTrainer` (one device) and the parameter counts.
-
-    remat: model.remat. after(run, result) -> dict, when given, is called once the step is timed, with the
-    step function (it runs one more step) and the result so far; what it returns joins the result (e.g. a
-    profile of one step)."""
+@contextlib.contextmanager
+def our_step(method: str, sizes: dict, pairs: dict, dtype: str, *, remat=False, attention="auto"):
+    """Yield (trainer, run): run() takes one train step of `RewardModelTrainer` (one device) as `fit` does, and
+    waits for it."""
     batch = len(pairs["chosen_input_ids"])
     with tempfile.TemporaryDirectory() as folder:
-        config = trainer_config(method, sizes, batch, dtype, folder, remat=remat)
+        config = trainer_config(method, sizes, batch, dtype, folder, remat=remat, attention=attention)
         trainer = RewardModelTrainer(config, pairs, mesh=make_mesh(devices=jax.devices()[:1]))
-        counts = matmul_params(trainer.params)
         step = [0]
 
         def run():
@@ -149,6 +148,22 @@ def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int, 
             step[0] += 1
             return metrics
 
+        try:
+            yield trainer, run
+        finally:
+            trainer.checkpoints.close()
+
+
+def bench_ours(
+    method: str, sizes: dict, pairs: dict, dtype: str, repeats: int, *, remat=False, after=None, attention="auto"
+) -> dict:
+    """Median seconds of one train step of `RewardModelTrainer` (one device) and the parameter counts.
+
+    remat: model.remat; attention: model.attention_impl. after(run, result) -> dict, when given, is called once
+    the step is timed, with the step function (it runs one more step) and the result so far; what it returns
+    joins the result (e.g. a profile of one step)."""
+    with our_step(method, sizes, pairs, dtype, remat=remat, attention=attention) as (trainer, run):
+        counts = matmul_params(trainer.params)
         timings = {}
         seconds = median_seconds(run, repeats, timings)
         loss = float(run()["loss"])
@@ -156,7 +171,6 @@ def bench_ours(method: str, sizes: dict, pairs: dict, dtype: str, repeats: int, 
                   "params": counts[0], "matmul_params": counts[1], "loss": loss}  # fmt: skip
         if after is not None:
             result.update(after(run, result))
-        trainer.checkpoints.close()
     return result
 
 
@@ -230,20 +244,20 @@ def bench_trl(sizes: dict, pairs: dict, dtype: str, repeats: int) -> dict | str:
     return {"seconds": float(np.median(times[1:])), "trl": trl.__version__}
 
 
-def bench_torch(
+@contextlib.contextmanager
+def torch_step(
     sizes: dict,
     pairs: dict,
     dtype: str,
-    repeats: int,
     *,
     attn_implementation: str | None = None,
     checkpointing: bool = False,
     fused: bool | None = None,
-) -> dict:
-    """Median seconds of one step of the PyTorch peer. On a GPU the model is built there; `fused` (default: on
-    CUDA) uses `AdamW(fused=True)`; `checkpointing` recomputes each decoder layer in the backward pass (transformers'
-    gradient checkpointing, non-reentrant), like our model.remat="full". Its objects are deleted and, on CUDA, the
-    cache emptied before it returns, so that JAX can have the memory."""
+):
+    """Yield (step, info): step() takes one train step of the PyTorch peer and waits for it. On a GPU the model
+    is built there; `fused` (default: on CUDA) uses `AdamW(fused=True)`; `checkpointing` recomputes each decoder
+    layer in the backward pass (transformers' gradient checkpointing, non-reentrant), like our model.remat="full".
+    Its objects are deleted and, on CUDA, the cache emptied on exit, so that JAX can have the memory."""
     import warnings
 
     import torch
@@ -282,12 +296,7 @@ def bench_torch(
         opt.zero_grad()
         return loss.item()  # waits for the step (and for the GPU)
 
-    timings = {}
-    seconds = median_seconds(step, repeats, timings)
-    result = {
-        "seconds": seconds,
-        "first_call_s": timings["first_s"],
-        "times_s": timings["times_s"],
+    info = {
         "device": device,
         "precision": "float32" if dtype == "float32" else "autocast bfloat16, float32 params",
         "attn_implementation": peer.config._attn_implementation,
@@ -296,13 +305,63 @@ def bench_torch(
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    if device == "cuda":
-        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-    peer = opt = ids = mask = step = None  # drop the model, optimizer state and batch (the closure holds them too)
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    try:
+        yield step, info
+        if device == "cuda":
+            info["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    finally:
+        peer = opt = ids = mask = step = None  # drop the model, optimizer state and batch (the closure holds them)
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def bench_torch(sizes: dict, pairs: dict, dtype: str, repeats: int, **options) -> dict:
+    """Median seconds of one step of the PyTorch peer (`torch_step`'s options) and what ran."""
+    with torch_step(sizes, pairs, dtype, **options) as (step, info):
+        timings = {}
+        seconds = median_seconds(step, repeats, timings)
+    return {"seconds": seconds, "first_call_s": timings["first_s"], "times_s": timings["times_s"], **info}
+
+
+def paired_rounds(sizes: dict, pairs: dict, dtype: str, rounds: int, repeats: int, before: str = "jax") -> dict:
+    """The standard RM step with model.attention_impl=auto ("after") and `before`, against the PyTorch peer, as
+    `rounds` paired rounds: in each, the three take `repeats` steps each, one after another (the order rotates),
+    and the round's ratios are the ratios of its medians. Reports every round and the median ratios: a shared
+    VM's noise moves whole rounds, and pairing within a round keeps it out of the ratio."""
+    tokens = 2 * len(pairs["chosen_input_ids"]) * pairs["chosen_input_ids"].shape[1]
+    with (
+        our_step("standard", sizes, pairs, dtype, attention="auto") as (_, after),
+        our_step("standard", sizes, pairs, dtype, attention=before) as (_, old),
+        torch_step(sizes, pairs, dtype) as (peer, info),
+    ):
+        sides = {"after": after, "before": old, "torch": peer}
+        for fn in sides.values():
+            fn()  # compile / warm up
+        per_round = []
+        for r in range(rounds):
+            names = list(sides)[r % 3 :] + list(sides)[: r % 3]
+            seconds = {}
+            for name in names:
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    sides[name]()
+                    times.append(time.perf_counter() - start)
+                seconds[name] = float(np.median(times))
+            per_round.append(seconds)
+    ratio_after = [r["torch"] / r["after"] for r in per_round]
+    ratio_before = [r["torch"] / r["before"] for r in per_round]
+    return {
+        "rounds": per_round,
+        "before_attention_impl": before,
+        "ratio_after_over_torch": ratio_after,
+        "ratio_before_over_torch": ratio_before,
+        "median_ratio_after": float(np.median(ratio_after)),
+        "median_ratio_before": float(np.median(ratio_before)),
+        "median_tokens_per_s": {k: float(np.median([tokens / r[k] for r in per_round])) for k in sides},
+        "torch_attn_implementation": info["attn_implementation"],
+    }
 
 
 def training_flops(matmul_param_count: int, layers: int, width: int, length: int, tokens: int) -> float:
@@ -370,7 +429,35 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer (e.g. large GPU configs)")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        metavar="ROUNDS",
+        help="instead: ROUNDS paired rounds of the standard step with model.attention_impl auto and --before, and "
+        "the PyTorch peer (median ratios over the rounds)",
+    )
+    parser.add_argument("--before", default="jax", help="with --paired: the attention_impl to compare against")
     args = parser.parse_args()
+    if args.paired:
+        sizes, pairs = model_sizes(args.layers, args.width), make_pairs(args.batch, args.length)
+        result = paired_rounds(sizes, pairs, args.dtype, args.paired, args.repeats, args.before)
+        result.update(model=f"llama {args.layers}x{args.width}", batch_pairs=args.batch, length=args.length,
+                      dtype=args.dtype, device=jax.devices()[0].device_kind, jax=jax.__version__)  # fmt: skip
+        rows = "".join(
+            f"| {i + 1} | {r['after']:.3f} | {r['before']:.3f} | {r['torch']:.3f} | "
+            f"{r['torch'] / r['after']:.2f} | {r['torch'] / r['before']:.2f} |\n"
+            for i, r in enumerate(result["rounds"])
+        )
+        table = (
+            f"RM train step (standard), {result['model']}, {args.batch} pairs x {args.length}, {args.dtype}; "
+            f"{args.paired} paired rounds of {args.repeats} steps each (seconds per step, medians)\n\n"
+            f"| round | ours, attention auto | ours, attention {args.before} | PyTorch | auto / PyTorch | "
+            f"{args.before} / PyTorch |\n|---|---|---|---|---|---|\n{rows}"
+            f"\nMedian ratio over rounds: auto {result['median_ratio_after']:.2f}x, {args.before} "
+            f"{result['median_ratio_before']:.2f}x the PyTorch loop.\n"
+        )
+        save_results("rm_train_step_paired", result, table)
+        return
     result = bench(args.layers, args.width, args.batch, args.length, args.repeats, not args.no_torch, args.dtype)
     workload = f"{result['model']} b{args.batch} t{args.length} {args.dtype}"
     lines = [

@@ -1,16 +1,40 @@
-"""Causal self-attention with grouped-query heads, RoPE, padding masks and optional sliding windows."""
+"""Causal self-attention with grouped-query heads, RoPE, padding masks and optional sliding windows.
+
+Self-attention (no KV cache) goes through `self_attention`, which runs the backend `model.attention_impl`
+names (see `inform_jax.models.attention_backends`): a fused kernel where the platform has one (cuDNN flash
+attention on GPU, Pallas splash attention on TPU), a causal attention that skips fully masked blocks on the
+CPU, or the plain float32 einsum. Cached attention (prefill and decoding) always takes the einsum path.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inform_jax.models.attention_backends import choose_backend, cpu_block, current_platform, rows_right_padded
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Linear
 from inform_jax.models.rope import apply_rope
 
 _MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+class SelfAttentionMask(NamedTuple):
+    """What a query may see in self-attention, kept structured so a fused kernel can take it without a dense mask.
+
+    positions: [B, T] int token positions; key_valid: [B, T] bool (real tokens); window: int or traced int
+    scalar, 0 = unlimited. `dense()` is the [B, 1, T, T] bool mask of `make_attention_mask`.
+    """
+
+    positions: jax.Array
+    key_valid: jax.Array
+    window: jax.Array | int
+
+    def dense(self) -> jax.Array:
+        return make_attention_mask(self.positions, self.key_valid, self.window)
 
 
 def make_attention_mask(positions: jnp.ndarray, key_valid: jnp.ndarray, window) -> jnp.ndarray:
@@ -43,14 +67,60 @@ def make_cache_attention_mask(query_slots: jnp.ndarray, key_valid: jnp.ndarray, 
 
 
 def dot_product_attention(q, k, v, mask, *, impl: str = "einsum"):
-    """Grouped-query attention. q: [B, T, Hq, D]; k, v: [B, S, Hkv, D]; mask: [B, 1, T, S] -> [B, T, Hq, D].
+    """Grouped-query attention under a dense mask. q: [B, T, Hq, D]; k, v: [B, S, Hkv, D]; mask: [B, 1, T, S]
+    -> [B, T, Hq, D].
 
     "einsum" computes logits and softmax in float32 (as transformers' eager path does); "jax" calls
-    `jax.nn.dot_product_attention`, which picks a fused kernel where the platform has one.
+    `jax.nn.dot_product_attention` with its default (XLA) implementation.
     """
     if impl == "jax":
         return jax.nn.dot_product_attention(q, k, v, mask=mask)
     return head_major_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask)
+
+
+def self_attention(q, k, v, mask: SelfAttentionMask, *, impl: str = "auto", windowed: bool = False):
+    """Causal grouped-query self-attention by the backend `impl` resolves to for this shape and platform.
+
+    q: [B, T, Hq, D]; k, v: [B, T, Hkv, D]; mask: the rows' positions and valid keys -> [B, T, Hq, D].
+    windowed: the model has sliding-window layers (the fused kernels here take no per-layer window).
+    Outputs at pad query positions are finite but backend-specific: read only real tokens' outputs.
+    """
+    platform = current_platform()
+    backend = choose_backend(
+        impl, q.shape, k.shape, q.dtype, windowed=windowed, right_padded=rows_right_padded(), platform=platform
+    )
+    if backend == "cudnn":
+        lengths = jnp.sum(mask.key_valid, axis=1, dtype=jnp.int32)
+        return jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths, implementation="cudnn"
+        )
+    if backend == "splash":
+        from inform_jax.models.splash import splash_attention  # Pallas: imported only where it runs
+
+        return splash_attention(q, k, v, mask.key_valid, interpret=platform != "tpu")
+    if backend == "blocked":
+        return blocked_causal_attention(q, k, v, mask.dense())
+    return dot_product_attention(q, k, v, mask.dense(), impl=backend)
+
+
+def blocked_causal_attention(q, k, v, mask, *, block: int | None = None):
+    """Causal attention that computes no fully masked block: query rows [s, s + block) see keys [0, s + block).
+
+    q: [B, T, Hq, D]; k, v: [B, T, Hkv, D]; mask: [B, 1, T, T] (causal, padding, windows) -> [B, T, Hq, D].
+    Exactly `head_major_attention` for each block of queries (the keys it leaves out are masked for every one of
+    them), so results equal the full einsum's. Skipping the upper triangle halves the work at long T: the CPU's
+    fused kernels (PyTorch's SDPA) do the same, and XLA's CPU backend has no fused attention of its own.
+    """
+    t = q.shape[1]
+    block = block or cpu_block(t)
+    k_heads, v_heads = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, Hkv, T, D]
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        outs.append(
+            head_major_attention(q[:, start:end], k_heads[:, :, :end], v_heads[:, :, :end], mask[:, :, start:end, :end])
+        )
+    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
 
 
 def head_major_attention(q, k, v, mask, *, keys_transposed: bool = False):
@@ -92,17 +162,20 @@ class Attention(nnx.Module):
         self.o = Linear(c.num_heads * hd, d, axes=("heads", "embed"), use_bias=c.o_bias, **kw)
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, hd
         self.impl = c.attention_impl
+        self.windowed = any(w > 0 for w in c.layer_windows)
 
     def __call__(self, x, cos, sin, mask, kv=None, index=None, layer=None):
         """x: [B, T, D]; cos, sin: [B, T, R] -> [B, T, D].
 
-        Without a cache, mask is [B, 1, T, T]. With `kv` = (k, v) caches, this layer's (k [B, Hkv, hd, S],
-        v [B, Hkv, S, hd]) or, with `layer`, every layer's stacked ([L, ...], scanned layers), the new keys
-        and values are written in place at slots [index, index + T) (of entry `layer`), attention runs over
-        the S slots (mask [B, 1, T, S]) and the result is (output, (k, v)) with the updated caches. Writing
-        in place (rather than slicing a layer out and stacking the layers back) keeps a decode step from
-        copying the cache, and the layouts from transposing it. Cached attention always takes the float32
-        einsum path: a decode step's single query has nothing for a fused kernel to fuse.
+        Without a cache, mask is a `SelfAttentionMask` (run by the backend `model.attention_impl` chooses)
+        or a dense [B, 1, T, T] bool mask (the einsum or "jax" path). With `kv` = (k, v) caches, this
+        layer's (k [B, Hkv, hd, S], v [B, Hkv, S, hd]) or, with `layer`, every layer's stacked ([L, ...],
+        scanned layers), the new keys and values are written in place at slots [index, index + T) (of entry
+        `layer`), attention runs over the S slots (mask [B, 1, T, S]) and the result is (output, (k, v))
+        with the updated caches. Writing in place (rather than slicing a layer out and stacking the layers
+        back) keeps a decode step from copying the cache, and the layouts from transposing it. Cached
+        attention always takes the float32 einsum path: a decode step's single query has nothing for a
+        fused kernel to fuse.
         """
         b, t, _ = x.shape
         q = self.q(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -125,7 +198,9 @@ class Attention(nnx.Module):
                 k = jax.lax.dynamic_index_in_dim(k_cache, layer, axis=0, keepdims=False)
                 v = jax.lax.dynamic_index_in_dim(v_cache, layer, axis=0, keepdims=False)
             out = head_major_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, keys_transposed=True)
+        elif isinstance(mask, SelfAttentionMask):
+            out = self_attention(q, k, v, mask, impl=self.impl, windowed=self.windowed)
         else:
-            out = dot_product_attention(q, k, v, mask, impl=self.impl)
+            out = dot_product_attention(q, k, v, mask, impl="jax" if self.impl == "jax" else "einsum")
         out = self.o(out.reshape(b, t, self.num_heads * self.head_dim))
         return out if kv is None else (out, (k_cache, v_cache))

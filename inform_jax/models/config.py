@@ -11,6 +11,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from inform_jax.models.attention_backends import ATTENTION_IMPLS
 from inform_jax.models.families import BY_MODEL_TYPE, family_of
 from inform_jax.models.families.rules import UnsupportedModelError
 
@@ -61,7 +62,8 @@ class DecoderConfig:
     param_dtype: Any = jnp.float32
     scan_layers: bool = False
     remat: bool | str = False  # False | True/"full" | "dots" (save matmul outputs)
-    attention_impl: str = "jax"  # "jax" (jax.nn.dot_product_attention, fused where available) | "einsum"
+    # "auto" | "cudnn" | "splash" | "blocked" | "einsum" | "jax": see inform_jax.models.attention_backends.
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         family_of(self.model_type)  # an unsupported model_type raises naming the supported ones
@@ -80,8 +82,8 @@ class DecoderConfig:
             raise ValueError("sliding_windows needs one entry per layer")
         if self.remat not in (False, True, "full", "dots"):
             raise ValueError(f"remat must be False, True, 'full' or 'dots', got {self.remat!r}")
-        if self.attention_impl not in ("einsum", "jax"):
-            raise ValueError(f"attention_impl must be 'einsum' or 'jax', got {self.attention_impl!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
 
     @property
     def family(self) -> str:

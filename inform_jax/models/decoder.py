@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inform_jax.models.attention import Attention, make_attention_mask, make_cache_attention_mask
+from inform_jax.models.attention import Attention, SelfAttentionMask, make_cache_attention_mask
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Embed, Linear, activation, make_norm
 from inform_jax.models.rope import inverse_frequencies, rope_tables
@@ -224,7 +224,7 @@ class CausalLM(nnx.Module):
             key_valid = attention_mask.astype(bool)
 
             def mask_for(window):
-                return make_attention_mask(positions, key_valid, window)
+                return SelfAttentionMask(positions, key_valid, window)
 
         else:
             if positions is None:  # continue counting each row's real tokens

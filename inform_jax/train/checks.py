@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from inform_jax.models.attention_backends import ATTENTION_IMPLS
+
 # (what is allowed, in words; the test)
 Rule = tuple[str, Callable[[object], bool]]
 
@@ -60,7 +62,7 @@ def model_section_rules(prefix: str) -> list[tuple[str, Rule]]:
         (f"{prefix}.dtype", one_of(*DTYPE_NAMES)),
         (f"{prefix}.param_dtype", one_of(*DTYPE_NAMES)),
         (f"{prefix}.remat", one_of(False, True, "full", "dots")),
-        (f"{prefix}.attention_impl", one_of("jax", "einsum")),
+        (f"{prefix}.attention_impl", one_of(*ATTENTION_IMPLS)),
         (f"{prefix}.scan_layers", one_of(True, False)),
     ]
 

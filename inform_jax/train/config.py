@@ -39,7 +39,7 @@ class ModelSection:
     param_dtype: str = "float32"
     scan_layers: bool = True
     remat: Any = False  # False | "full" | "dots"
-    attention_impl: str = "jax"
+    attention_impl: str = "auto"
 
 
 @dataclasses.dataclass
@@ -262,7 +262,8 @@ FIELD_HELP = {
     "model.param_dtype": "parameter (and optimizer) dtype",
     "model.scan_layers": "run the blocks as a scan over stacked weights (fast compiles)",
     "model.remat": "false | full | dots: recompute activations in the backward pass to save memory",
-    "model.attention_impl": "jax (jax.nn.dot_product_attention) | einsum",
+    "model.attention_impl": "auto (cuDNN on GPU, splash on TPU, blocked on CPU; einsum where those cannot run) | "
+    "cudnn | splash | blocked | einsum | jax",
     "head.latent_dim": "InfoRM latent dimension",
     "head.decoder": "InfoRM reward decoder: linear | gated (MLP, hidden 4 * latent)",
     "loss.beta": "InfoRM KL weight beta",

@@ -89,7 +89,7 @@ def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None
     t = config.train
     tx, schedule = adamw(config.optim, max(t.max_steps or 1000, 1))
     opt_state, opt_shardings = abstract_optimizer_state(tx, params, mesh)
-    step = make_train_step(planned, graphdef, tx, schedule, param_shardings, opt_shardings)
+    step = make_train_step(planned, graphdef, tx, schedule, param_shardings, opt_shardings, right_padded=True)
     batch = abstract_batch(config, mesh)
     with jax.set_mesh(mesh):
         compiled = step.lower(params, opt_state, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from inform_jax.models.attention_backends import rows_padded_on_the_right
 from inform_jax.train.rm.objective import objective
 
 
@@ -20,8 +23,11 @@ def optimizer_shardings(tx: optax.GradientTransformation, params, param_sharding
     )
 
 
-def make_train_step(config, graphdef, tx, schedule, param_shardings, opt_shardings):
+def make_train_step(config, graphdef, tx, schedule, param_shardings, opt_shardings, *, right_padded: bool = False):
     """jit(step(params, opt_state, batch, step) -> (params, opt_state, metrics)), buffers donated.
+
+    right_padded: every row of every batch has its tokens first (as `prepare_pairs` pads); attention may then
+    take a kernel that reads padding as row lengths (cuDNN on GPU).
 
     The batch holds [B, ...] arrays ([K, B, ...] for WARM); with `train.grad_accum` = A > 1 it is split
     into A micro-batches whose gradients are averaged by a `lax.scan` (one optimizer update per step).
@@ -33,7 +39,8 @@ def make_train_step(config, graphdef, tx, schedule, param_shardings, opt_shardin
     base_key = jax.random.key(config.train.seed)
 
     def loss_fn(params, batch, key):
-        return objective(nnx.merge(graphdef, params), batch, key, config.loss, method)
+        with rows_padded_on_the_right() if right_padded else contextlib.nullcontext():
+            return objective(nnx.merge(graphdef, params), batch, key, config.loss, method)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

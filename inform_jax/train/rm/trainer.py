@@ -122,9 +122,11 @@ class RewardModelTrainer:
         self.opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
         self.step = 0
         self.lengths_seen: set[int] = set()
+        right_padded = self.train_data.padding_side == "right"
         self._train_step = make_train_step(
-            config, self.graphdef, self.tx, self.schedule, self.param_shardings, self.opt_shardings
-        )
+            config, self.graphdef, self.tx, self.schedule, self.param_shardings, self.opt_shardings,
+            right_padded=right_padded,
+        )  # fmt: skip
         self._eval_step = jax.jit(lambda p, b: evaluate_pairs(nnx.merge(self.graphdef, p), b, config.loss.kl_reduction))
         self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
 

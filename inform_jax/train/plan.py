@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from inform_jax.models import CausalLM, make_mesh
+from inform_jax.models.attention_backends import choose_backend
 from inform_jax.models.sharding import BATCH_AXES, variable_sharding
 from inform_jax.train.backbone import section_config
 from inform_jax.train.config import RMTrainConfig
@@ -73,7 +74,8 @@ def device_hbm_bytes(devices) -> int | None:
 
 
 def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None = None) -> dict:
-    """Compile the RM train step for `devices` with the config's mesh; per-device memory in bytes.
+    """Compile the RM train step for `devices` with the config's mesh; per-device memory in bytes and the
+    attention backend the step runs ("attention": e.g. "splash" for `model.attention_impl=auto` on a TPU).
 
     num_layers: plan a shallower model of the same width (quicker to compile); the memory reported is that
     model's.
@@ -93,7 +95,21 @@ def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None
     batch = abstract_batch(config, mesh)
     with jax.set_mesh(mesh):
         compiled = step.lower(params, opt_state, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
-    return memory_report(compiled, devices, mesh, arch.num_layers, params)
+    # One pass runs chosen and rejected rows together: 2 B / grad_accum rows (the backend does not depend on it).
+    rows = 2 * t.batch_size // t.grad_accum
+    attention = planned_attention(arch, devices, rows, config.data.max_length, right_padded=True)
+    return {**memory_report(compiled, devices, mesh, arch.num_layers, params), "attention": attention}
+
+
+def planned_attention(arch, devices, rows: int, length: int, *, right_padded: bool) -> str:
+    """The self-attention backend `arch.attention_impl` resolves to on `devices` for [rows, length] batches:
+    the same choice the model makes while the step is traced (`choose_backend`, at the devices' platform)."""
+    q = (rows, length, arch.num_heads, arch.resolved_head_dim)
+    k = (rows, length, arch.num_kv_heads, arch.resolved_head_dim)
+    return choose_backend(
+        arch.attention_impl, q, k, jnp.dtype(arch.dtype), windowed=any(w > 0 for w in arch.layer_windows),
+        right_padded=right_padded, platform=devices[0].platform, device_kind=devices[0].device_kind,
+    )  # fmt: skip
 
 
 def abstract_sharded(build, mesh):
@@ -172,7 +188,9 @@ def plan_ppo_update(
     batch = Rollout(tokens, tokens, actions, values, values, values, values)
     with jax.set_mesh(mesh):
         compiled = step.lower(actor, critic, actor_opt, critic_opt, batch).compile()
-    return memory_report(compiled, devices, mesh, arch.num_layers, actor, critic)
+    # Rollouts' prompts are left-padded: no right-padding promise.
+    attention = planned_attention(arch, devices, minibatch, length, right_padded=False)
+    return {**memory_report(compiled, devices, mesh, arch.num_layers, actor, critic), "attention": attention}
 
 
 def _arch_fields(arch) -> dict:
@@ -202,7 +220,7 @@ def format_plan(plan: dict) -> str:
     m = plan["per_device_bytes"]
     lines = [
         f"{plan['devices']} x {plan['device_kind']}, mesh {plan['mesh']}, {plan['num_layers']} layers, "
-        f"{plan['parameters'] / 1e9:.2f}B parameters",
+        f"{plan['parameters'] / 1e9:.2f}B parameters, attention {plan.get('attention', '?')}",
         f"per device: arguments {m['arguments'] / gib:.2f} GiB, outputs {m['outputs'] / gib:.2f} GiB "
         f"(aliased {m['aliased'] / gib:.2f}), temporaries {m['temporaries'] / gib:.2f} GiB",
         f"per device total {plan['per_device_total_bytes'] / gib:.2f} GiB"

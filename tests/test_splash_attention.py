@@ -121,3 +121,22 @@ def test_unsupported_shapes_are_refused_with_a_reason():
     q, k, v, _ = inputs(jnp.float32)
     with pytest.raises(ValueError, match="multiple of 128"):
         splash_attention(q[:, :200], k[:, :200], v[:, :200], jnp.asarray(VALID[:, :200]), interpret=True)
+
+
+def test_a_model_with_splash_attention_computes_what_the_einsum_model_computes():
+    # model.attention_impl=splash through the dispatcher (interpret mode off a TPU), scanned layers, left padding.
+    from flax import nnx
+
+    from inform_jax.models import CausalLM, DecoderConfig
+
+    kw = dict(model_type="llama", vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+              intermediate_size=64, scan_layers=True)  # fmt: skip
+    ids = jnp.asarray(np.random.default_rng(0).integers(1, 97, size=(2, 128)))
+    mask = jnp.asarray(np.stack([np.arange(128) >= 30, np.arange(128) < 100]).astype(np.int32))  # left, right
+    logits = {
+        impl: np.asarray(CausalLM(DecoderConfig(**kw, attention_impl=impl), rngs=nnx.Rngs(0))(ids, mask).logits)
+        for impl in ("splash", "einsum")
+    }
+    real = np.asarray(mask).astype(bool)
+    assert np.isfinite(logits["splash"]).all()
+    np.testing.assert_allclose(logits["splash"][real], logits["einsum"][real], rtol=1e-5, atol=1e-5)

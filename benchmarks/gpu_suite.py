@@ -88,12 +88,14 @@ SHAPES = {
     "full": {
         "rm": {"layers": 16, "width": 2048, "heads": 32, "kv_heads": 8, "intermediate": 8192, "vocab": 128256,
                "pairs": 16, "length": 1024, "repeats": 5},
+        "attention": {"rows": 32, "length": 1024, "heads": 32, "kv_heads": 8, "head_dim": 64, "repeats": 5},
         "kmeans": {"n": 1_000_000, "dim": 128, "k": 16, "iterations": 100, "repeats": 3},
         "ppo": {"prompts": 16, "prompt_len": 64, "new_tokens": 64, "iterations": 4},
     },
     "tiny": {
         "rm": {"layers": 2, "width": 64, "heads": 4, "kv_heads": 2, "intermediate": 128, "vocab": 256,
                "pairs": 2, "length": 32, "repeats": 2},
+        "attention": {"rows": 2, "length": 256, "heads": 4, "kv_heads": 2, "head_dim": 16, "repeats": 2},
         "kmeans": {"n": 2000, "dim": 8, "k": 16, "iterations": 100, "repeats": 2},
         "ppo": {"prompts": 4, "prompt_len": 8, "new_tokens": 8, "iterations": 2},
     },
@@ -106,11 +108,12 @@ TARGETS = {"rm_over_torch": 1.3, "rm_mfu": 0.40, "inform_overhead_pct": 2.0, "ep
 # Seconds each measurement is expected to take on the GPU before anything has been compiled (imports, model
 # building, compilation and the timed steps); replaced by estimates from the compile times seen once there are any.
 ESTIMATES_S = {
+    "attention.auto": 20, "attention.einsum": 20,
     "rm.torch_peer": 30, "rm.ours_standard": 60, "rm.ours_inform": 60, "trace": 15,
     "kmeans.sklearn": 30, "kmeans.ours": 15, "ppo.ppo": 110, "ppo.eppo": 45,
 }  # fmt: skip
 TINY_ESTIMATE_S = 5
-ROWS = ("rm", "kmeans", "ppo")
+ROWS = ("attention", "rm", "kmeans", "ppo")
 
 
 def slug(text: str) -> str:
@@ -397,6 +400,72 @@ def target(name: str, value, limit, *, higher: bool) -> dict:
     return {"name": name, "value": value, "target": (">= " if higher else "< ") + f"{limit:g}", "met": met}
 
 
+# ------------------------------------------------------------------------------------------------ row 0: attention
+
+
+def attention_row(suite: Suite, row: dict) -> None:
+    """The backend model.attention_impl=auto picks for the RM step's attention (right-padded rows, bf16; cuDNN on a
+    GPU) against the float32-softmax einsum: which ran, the largest differences of the output and of dq / dk / dv
+    at real tokens, and forward + backward milliseconds of each."""
+    from _common import median_seconds
+
+    from inform_jax.models.attention import SelfAttentionMask, self_attention
+    from inform_jax.models.attention_backends import choose_backend, current_platform, rows_padded_on_the_right
+
+    s = row["settings"]
+    b, t, hq, hkv, d = s["rows"], s["length"], s["heads"], s["kv_heads"], s["head_dim"]
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for shape in
+               ((b, t, hq, d), (b, t, hkv, d), (b, t, hkv, d)))  # fmt: skip
+    lengths = rng.integers(t // 2, t + 1, size=b)
+    lengths[0] = t
+    valid = np.arange(t)[None] < lengths[:, None]  # right padding, as the RM step's rows
+    mask = SelfAttentionMask(jnp.broadcast_to(jnp.arange(t), (b, t)), jnp.asarray(valid), 0)
+    real = jnp.asarray(valid)[:, :, None, None]
+    m, r = row["measurements"], row["results"]
+    r["backend_auto"] = choose_backend("auto", q.shape, k.shape, q.dtype, right_padded=True,
+                                       platform=current_platform())  # fmt: skip
+
+    def program(impl):
+        def loss(q, k, v):
+            with rows_padded_on_the_right():
+                out = self_attention(q, k, v, mask, impl=impl)
+            return jnp.sum(jnp.where(real, out.astype(jnp.float32), 0.0) ** 2), out
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+    outputs = {}
+
+    def measure(impl):
+        def fn():
+            step = program(impl)
+            holder = {}
+
+            def run():
+                holder["value"] = jax.block_until_ready(step(q, k, v))
+
+            timings = {}
+            seconds = median_seconds(run, s["repeats"], timings)
+            (_, out), grads = holder["value"]
+            outputs[impl] = (np.asarray(out, np.float32), [np.asarray(g, np.float32) for g in grads])
+            return {"fwd_bwd_ms": 1e3 * seconds, "first_call_s": timings["first_s"]}
+
+        return fn
+
+    for impl in ("auto", "einsum"):
+        suite.measure(row, impl, f"attention.{impl}", measure(impl))
+    if len(outputs) == 2:
+        (out_a, grads_a), (out_e, grads_e) = outputs["auto"], outputs["einsum"]
+        keep = np.asarray(valid)
+        r["max_abs_diff_output"] = float(np.max(np.abs(out_a[keep] - out_e[keep])))
+        r["max_abs_diff_grads"] = [float(np.max(np.abs(a - e))) for a, e in zip(grads_a, grads_e, strict=True)]
+        r["einsum_output_max_abs"] = float(np.max(np.abs(out_e[keep])))
+        r["speedup_auto_over_einsum"] = m["einsum"]["fwd_bwd_ms"] / m["auto"]["fwd_bwd_ms"]
+    # Outputs are ~unit-sized (attention averages unit-normal values): 0.05 is a few bf16 ulps.
+    row["targets"] = [target("auto agrees with einsum: largest output difference", r.get("max_abs_diff_output"),
+                             0.05, higher=False)]  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ row 1: RM step
 
 
@@ -650,7 +719,15 @@ def _table_lines(row: dict) -> list[str]:
             tgt = t["target"] if t else "-"
         lines.append(f"| {name} | {metric} | {_fmt(ours)} | {_fmt(peer)} | {_fmt(value)} | {tgt or '-'} | {met} |")
 
-    if name == "rm_train_step":
+    if name == "attention":
+        m = row["measurements"]
+        add(f"fwd+bwd ms, auto ({r.get('backend_auto')}) / einsum; ratio = speed-up",
+            m.get("auto", {}).get("fwd_bwd_ms"), m.get("einsum", {}).get("fwd_bwd_ms"),
+            r.get("speedup_auto_over_einsum"))  # fmt: skip
+        add("largest |auto - einsum| at real tokens: output", value=r.get("max_abs_diff_output"),
+            tgt="auto agrees with einsum: largest output difference")  # fmt: skip
+        add("the same for dq, dk, dv", value=", ".join(f"{x:.3g}" for x in r.get("max_abs_diff_grads", [])) or None)
+    elif name == "rm_train_step":
         add(
             "standard RM step, tokens/s (ours / PyTorch)",
             r.get("ours_standard_tokens_per_s"),
@@ -754,6 +831,12 @@ def markdown(record: dict) -> str:
 def row_plan(key: str, shapes: dict, args) -> tuple[str, str, dict, object]:
     """(name, title, settings, function) of one row."""
     rm = shapes["rm"]
+    if key == "attention":
+        a = shapes["attention"]
+        title = (f"Self-attention of the RM step's shape ({a['rows']} right-padded rows x {a['length']} tokens, "
+                 f"{a['heads']} heads / {a['kv_heads']} kv heads of {a['head_dim']}, bf16): model.attention_impl=auto "
+                 "(cuDNN flash attention on a GPU) against the float32-softmax einsum, forward + backward")  # fmt: skip
+        return "attention", title, dict(a), attention_row
     arch = {k: rm[k] for k in ("layers", "width", "heads", "kv_heads", "intermediate", "vocab")}
     model = (f"Llama {rm['layers']} layers x {rm['width']} ({rm['heads']} heads, {rm['kv_heads']} kv heads, "
              f"MLP {rm['intermediate']}, vocab {rm['vocab']})")  # fmt: skip

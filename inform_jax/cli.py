@@ -198,16 +198,23 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _add_ppo(sub) -> None:
-    ppo = sub.add_parser(
-        "ppo",
-        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
-        description="PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
+    import textwrap
+
+    from inform_jax.train.ppo.config import describe_fields
+
+    description = (
+        "PPO with optional per-token KL penalty (kl.coef, k1/k2/k3, adaptive), length penalty "
         "(length_penalty.enabled) or EPPO's energy penalty (energy.eta > 0: r - eta * |dE_SFT - dE_policy| on the "
         "final layer), IBL (ibl.coef > 0: r - coef * Mahalanobis distance of the reward model's latent to the SFT "
         "latents), and CSI / MOP detection every detect.every iterations; reward.gold=world logs the synthetic world's "
-        "gold reward beside the proxy. See experiments/ppo/ for configs; keys: "
-        "policy, reward, rollout, ppo, kl, energy, length_penalty, ibl, detect, data, train, mesh "
-        "(inform_jax/train/ppo/config.py documents each).",
+        "gold reward beside the proxy. See experiments/ppo/ for configs."
+    )
+    ppo = sub.add_parser(
+        "ppo",
+        help="PPO / EPPO against a reward model (or the synthetic world's gold reward).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the key list one key a line
+        description=textwrap.fill(description, 100),
+        epilog="config keys:\n" + describe_fields(),
     )
     ppo.add_argument("--config", help="YAML config file")
     ppo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -254,7 +261,8 @@ def _add_detect(sub) -> None:
         "the AUROC of distance-to-SFT. Several --rlhf files (checkpoints, with --steps) add CSI over steps and "
         "CSI-guided checkpoint selection. Writes report.json and PNG figures to --out.",
     )
-    detect.add_argument("--rm", required=True, help="reward model folder (train-rm output, e.g. RUN/final)")
+    detect.add_argument("--rm", required=True, help="reward model folder (train-rm output, e.g. RUN/final, "
+                        "or a transformers *ForSequenceClassification folder)")  # fmt: skip
     detect.add_argument("--sft", required=True, help="SFT responses file (prompt, response)")
     detect.add_argument("--rlhf", required=True, nargs="+", help="RLHF responses file(s), one per checkpoint")
     detect.add_argument("--out", required=True, help="output folder")
@@ -308,8 +316,8 @@ def _add_decompose(sub) -> None:
         "prompt-free gap dr2 (root of sum_i w_i sigmoid(dr_i - c) = 1/2, or the logit estimator) and dr1 = dr - "
         "dr2. Writes pairs.jsonl, summary.json (quadrant shares, prompt diagnostics) and quadrants.png.",
     )
-    decompose.add_argument("--rm", required=True, help="reward model folder")
-    decompose.add_argument("--data", required=True, help="preference file (hh, prompt or messages format)")
+    decompose.add_argument("--rm", required=True, help="reward model folder (ours or a transformers classifier)")
+    decompose.add_argument("--data", required=True, help="preference file (hh, implicit, prompt or messages format)")
     decompose.add_argument("--out", required=True, help="output folder")
     decompose.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
     decompose.add_argument("--color", default="length",
@@ -342,7 +350,7 @@ def _add_evaluate_rm(sub) -> None:
         "evaluate-rm",
         help="Accuracy per subset and category of RewardBench-format files, and the prompt diagnostics.",
     )
-    evaluate.add_argument("--rm", required=True, help="reward model folder")
+    evaluate.add_argument("--rm", required=True, help="reward model folder (ours or a transformers classifier)")
     evaluate.add_argument("--data", required=True, help="file with prompt, chosen, rejected (and subset)")
     evaluate.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
     evaluate.add_argument("--subset-column", default="subset")
@@ -371,6 +379,36 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(report, f, indent=2)
+    return 0
+
+
+def _add_export_rm(sub) -> None:
+    export = sub.add_parser(
+        "export-rm",
+        help="Write a reward model as a transformers *ForSequenceClassification folder (RewardBench, TRL, ...).",
+        description="Writes a folder that transformers.AutoModelForSequenceClassification loads, with the tokenizer; "
+        "its logits[:, 0] is the reward. The tokenizer appends eos to every text (the reward is read at an appended "
+        "eos) and pads with a token the vocabulary already has that is not eos. Standard, InfoRM (linear decoder) "
+        "and ODIN (quality head) reward models export exactly; an ensemble writes member_<i>/ folders and "
+        "ensemble_export.json; an InfoRM with the gated decoder is refused.",
+    )
+    export.add_argument("--rm", required=True, help="reward model folder (e.g. RUN/final)")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--tokenizer", help="tokenizer folder (default: the reward model folder)")
+    export.add_argument("--pad-token", help="the pad token to use: one the vocabulary has, not eos (default: the "
+                        "tokenizer's pad, a known pad name or a reserved token)")  # fmt: skip
+    export.set_defaults(func=_export_rm)
+
+
+def _export_rm(args: argparse.Namespace) -> int:
+    from inform_jax.models.hf_export import ExportError, export_reward_model
+
+    try:
+        folders = export_reward_model(args.rm, args.out, tokenizer=args.tokenizer, pad_token=args.pad_token)
+    except ExportError as err:
+        raise SystemExit(f"export-rm: {err}") from None
+    for folder in folders:
+        print(f"wrote {folder}")
     return 0
 
 
@@ -503,8 +541,8 @@ def _win_rate(args: argparse.Namespace) -> int:
 
 # Each subcommand: its arguments (_add_*) right above its handler.
 SUBCOMMANDS = (
-    _add_demo, _add_train_rm, _add_plan, _add_ppo, _add_detect, _add_decompose, _add_evaluate_rm, _add_generate,
-    _add_win_rate,
+    _add_demo, _add_train_rm, _add_plan, _add_ppo, _add_detect, _add_decompose, _add_evaluate_rm, _add_export_rm,
+    _add_generate, _add_win_rate,
 )  # fmt: skip
 
 

@@ -72,6 +72,8 @@ def test_auto_picks_the_platforms_kernel_and_falls_back_with_a_logged_reason(cap
     # Explicit choices are honoured; explicit fused kernels that cannot run raise and say why.
     for impl in ("einsum", "blocked", "jax"):
         assert choose_backend(impl, q, k, BF16, platform="gpu", device_kind="") == impl
+    amd = dict(platform="gpu", device_kind="AMD Instinct MI300X")
+    assert choose_backend("auto", q, k, BF16, right_padded=True, **amd) == "einsum"
     with pytest.raises(ValueError, match="cudnn cannot run.*not on cpu"):
         choose_backend("cudnn", q, k, BF16, right_padded=True, platform="cpu", device_kind="cpu")
     with pytest.raises(ValueError, match="bfloat16 or float16, not float32"):

@@ -59,10 +59,15 @@ def test_module_level_imports_are_the_standard_library_and_the_gpu_image_basics(
 def test_tiny_run_measures_every_row(tmp_path):
     record, markdown = run_suite(tmp_path)
     rows = {r["name"]: r for r in record["rows"]}
-    assert list(rows) == ["rm_train_step", "kmeans", "ppo_iteration"]
+    assert list(rows) == ["attention", "rm_train_step", "kmeans", "ppo_iteration"]
     for row in rows.values():  # in tiny mode an error or a skip is a failure
         assert row["status"] == "ok" and not row["errors"] and not row["skipped"], (row["name"], row["errors"])
     assert record["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and record["elapsed_s"] > 0
+
+    attention = rows["attention"]
+    assert attention["results"]["backend_auto"] == "blocked"  # on the CPU, at 256 tokens
+    assert attention["results"]["max_abs_diff_output"] < 0.05 and len(attention["results"]["max_abs_diff_grads"]) == 3
+    assert all(is_number(attention["measurements"][impl]["fwd_bwd_ms"]) for impl in ("auto", "einsum"))
 
     rm = rows["rm_train_step"]
     for key in ("torch_tokens_per_s", "ours_standard_tokens_per_s", "ours_inform_tokens_per_s",

@@ -1,19 +1,31 @@
 """Preference-pair and prompt files: reading, format detection, parsing and row validation.
 
-Files are read from their current bytes (JSONL, a JSON list, or Parquet; chosen by suffix; no cache). Three row
-formats are understood and detected from the columns (``format=`` overrides):
+Files are read from their current bytes (JSONL, a JSON list, or Parquet; chosen by suffix; no cache). Four row
+formats are understood; TRL's four preference formats are read unchanged (standard explicit prompt: ``"prompt"``;
+standard implicit prompt: ``"implicit"``; conversational, explicit or implicit prompt: ``"messages"``):
 
 ``"hh"``
     Anthropic HH-RLHF: ``chosen`` and ``rejected`` are whole transcripts
     (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``). The prompt is their longest shared prefix cut back to the
     end of its last ``"\\n\\nAssistant:"`` tag (the tag belongs to the prompt); each response is the rest.
+``"implicit"``
+    TRL's standard implicit prompt: ``chosen`` and ``rejected`` strings only. The prompt is their longest common
+    prefix, cut as TRL's ``extract_prompt`` cuts it (:func:`split_implicit`: a space just before the point where
+    they differ goes to the responses); an empty prompt is allowed.
 ``"prompt"``
     ``prompt``, ``chosen``, ``rejected`` strings; the responses are completions only (no repeated prompt).
 ``"messages"``
     ``chosen`` and ``rejected`` are lists of ``{"role", "content"}`` messages, optionally with a separate
-    ``prompt`` message list (then ``chosen``/``rejected`` may hold just the completion). The prompt is the
-    shared leading messages, the response the final assistant message. Text is rendered with the tokenizer's
+    ``prompt`` message list (then ``chosen``/``rejected`` may hold just the completion): TRL's conversational
+    explicit and implicit prompt formats. The prompt is the shared leading messages, the response the final
+    assistant message (both lists must agree up to it). Text is rendered with the tokenizer's
     chat template when it has one, else as ``"role: content"`` lines.
+
+Detection (when ``format`` is None), from the columns and the rows' ``chosen`` values: message lists ->
+``"messages"``; strings with a ``prompt`` column -> ``"prompt"``; strings without one -> ``"hh"`` when every row's
+``chosen`` holds HH's ``"\\n\\nAssistant:"`` tag, ``"implicit"`` when none does. A file that mixes lists and strings,
+or rows with and without the tag, is ambiguous: detection raises naming the first row that differs from row 0
+(pass ``format`` to choose; rows that do not fit it then raise or are skipped one by one).
 
 Every row becomes a :class:`PreferencePair`; columns the format does not use go to ``extra``. A malformed row
 raises :class:`PreferenceDataError` naming the file, the 0-based row and the problem; with
@@ -25,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +45,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("hh", "prompt", "messages")
+FORMATS = ("hh", "implicit", "prompt", "messages")
 HH_ASSISTANT_TAG = "\n\nAssistant:"
 
 # Suffix -> reader.
@@ -64,6 +77,14 @@ class PreferenceDataError(ValueError):
         self.path = path
         self.row = row
         self.reason = reason
+
+
+class AmbiguousFormatError(ValueError):
+    """Rows of one file that fit different formats; ``row`` is the first row that differs from the first."""
+
+    def __init__(self, row: int, message: str):
+        super().__init__(message)
+        self.row = row
 
 
 class _RowError(Exception):
@@ -221,6 +242,16 @@ def _as_row(value, path: str, row: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- fields
 
 
+def _get_number(row: Mapping[str, Any], column: str) -> float:
+    """A finite number (not a bool) from ``column``, e.g. TRL's per-pair ``margin``."""
+    value = row.get(column)
+    if value is None:
+        raise _RowError(MISSING_VALUE, f"column '{column}' is missing or null")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _RowError(WRONG_TYPE, f"column '{column}' should be a finite number, got {value!r}")
+    return float(value)
+
+
 def _get_str(row: Mapping[str, Any], column: str) -> str:
     value = row.get(column)
     if value is None:
@@ -255,6 +286,26 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
 
 def _parse_hh(row: Mapping[str, Any]) -> tuple[str, str, str]:
     prompt, chosen, rejected = split_hh(_get_str(row, "chosen"), _get_str(row, "rejected"))
+    _check_responses(chosen, rejected)
+    return prompt, chosen, rejected
+
+
+def split_implicit(chosen: str, rejected: str) -> int:
+    """Where TRL's ``extract_prompt`` cuts two texts into a shared prompt and the responses: at the first character
+    where they differ, less one when the character before it is a space (the space goes to the responses); when one
+    text is a prefix of the other, one character before the shorter one ends (each response keeps at least one).
+    0 is allowed: an empty prompt."""
+    n = min(len(chosen), len(rejected))
+    for cut in range(n):
+        if chosen[cut] != rejected[cut]:
+            return cut - 1 if cut > 0 and chosen[cut - 1] == " " else cut
+    return max(n - 1, 0)
+
+
+def _parse_implicit(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    chosen, rejected = _get_str(row, "chosen"), _get_str(row, "rejected")
+    cut = split_implicit(chosen, rejected)
+    prompt, chosen, rejected = chosen[:cut], chosen[cut:], rejected[cut:]
     _check_responses(chosen, rejected)
     return prompt, chosen, rejected
 
@@ -363,20 +414,53 @@ def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:
     return next((r[column] for r in rows if r.get(column) is not None), None)
 
 
-def detect_format(columns: Sequence[str], rows: Sequence[Mapping[str, Any]] = ()) -> str:
-    """Pick ``"hh"``, ``"prompt"`` or ``"messages"`` from the column names and the first non-null ``chosen``.
+def _row_kind(chosen: Any) -> str | None:
+    """What a row's ``chosen`` value says about the format: "messages", "hh" (HH's Assistant tag), "text", or None
+    (null or another type: the row is malformed whatever the format, and its parser will say so)."""
+    if isinstance(chosen, list):
+        return "messages"
+    if isinstance(chosen, str):
+        return "hh" if HH_ASSISTANT_TAG in chosen else "text"
+    return None
 
-    Raises ``ValueError`` if the columns fit none of them.
+
+def detect_format(columns: Sequence[str], rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Pick ``"hh"``, ``"implicit"``, ``"prompt"`` or ``"messages"`` from the column names and every row's
+    ``chosen`` (the rule is in the module docstring).
+
+    Raises ``ValueError`` if the columns fit none of them, or if rows disagree (naming the first such row).
     """
     cols = set(columns)
     if not {"chosen", "rejected"} <= cols:
         raise ValueError(f"need columns 'chosen' and 'rejected' (found {sorted(cols)})")
-    if isinstance(_first_value(rows, "chosen"), list):
+    first = None  # (row, kind) of the first row that says something
+    for i, row in enumerate(rows):
+        kind = _row_kind(row.get("chosen"))
+        if kind is None:
+            continue
+        if first is None:
+            first = (i, kind)
+        elif kind != first[1] and not ("prompt" in cols and "messages" not in (kind, first[1])):
+            # with a prompt column, HH tags in a completion do not matter; lists vs strings always do
+            names = {"messages": "a list of messages", "hh": "text with HH's '\\n\\nAssistant:' tag",
+                     "text": "text without HH's '\\n\\nAssistant:' tag"}  # fmt: skip
+            raise AmbiguousFormatError(
+                i,
+                f"row {i}: 'chosen' is {names[kind]} but row {first[0]}'s is {names[first[1]]}; the format is "
+                f"ambiguous: set it (data.format: one of {list(FORMATS)})",
+            )
+    if first is not None and first[1] == "messages":
         return "messages"
-    return "prompt" if "prompt" in cols else "hh"
+    if "prompt" in cols:
+        return "prompt"
+    return "implicit" if first is not None and first[1] == "text" else "hh"
 
 
-_REQUIRED = {"hh": ("chosen", "rejected"), "prompt": ("prompt", "chosen", "rejected")}
+_REQUIRED = {
+    "hh": ("chosen", "rejected"),
+    "implicit": ("chosen", "rejected"),
+    "prompt": ("prompt", "chosen", "rejected"),
+}
 
 
 def _used_columns(fmt: str, columns: Sequence[str]) -> tuple[str, ...]:
@@ -425,16 +509,19 @@ def load_preferences(
     tokenizer: Any = None,
     skip_malformed: bool = False,
     json_field: str | None = None,
+    margin_column: str | None = None,
 ) -> tuple[list[PreferencePair], LoadReport]:
     """Load a preference file into ``PreferencePair``s; returns ``(pairs, report)``.
 
     Args:
       path: a ``.jsonl``, ``.json`` (a list of rows) or ``.parquet`` file.
-      format: ``"hh"``, ``"prompt"`` or ``"messages"``; detected from the columns when None.
+      format: ``"hh"``, ``"implicit"``, ``"prompt"`` or ``"messages"``; detected when None (module docstring).
       tokenizer: renders ``"messages"`` rows with its chat template (plain ``"role: content"`` lines if it has
         none, or if None).
       skip_malformed: skip bad rows and count them in the report instead of raising.
       json_field: for a JSON object file, the key holding the list of rows.
+      margin_column: a column every row must hold a finite number in (TRL's ``margin``); kept in ``extra`` as a
+        float. A row without one is malformed (raised naming the row, or skipped with ``skip_malformed``).
 
     Raises:
       PreferenceDataError: unknown suffix, missing or unreadable file, missing columns, or (unless
@@ -447,21 +534,31 @@ def load_preferences(
             format = detect_format(columns, rows)
         except ValueError as err:
             message = f"{path}: cannot detect the preference format: {err}"
-            raise PreferenceDataError(message, path=path) from None
+            raise PreferenceDataError(message, path=path, row=getattr(err, "row", None)) from None
     elif format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     _check_columns(path, format, columns)
+    if margin_column is not None and margin_column not in columns:
+        raise PreferenceDataError(
+            f"{path}: no column '{margin_column}' (loss.margin: column reads a per-pair margin from it); the file "
+            f"has {list(columns)}",
+            path=path,
+        )
     used = _used_columns(format, columns)
     has_prompt = "prompt" in columns
 
     def parse(i: int, row: Mapping[str, Any]) -> PreferencePair:
         if format == "hh":
             prompt, chosen, rejected = _parse_hh(row)
+        elif format == "implicit":
+            prompt, chosen, rejected = _parse_implicit(row)
         elif format == "prompt":
             prompt, chosen, rejected = _parse_prompt(row)
         else:
             prompt, chosen, rejected = _parse_messages(row, tokenizer, has_prompt)
         extra = {k: v for k, v in row.items() if k not in used}
+        if margin_column is not None:
+            extra[margin_column] = _get_number(row, margin_column)
         return PreferencePair(prompt, chosen, rejected, source=path, row=i, extra=extra)
 
     return _collect(path, format, rows, parse, skip_malformed)

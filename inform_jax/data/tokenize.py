@@ -142,14 +142,28 @@ def _pad_id(tokenizer: Any) -> int:
     raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
+def appends_eos(tokenizer: Any) -> bool:
+    """Whether encoding with special tokens ends each text with eos (a reward model exported by
+    ``inform_jax.models.hf_export`` has such a tokenizer, as do some published ones)."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return False
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return with_special[-1:] == [eos] and plain[-1:] != [eos]
+
+
 def _encode(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
-    """Batch-encode texts to id lists, dropping a doubled leading bos (a chat template already wrote one)."""
+    """Batch-encode texts to id lists, dropping a doubled leading bos (a chat template already wrote one) and an
+    eos the tokenizer appends itself: the pipeline places eos after the response, never after the prompt."""
     if not texts:
         return []
     ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     bos = getattr(tokenizer, "bos_token_id", None)
     if add_special_tokens and bos is not None:
         ids = [x[1:] if len(x) >= 2 and x[0] == x[1] == bos else x for x in ids]
+    if add_special_tokens and appends_eos(tokenizer):
+        ids = [x[:-1] for x in ids]
     return [list(x) for x in ids]
 
 

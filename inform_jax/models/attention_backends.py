@@ -68,7 +68,7 @@ def current_platform() -> str:
         platform = mesh.abstract_device.platform
     else:
         platform = jax.default_backend()
-    return "gpu" if platform in ("cuda", "rocm", "gpu") else platform
+    return "gpu" if platform in ("cuda", "rocm", "gpu") else platform  # AMD GPUs are told apart by device kind
 
 
 def cudnn_unsupported_reason(
@@ -81,8 +81,8 @@ def cudnn_unsupported_reason(
     lengths, i.e. right padding.
     """
     head_dim = q_shape[-1]
-    if platform != "gpu":
-        return f"cuDNN runs on NVIDIA GPUs, not on {platform}"
+    if platform != "gpu" or any(amd in device_kind for amd in ("AMD", "Instinct", "Radeon")):
+        return f"cuDNN runs on NVIDIA GPUs, not on {device_kind or platform}"
     if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         return f"cuDNN flash attention takes bfloat16 or float16, not {jnp.dtype(dtype).name}"
     max_dim = 256 if any(h in device_kind for h in ("H100", "H200", "H800", "GH200")) else 128
@@ -141,7 +141,9 @@ def choose_backend(
         return _fused_or_fallback(
             impl, "splash", splash_reason(q_shape, k_shape, dtype, windowed=windowed), q_shape, dtype
         )
-    # auto on the CPU (and any other platform): skip the masked blocks once there are blocks to skip.
+    if platform != "cpu":  # no fused kernel of ours on this platform
+        return "einsum"
+    # auto on the CPU: skip the masked blocks once there are blocks to skip.
     return "blocked" if q_shape[1] >= 2 * CPU_BLOCK else "einsum"
 
 

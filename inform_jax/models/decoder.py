@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from inform_jax.models.attention import Attention, SelfAttentionMask, make_cache_attention_mask
+from inform_jax.models.attention_backends import current_platform
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Embed, Linear, activation, make_norm
 from inform_jax.models.rope import inverse_frequencies, rope_tables
@@ -261,7 +262,7 @@ class CausalLM(nnx.Module):
 
             layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
             (carry, new_kv), (outputs, l1s) = jax.lax.scan(
-                _remat(body, c.remat), (carry, new_kv), (state, windows, layer_ids)
+                _remat(body, c.remat), (carry, new_kv), (state, windows, layer_ids), unroll=layer_unroll(c, cache)
             )
             per_layer_outputs = list(outputs) if output_hidden_states else None
             residual_l1 = jnp.concatenate([_l1(x)[None], l1s], axis=0)
@@ -305,6 +306,24 @@ class CausalLM(nnx.Module):
             hidden_states=hidden_states,
             cache=new_cache,
         )
+
+
+# Up to this many layers, a forward pass without a cache on the CPU runs the layer scan unrolled.
+CPU_UNROLL_MAX_LAYERS = 8
+
+
+def layer_unroll(config: DecoderConfig, cache) -> int:
+    """Layers per iteration of the scan over layers: all of them for a pass without a KV cache on the CPU (up to
+    `CPU_UNROLL_MAX_LAYERS`), else 1.
+
+    Why: XLA's CPU backend zero-fills the scan's stacked residual buffers and copies every layer's residuals into
+    them; unrolled, the RM train step of a 4 x 512 Llama at 8 pairs x 256 tokens took 1.91 instead of 2.12 s
+    (2 cores, medians of 5). On accelerators the loop costs little and a rolled scan compiles in a fraction of the
+    time; decoding (with a cache) keeps the rolled scan, as measured there.
+    """
+    if cache is None and current_platform() == "cpu" and config.num_layers <= CPU_UNROLL_MAX_LAYERS:
+        return config.num_layers
+    return 1
 
 
 def _l1(x: jax.Array) -> jax.Array:

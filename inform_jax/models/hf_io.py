@@ -232,15 +232,30 @@ def hf_state_dict(model: CausalLM) -> dict[str, np.ndarray]:
     return out
 
 
-def save_pretrained(model: CausalLM, path: str, *, max_shard_bytes: int = 5 * 2**30) -> None:
-    """Write config.json and safetensors (sharded with an index above `max_shard_bytes`)."""
-    tensors = hf_state_dict(model)
+def save_pretrained(
+    model: CausalLM,
+    path: str,
+    *,
+    max_shard_bytes: int = 5 * 2**30,
+    architecture: str | None = None,
+    extra_tensors: dict[str, np.ndarray] | None = None,
+    config_updates: dict | None = None,
+) -> None:
+    """Write config.json and safetensors (sharded with an index above `max_shard_bytes`).
+
+    architecture: config.json's class name (default the family's *ForCausalLM); extra_tensors: more tensors
+    by their HF names (a classifier's `score.weight`); config_updates: attributes set on the HF config
+    (`num_labels`, `pad_token_id`). The three let `hf_export` write a *ForSequenceClassification folder.
+    """
+    tensors = hf_state_dict(model) | dict(extra_tensors or {})
     if jax.process_index() != 0:
         return
     os.makedirs(path, exist_ok=True)
     hf_config = model.config.to_hf()
-    hf_config.architectures = [model.config.family_module.CAUSAL_LM_CLASSES[model.config.model_type]]
+    hf_config.architectures = [architecture or model.config.family_module.CAUSAL_LM_CLASSES[model.config.model_type]]
     hf_config.dtype = str(jnp.dtype(model.config.param_dtype))
+    for key, value in (config_updates or {}).items():
+        setattr(hf_config, key, value)
     hf_config.save_pretrained(path)
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0

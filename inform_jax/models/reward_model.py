@@ -20,7 +20,7 @@ from flax import nnx
 
 from inform_jax.losses import aggregate_rewards
 from inform_jax.models.config import DecoderConfig
-from inform_jax.models.decoder import CausalLM, DecoderOutput
+from inform_jax.models.decoder import CausalLM, DecoderOutput, last_token_index
 from inform_jax.models.heads import HeadOutput, IBHead, OdinHeads, ScalarHead
 from inform_jax.models.hf_io import from_pretrained, save_pretrained
 from inform_jax.models.safetensors_io import open_tensors, save_file
@@ -64,12 +64,20 @@ def make_head(config: HeadConfig, hidden_size: int, *, std: float, rngs: nnx.Rng
 
 
 class RewardModel(nnx.Module):
-    def __init__(self, backbone: CausalLM, head_config: HeadConfig, *, rngs: nnx.Rngs):
+    """The reward is the head applied at each row's last token with attention_mask 1.
+
+    read_pad_id: when set, the reward is read where transformers' *ForSequenceClassification reads it instead:
+    at the last token that is not `read_pad_id` (a reward model imported from such a folder; the two rules agree
+    unless the pad token also stands inside the text, e.g. a pad token equal to the eos the text ends with).
+    """
+
+    def __init__(self, backbone: CausalLM, head_config: HeadConfig, *, rngs: nnx.Rngs, read_pad_id: int | None = None):
         self.backbone = backbone
         self.head = make_head(
             head_config, backbone.config.hidden_size, std=backbone.config.initializer_range, rngs=rngs
         )
         self.head_config = head_config
+        self.read_pad_id = read_pad_id
 
     @classmethod
     def create(cls, config: DecoderConfig, head_config: HeadConfig, *, rngs: nnx.Rngs) -> RewardModel:
@@ -79,7 +87,11 @@ class RewardModel(nnx.Module):
     def __call__(self, input_ids, attention_mask, *, key=None, output_hidden_states: bool = False) -> RewardOutput:
         """input_ids, attention_mask: [B, T]; key: PRNG key to sample InfoRM's latent (training only)."""
         out = self.backbone(input_ids, attention_mask, compute_logits=False, output_hidden_states=output_hidden_states)
-        head = self.head(out.pooled_hidden, key=key)
+        pooled = out.pooled_hidden
+        if self.read_pad_id is not None:  # transformers' rule: the last position whose id is not the pad id
+            real = (input_ids != self.read_pad_id) & attention_mask.astype(bool)
+            pooled = jnp.take_along_axis(out.last_hidden_state, last_token_index(real)[:, None, None], axis=1)[:, 0]
+        head = self.head(pooled, key=key)
         return RewardOutput(reward=head.reward, head=head, backbone=out)
 
 
@@ -145,12 +157,14 @@ def save_reward_model(model: RewardModel | EnsembleRewardModel, path: str, extra
     if jax.process_index() != 0:
         return
     save_file(head, os.path.join(path, HEAD_FILE))
+    read = {} if model.read_pad_id is None else {"read_pad_id": model.read_pad_id}
     with open(os.path.join(path, REWARD_CONFIG), "w") as f:
-        json.dump({"head": dataclasses.asdict(model.head_config), **(extra or {})}, f, indent=2)
+        json.dump({"head": dataclasses.asdict(model.head_config), **read, **(extra or {})}, f, indent=2)
 
 
 def load_reward_model(path: str, *, dtype=jnp.float32, param_dtype=None, mesh=None, **runtime):
-    """Restore a folder written by `save_reward_model` (a RewardModel or an EnsembleRewardModel)."""
+    """Restore a folder written by `save_reward_model` (a RewardModel or an EnsembleRewardModel), or a transformers
+    *ForSequenceClassification folder with one label (`hf_export.load_sequence_classifier`)."""
     if os.path.exists(os.path.join(path, ENSEMBLE_CONFIG)):
         with open(os.path.join(path, ENSEMBLE_CONFIG)) as f:
             info = json.load(f)
@@ -161,11 +175,18 @@ def load_reward_model(path: str, *, dtype=jnp.float32, param_dtype=None, mesh=No
         return EnsembleRewardModel(members, info["aggregation"], info.get("uncertainty_coef", 1.0))
     config_path = os.path.join(path, REWARD_CONFIG)
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{path}: no {REWARD_CONFIG}; not a reward model folder")
+        from inform_jax.models.hf_export import is_sequence_classifier, load_sequence_classifier
+
+        if is_sequence_classifier(path):
+            return load_sequence_classifier(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, **runtime)
+        raise FileNotFoundError(
+            f"{path}: no {REWARD_CONFIG} and no config.json of a *ForSequenceClassification; not a reward model folder"
+        )
     with open(config_path) as f:
-        head_config = HeadConfig(**json.load(f)["head"])
+        saved = json.load(f)
+    head_config = HeadConfig(**saved["head"])
     backbone = from_pretrained(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, lm_head=False, **runtime)
-    model = RewardModel(backbone, head_config, rngs=nnx.Rngs(0))
+    model = RewardModel(backbone, head_config, rngs=nnx.Rngs(0), read_pad_id=saved.get("read_pad_id"))
     tensors = open_tensors(os.path.join(path, HEAD_FILE))
     for key, var in nnx.to_flat_state(nnx.state(model.head, nnx.Param)):
         name = ".".join(map(str, key))

@@ -23,6 +23,11 @@ def one_of(*choices) -> Rule:
     return f"one of {list(choices)}", lambda v: v in choices
 
 
+def list_of(*choices) -> Rule:
+    """A list (or tuple) whose every item is one of `choices`."""
+    return f"a list of {list(choices)}", lambda v: isinstance(v, list | tuple) and all(x in choices for x in v)
+
+
 def at_least(low: float) -> Rule:
     return f"a number >= {low}", lambda v: _number(v) and v >= low
 
@@ -42,6 +47,12 @@ def within(low: float, high: float, *, open_high: bool = False) -> Rule:
 def optional(rule: Rule) -> Rule:
     allowed, test = rule
     return f"null or {allowed}", lambda v: v is None or test(v)
+
+
+def or_one_of(rule: Rule, *choices) -> Rule:
+    """``rule``, or one of a few named values (``loss.margin``: a number or ``column``)."""
+    allowed, test = rule
+    return f"{allowed}, or one of {list(choices)}", lambda v: (isinstance(v, str) and v in choices) or test(v)
 
 
 def whole_at_least(low: int) -> Rule:

@@ -14,129 +14,172 @@ from typing import Any
 
 import yaml
 
+from inform_jax.data.preference import FORMATS as PREFERENCE_FORMATS
 from inform_jax.train.checks import (
     at_least,
     check,
     count,
+    list_of,
     model_section_rules,
     non_negative,
     one_of,
     optional,
+    or_one_of,
     positive,
     probability,
     whole,
     within,
 )
+from inform_jax.train.config_help import describe_config, option, section
 from inform_jax.train.rm.methods import RewardModelMethod, get_method
+from inform_jax.train.tracking import REPORTERS
 
 
 @dataclasses.dataclass
 class ModelSection:
-    path: str | None = None  # local Hugging Face folder (e.g. the SFT model); None: random init
-    preset: str | None = None  # architecture preset (inform_jax.models.presets) for random init and planning
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # DecoderConfig fields (override the preset)
-    dtype: str = "bfloat16"  # compute dtype
-    param_dtype: str = "float32"
-    scan_layers: bool = True
-    remat: Any = False  # False | "full" | "dots"
-    attention_impl: str = "auto"
+    path: str | None = option(None, "local Hugging Face folder (usually the SFT model); the backbone loads from it")
+    preset: str | None = option(None, "architecture preset for random init / planning (e.g. llama-3-8b, pythia-1.4b)")
+    config: dict[str, Any] = option(help="DecoderConfig fields for random init (override the preset)", factory=dict)
+    dtype: str = option("bfloat16", "compute dtype: bfloat16 | float32")
+    param_dtype: str = option("float32", "parameter (and optimizer) dtype")
+    scan_layers: bool = option(True, "run the blocks as a scan over stacked weights (fast compiles)")
+    remat: Any = option(False, "false | full | dots: recompute activations in the backward pass to save memory")
+    attention_impl: str = option(
+        "auto",
+        "auto (cuDNN on GPU, splash on TPU, blocked on CPU; einsum where those cannot run) | cudnn | splash |"
+        " blocked | einsum | jax",
+    )
 
 
 @dataclasses.dataclass
 class HeadSection:
-    latent_dim: int = 128
-    decoder: str = "linear"  # "linear" | "gated" (IB head only)
+    latent_dim: int = option(128, "InfoRM latent dimension")
+    decoder: str = option("linear", "InfoRM reward decoder: linear | gated (MLP, hidden 4 * latent)")
 
 
 @dataclasses.dataclass
 class LossSection:
-    beta: float = 0.1
-    kl_reduction: str = "paper"  # "paper" (full KL summed over dims) | "release" (authors' code)
-    margin: float | None = None
-    odin_length_coef: float = 1.0
-    odin_orthogonal_coef: float = 1.0
-    num_members: int = 4  # ensemble / WARM members
-    aggregation: str = "mean"  # ensemble: "mean" | "min" | "uwo"
-    uncertainty_coef: float = 1.0
+    beta: float = option(0.1, "InfoRM KL weight beta")
+    kl_reduction: str = option(
+        "paper",
+        "paper (full KL summed over latent dims) | release (authors' code; beta ~latent_dim x weaker)",
+    )
+    margin: float | str | None = option(
+        None,
+        "Bradley-Terry margin: a number, column (each pair's value in the data's margin column, as TRL's "
+        "-logsigmoid(r_c - r_r - margin)), or null for none",
+    )
+    odin_length_coef: float = option(1.0, "ODIN length-correlation term weight")
+    odin_orthogonal_coef: float = option(1.0, "ODIN head-orthogonality term weight")
+    num_members: int = option(4, "ensemble / WARM members")
+    aggregation: str = option("mean", "ensemble reward: mean | min | uwo (mean - coef * variance)")
+    uncertainty_coef: float = option(1.0, "uwo aggregation coefficient")
 
 
 @dataclasses.dataclass
 class DataSection:
-    train: str | None = None
-    eval: str | None = None
-    format: str | None = None  # "hh" | "prompt" | "messages"; None detects from the columns
-    tokenizer: str | None = None  # defaults to model.path
-    max_length: int = 2048
-    skip_malformed: bool = False
-    pad_to: str = "bucket"  # "bucket": each batch to its longest row's bucket length | "max_length": every batch
-    bucket_multiple: int = 8  # bucket lengths are multiples of this (128 for TPU attention kernels)
-    tokenize: str = "auto"  # "upfront": every process the whole file | "per_process": its batch rows | "auto"
+    train: str | None = option(None, "training preference file (.jsonl / .json / .parquet)")
+    eval: str | None = option(None, "held-out preference file")
+    format: str | None = option(
+        None,
+        "hh | implicit | prompt | messages (null: detect from the columns and rows; see docs/guide.md)",
+    )
+    tokenizer: str | None = option(None, "tokenizer folder (default model.path)")
+    max_length: int = option(2048, "tokens per sequence; longer ones lose prompt tokens first (counted)")
+    skip_malformed: bool = option(False, "skip and count malformed rows instead of stopping")
+    pad_to: str = option(
+        "bucket",
+        "bucket: each batch padded to its longest row rounded up to a bucket length (powers of two and 1.5x "
+        "them, logged when first compiled); max_length: every batch to data.max_length",
+    )
+    bucket_multiple: int = option(8, "bucket lengths are multiples of this (8; 128 suits TPU attention kernels)")
+    tokenize: str = option(
+        "auto",
+        "upfront: every process tokenizes the whole train file; per_process: a metadata pass split over the "
+        "processes, then each tokenizes only its devices' rows of each batch; auto: per_process on many "
+        "processes",
+    )
 
 
 @dataclasses.dataclass
 class DecompositionSection:
     """Prioritized training (methods dir, inform+dir) and the RRM baseline (method rrm)."""
 
-    num_prompts: int = 8  # other prompts per pair to estimate the prompt-free gap dr2
-    estimator: str = "bisection"  # "bisection": root of sum_i w_i sigmoid(dr_i - c) = 1/2 | "logit"
-    weights: str = "uniform"  # importance weights: "uniform" (P(X)) | "reward" (softmax of (r_w + r_l) / tau)
-    tau: float = 1.0
-    priority: str = "keep_lowest"  # "keep_lowest" (the lowest keep_fraction of dr2) | "sigmoid" (sigmoid(-dr2/tau))
-    keep_fraction: float = 0.5
-    priority_tau: float = 1.0
-    warmup_steps: int = 50  # plain BT before the first reweighting
-    refresh_every: int = 50  # steps between dr2 refreshes
-    rrm_augment: float = 1.0  # RRM: augmented pairs per original pair
+    num_prompts: int = option(8, "dir: other prompts per pair for the prompt-free gap dr2")
+    estimator: str = option(
+        "bisection",
+        "dir: bisection (root of sum w sigmoid(dr - c) = 1/2) | logit (logit of mean sigmoid)",
+    )
+    weights: str = option("uniform", "dir: importance weights uniform | reward (softmax of (r_w + r_l) / tau)")
+    tau: float = option(1.0, "dir: temperature of the reward importance weights")
+    priority: str = option(
+        "keep_lowest",
+        "dir: keep_lowest (lowest keep_fraction of dr2) | sigmoid (sigmoid(-dr2 / tau))",
+    )
+    keep_fraction: float = option(0.5, "dir: fraction of pairs kept by keep_lowest")
+    priority_tau: float = option(1.0, "dir: temperature of the sigmoid priority")
+    warmup_steps: int = option(50, "dir: plain Bradley-Terry steps before the first reweighting")
+    refresh_every: int = option(50, "dir: steps between dr2 refreshes from the current model")
+    rrm_augment: float = option(1.0, "rrm: augmented pairs (other prompts' responses as rejected) per pair")
 
 
 @dataclasses.dataclass
 class OptimSection:
-    lr: float = 9e-6
-    warmup_ratio: float = 0.03
-    min_lr_ratio: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    moments_dtype: str = "float32"  # dtype Adam's two moments are stored in (bfloat16 halves them; math in float32)
+    lr: float = option(9e-6, "peak learning rate")
+    warmup_ratio: float = option(0.03, "linear warmup fraction of the steps")
+    min_lr_ratio: float = option(0.1, "cosine decay floor, as a fraction of lr")
+    b1: float = option(0.9, "Adam beta1")
+    b2: float = option(0.95, "Adam beta2")
+    eps: float = option(1e-8, "Adam epsilon")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    grad_clip: float = option(1.0, "global-norm gradient clipping (0: off)")
+    moments_dtype: str = option(
+        "float32", "float32 | bfloat16: storage of Adam's two moments (bfloat16 halves them; updates in float32)"
+    )
 
 
 @dataclasses.dataclass
 class TrainSection:
-    batch_size: int = 64  # global batch of pairs per optimizer step
-    grad_accum: int = 1  # micro-batches per step (batch_size must divide)
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs when set
-    seed: int = 0
-    eval_every: int = 200
-    eval_batch_size: int = 64
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    output_dir: str = "runs/rm"
-    progress: bool = True
-    allow_config_change: bool = False  # resume a run whose config changed (the change is logged), else refuse
+    batch_size: int = option(64, "pairs per optimizer step (global)")
+    grad_accum: int = option(1, "micro-batches per step")
+    epochs: float = option(1.0, "passes over the training pairs")
+    max_steps: int | None = option(None, "optimizer steps (overrides epochs)")
+    seed: int = option(0, "seed for initialization, data order and latent samples")
+    eval_every: int = option(200, "steps between evaluations")
+    eval_batch_size: int = option(64, "pairs per evaluation batch")
+    save_every: int = option(500, "steps between checkpoints")
+    keep_checkpoints: int = option(2, "checkpoints kept")
+    log_every: int = option(10, "steps between metric lines in metrics.jsonl")
+    output_dir: str = option("runs/rm", "run folder: checkpoints/, metrics.jsonl, config.yaml, final/")
+    report_to: list[str] = option(
+        help="where metrics go besides metrics.jsonl: [jsonl, tensorboard, wandb] (<run>/tensorboard/, <run>/wandb/)",
+        factory=lambda: ["jsonl"],
+    )
+    progress: bool = option(True, "show a progress bar")
+    allow_config_change: bool = option(
+        False,
+        "resume a run folder whose config changed (logged in config_changes.jsonl)",
+    )
 
 
 @dataclasses.dataclass
 class MeshSection:
-    data: int = 1
-    fsdp: int = -1
-    tensor: int = 1
+    data: int = option(1, "data-parallel mesh axis size")
+    fsdp: int = option(-1, "FSDP mesh axis size (-1: the remaining devices)")
+    tensor: int = option(1, "tensor-parallel mesh axis size")
 
 
 @dataclasses.dataclass
 class RMTrainConfig:
-    method: str = "inform"
-    model: ModelSection = dataclasses.field(default_factory=ModelSection)
-    head: HeadSection = dataclasses.field(default_factory=HeadSection)
-    loss: LossSection = dataclasses.field(default_factory=LossSection)
-    data: DataSection = dataclasses.field(default_factory=DataSection)
-    decomposition: DecompositionSection = dataclasses.field(default_factory=DecompositionSection)
-    optim: OptimSection = dataclasses.field(default_factory=OptimSection)
-    train: TrainSection = dataclasses.field(default_factory=TrainSection)
-    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
+    method: str = option("inform", "the reward-model method (see Methods above)")
+    model: ModelSection = section(ModelSection)
+    head: HeadSection = section(HeadSection)
+    loss: LossSection = section(LossSection)
+    data: DataSection = section(DataSection)
+    decomposition: DecompositionSection = section(DecompositionSection)
+    optim: OptimSection = section(OptimSection)
+    train: TrainSection = section(TrainSection)
+    mesh: MeshSection = section(MeshSection)
 
     def __post_init__(self):
         get_method(self.method)  # an unknown method raises with the known ones
@@ -176,10 +219,10 @@ RM_RULES = [
     *model_section_rules("model"),
     ("head.latent_dim", count), ("head.decoder", one_of("linear", "gated")),
     ("loss.beta", non_negative), ("loss.kl_reduction", one_of("paper", "release")),
-    ("loss.margin", optional(at_least(float("-inf")))), ("loss.odin_length_coef", non_negative),
+    ("loss.margin", or_one_of(optional(at_least(float("-inf"))), "column")), ("loss.odin_length_coef", non_negative),
     ("loss.odin_orthogonal_coef", non_negative), ("loss.num_members", count),
     ("loss.aggregation", one_of("mean", "min", "uwo")), ("loss.uncertainty_coef", non_negative),
-    ("data.format", one_of(None, "hh", "prompt", "messages")), ("data.max_length", at_least(2)),
+    ("data.format", one_of(None, *PREFERENCE_FORMATS)), ("data.max_length", at_least(2)),
     ("data.pad_to", one_of("bucket", "max_length")), ("data.bucket_multiple", count),
     ("data.tokenize", one_of("auto", "upfront", "per_process")),
     ("decomposition.num_prompts", count), ("decomposition.tau", positive), ("decomposition.priority_tau", positive),
@@ -191,6 +234,7 @@ RM_RULES = [
     ("train.batch_size", count), ("train.grad_accum", count), ("train.epochs", positive),
     ("train.max_steps", optional(count)), ("train.eval_every", count), ("train.eval_batch_size", count),
     ("train.save_every", count), ("train.keep_checkpoints", count), ("train.log_every", count),
+    ("train.report_to", list_of(*REPORTERS)),
 ]  # fmt: skip
 
 
@@ -253,83 +297,6 @@ def load_config(path: str | None, overrides: list[str] = (), cls=None):
     return config_from_dict(values, cls)
 
 
-FIELD_HELP = {
-    "method": "the reward-model method (see Methods above)",
-    "model.path": "local Hugging Face folder (usually the SFT model); the backbone loads from it",
-    "model.preset": "architecture preset for random init / planning (e.g. llama-3-8b, pythia-1.4b)",
-    "model.config": "DecoderConfig fields for random init (override the preset)",
-    "model.dtype": "compute dtype: bfloat16 | float32",
-    "model.param_dtype": "parameter (and optimizer) dtype",
-    "model.scan_layers": "run the blocks as a scan over stacked weights (fast compiles)",
-    "model.remat": "false | full | dots: recompute activations in the backward pass to save memory",
-    "model.attention_impl": "auto (cuDNN on GPU, splash on TPU, blocked on CPU; einsum where those cannot run) | "
-    "cudnn | splash | blocked | einsum | jax",
-    "head.latent_dim": "InfoRM latent dimension",
-    "head.decoder": "InfoRM reward decoder: linear | gated (MLP, hidden 4 * latent)",
-    "loss.beta": "InfoRM KL weight beta",
-    "loss.kl_reduction": "paper (full KL summed over latent dims) | release (authors' code; beta ~latent_dim x weaker)",
-    "loss.margin": "Bradley-Terry margin (null for none)",
-    "loss.odin_length_coef": "ODIN length-correlation term weight",
-    "loss.odin_orthogonal_coef": "ODIN head-orthogonality term weight",
-    "loss.num_members": "ensemble / WARM members",
-    "loss.aggregation": "ensemble reward: mean | min | uwo (mean - coef * variance)",
-    "loss.uncertainty_coef": "uwo aggregation coefficient",
-    "data.train": "training preference file (.jsonl / .json / .parquet)",
-    "data.eval": "held-out preference file",
-    "data.format": "hh | prompt | messages (null: detect from the columns)",
-    "data.tokenizer": "tokenizer folder (default model.path)",
-    "data.max_length": "tokens per sequence; longer ones lose prompt tokens first (counted)",
-    "data.pad_to": "bucket: each batch padded to its longest row rounded up to a bucket length (powers of two and "
-    "1.5x them, logged when first compiled); max_length: every batch to data.max_length",
-    "data.bucket_multiple": "bucket lengths are multiples of this (8; 128 suits TPU attention kernels)",
-    "data.tokenize": "upfront: every process tokenizes the whole train file; per_process: a metadata pass split over "
-    "the processes, then each tokenizes only its devices' rows of each batch; auto: per_process on many processes",
-    "data.skip_malformed": "skip and count malformed rows instead of stopping",
-    "decomposition.num_prompts": "dir: other prompts per pair for the prompt-free gap dr2",
-    "decomposition.estimator": "dir: bisection (root of sum w sigmoid(dr - c) = 1/2) | logit (logit of mean sigmoid)",
-    "decomposition.weights": "dir: importance weights uniform | reward (softmax of (r_w + r_l) / tau)",
-    "decomposition.tau": "dir: temperature of the reward importance weights",
-    "decomposition.priority": "dir: keep_lowest (lowest keep_fraction of dr2) | sigmoid (sigmoid(-dr2 / tau))",
-    "decomposition.keep_fraction": "dir: fraction of pairs kept by keep_lowest",
-    "decomposition.priority_tau": "dir: temperature of the sigmoid priority",
-    "decomposition.warmup_steps": "dir: plain Bradley-Terry steps before the first reweighting",
-    "decomposition.refresh_every": "dir: steps between dr2 refreshes from the current model",
-    "decomposition.rrm_augment": "rrm: augmented pairs (other prompts' responses as rejected) per pair",
-    "optim.lr": "peak learning rate",
-    "optim.warmup_ratio": "linear warmup fraction of the steps",
-    "optim.min_lr_ratio": "cosine decay floor, as a fraction of lr",
-    "optim.b1": "Adam beta1",
-    "optim.b2": "Adam beta2",
-    "optim.eps": "Adam epsilon",
-    "optim.weight_decay": "AdamW weight decay",
-    "optim.grad_clip": "global-norm gradient clipping (0: off)",
-    "optim.moments_dtype": "float32 | bfloat16: storage of Adam's moments (updates computed in float32)",
-    "train.batch_size": "pairs per optimizer step (global)",
-    "train.grad_accum": "micro-batches per step",
-    "train.epochs": "passes over the training pairs",
-    "train.max_steps": "optimizer steps (overrides epochs)",
-    "train.seed": "seed for initialization, data order and latent samples",
-    "train.eval_every": "steps between evaluations",
-    "train.eval_batch_size": "pairs per evaluation batch",
-    "train.save_every": "steps between checkpoints",
-    "train.keep_checkpoints": "checkpoints kept",
-    "train.log_every": "steps between metric lines in metrics.jsonl",
-    "train.output_dir": "run folder: checkpoints/, metrics.jsonl, config.yaml, final/",
-    "train.progress": "show a progress bar",
-    "train.allow_config_change": "resume a run folder whose config changed (logged in config_changes.jsonl)",
-    "mesh.data": "data-parallel mesh axis size",
-    "mesh.fsdp": "FSDP mesh axis size (-1: the remaining devices)",
-    "mesh.tensor": "tensor-parallel mesh axis size",
-}
-
-
 def describe_fields() -> str:
-    """Every config key with its default and meaning (for --help)."""
-    lines = []
-    defaults = RMTrainConfig().to_dict()
-    for key, text in FIELD_HELP.items():
-        node = defaults
-        for part in key.split("."):
-            node = node[part]
-        lines.append(f"  {key} (default {node!r}): {text}")
-    return "\n".join(lines)
+    """Every config key with its default and meaning (for --help), from the fields' own help."""
+    return describe_config(RMTrainConfig())

@@ -1,4 +1,5 @@
-"""Metrics as JSON lines (one object per logged step) and a progress bar."""
+"""Metrics as JSON lines (one object per logged step), forwarded to TensorBoard / W&B when asked, and a progress
+bar."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import jax
 import numpy as np
 from tqdm.auto import tqdm
+
+from inform_jax.train.tracking import open_sinks, read_png, scalars
 
 
 def _plain(value):
@@ -26,11 +29,25 @@ class MetricsLog:
 
     resume_from: the step (or iteration, named by ``counter``) a run resumes at; lines past it, written by the
     killed run after its last checkpoint, are dropped so that each step has one line. 0 starts a new file.
+    report_to: `train.report_to`; metrics.jsonl is always written (resuming and the reports read it), and
+    "tensorboard" / "wandb" also send every record's numbers there (`inform_jax.train.tracking`), with `config`
+    (the run's config as a dict) and `name` for W&B.
     """
 
-    def __init__(self, path: str, *, resume_from: int = 0, counter: str = "step"):
+    def __init__(
+        self,
+        path: str,
+        *,
+        resume_from: int = 0,
+        counter: str = "step",
+        report_to=("jsonl",),
+        config: dict | None = None,
+        name: str = "",
+    ):
         self.path = path
+        self.counter = counter
         self._file = None
+        self._sinks = []
         if jax.process_index() != 0:
             return
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -42,15 +59,33 @@ class MetricsLog:
                 f.writelines(json.dumps(record) + "\n" for record in kept)
             os.replace(path + ".tmp", path)
         self._file = open(path, "a" if kept else "w")
+        run_dir = os.path.dirname(path) or "."
+        self._sinks = open_sinks(run_dir, report_to, resume_from=resume_from, config=config or {},
+                                 name=name or os.path.basename(os.path.abspath(run_dir)))  # fmt: skip
 
     def write(self, record: dict) -> None:
         if self._file is not None:
-            self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+            plain = {k: _plain(v) for k, v in record.items()}
+            self._file.write(json.dumps(plain) + "\n")
             self._file.flush()
+            values = scalars(plain, self.counter)
+            for sink in self._sinks:
+                sink.scalars(values, int(plain.get(self.counter, 0)))
+
+    def figure(self, tag: str, png_path: str, step: int) -> None:
+        """Send a figure the run drew (a PNG file) to TensorBoard / W&B as an image; nothing for jsonl alone."""
+        if self._sinks:
+            pixels = read_png(png_path)
+            for sink in self._sinks:
+                sink.image(tag, pixels, step)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
+        for sink in self._sinks:
+            sink.close()
+        self._sinks = []
 
 
 def progress(total: int, initial: int, enabled: bool, desc: str):

@@ -212,6 +212,8 @@ def abstract_batch(config: RMTrainConfig, mesh) -> dict:
     batch.update({k: sds((b, t), jnp.int32) for k in ("rejected_input_ids", "rejected_attention_mask")})
     batch["response_lengths"] = sds((b, 2), jnp.int32)
     batch["weights"] = sds((b,), jnp.float32)
+    if config.loss.margin == "column":
+        batch["margins"] = sds((b,), jnp.float32)
     return batch
 
 

@@ -13,59 +13,79 @@ import dataclasses
 from inform_jax.losses import ENERGY_SITES, KL_ESTIMATORS
 from inform_jax.train import checks as ck
 from inform_jax.train.config import MeshSection, ModelSection
+from inform_jax.train.config_help import describe_config, option, section
+from inform_jax.train.tracking import REPORTERS
 
 
 @dataclasses.dataclass
 class RewardSection:
-    kind: str = "model"  # "model": a reward-model folder | "gold": the synthetic world's gold reward
-    path: str | None = None  # reward model folder (save_reward_model output)
-    gold: str | None = None  # "world": log the synthetic world's gold reward and hacked flag beside the proxy
-    gold_path: str | None = None  # a gold reward model folder scored on decoded text and logged as gold_reward
-    clip: float | None = 5.0  # clamp of the final sequence reward (after penalties)
+    kind: str = option("model", "model: a reward-model folder (reward.path) | gold: the synthetic world's gold reward")
+    path: str | None = option(None, "reward model folder (train-rm's RUN/final, save_reward_model output)")
+    gold: str | None = option(
+        None,
+        "world: log the synthetic world's gold reward and hacked flag beside the proxy (null: off)",
+    )
+    gold_path: str | None = option(
+        None,
+        "a gold reward model folder, scored on the decoded text and logged as gold_reward",
+    )
+    clip: float | None = option(
+        5.0,
+        "clamp of the final sequence reward (after penalties) to [-clip, clip] (null: none)",
+    )
 
 
 @dataclasses.dataclass
 class RolloutSection:
-    batch_size: int = 32  # prompts per PPO iteration
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    greedy: bool = False
+    batch_size: int = option(32, "prompts per PPO iteration")
+    max_new_tokens: int = option(24, "tokens generated per response")
+    temperature: float = option(1.0, "sampling temperature")
+    top_k: int = option(0, "sample from the k most likely tokens (0: all)")
+    top_p: float = option(1.0, "nucleus sampling mass (1: off)")
+    greedy: bool = option(False, "greedy decoding instead of sampling")
 
 
 @dataclasses.dataclass
 class PPOSection:
-    epochs: int = 1
-    minibatches: int = 1
-    clip: float = 0.2
-    value_clip: float = 0.2
-    gamma: float = 1.0
-    lam: float = 0.95
-    entropy_coef: float = 0.0
-    actor_lr: float = 1e-4
-    critic_lr: float = 1e-4
-    grad_clip: float = 1.0
-    whiten_advantages: bool = True
-    critic_init: str = "sft"  # "sft" | "reward_model" (backbone of the reward model folder)
+    epochs: int = option(1, "passes over each rollout batch")
+    minibatches: int = option(1, "minibatches per epoch (rollout.batch_size must be a multiple)")
+    clip: float = option(0.2, "policy ratio clip epsilon")
+    value_clip: float = option(0.2, "value-function clip around the old values (null: unclipped)")
+    gamma: float = option(1.0, "discount")
+    lam: float = option(0.95, "GAE lambda")
+    entropy_coef: float = option(0.0, "entropy bonus weight")
+    actor_lr: float = option(1e-4, "policy learning rate (the EPPO authors use 5e-7 for 7B models)")
+    critic_lr: float = option(1e-4, "critic learning rate (the EPPO authors use 1e-6 for 7B models)")
+    grad_clip: float = option(1.0, "global-norm gradient clipping")
+    whiten_advantages: bool = option(True, "normalize advantages to zero mean and unit variance per batch")
+    critic_init: str = option(
+        "sft",
+        "sft: the critic starts from the SFT model | reward_model: from the reward model folder's backbone",
+    )
 
 
 @dataclasses.dataclass
 class KLSection:
-    coef: float = 0.0  # per-token KL coefficient ("PPO w/ KL" sets it > 0)
-    estimator: str = "k1"  # k1 | k2 | k3
-    adaptive: bool = False
-    target: float = 6.0
-    horizon: int = 10000
+    coef: float = option(0.0, "per-token KL penalty coefficient (PPO w/ KL sets it > 0)")
+    estimator: str = option("k1", "KL estimator: k1 | k2 | k3")
+    adaptive: bool = option(False, "adapt coef toward target (Ziegler et al.'s controller)")
+    target: float = option(6.0, "adaptive KL: the target KL")
+    horizon: int = option(10000, "adaptive KL: the controller's horizon")
 
 
 @dataclasses.dataclass
 class EnergySection:
-    eta: float = 0.0  # EPPO: r - eta * |dE_sft - dE_policy| (authors: 2.0); 0 = plain PPO
-    site: str = "residual"  # "residual" (the paper's) | "mlp" (the authors' code)
-    normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for)
-    sft_energy: str = "cached"  # "cached": once per prompt from the SFT model's greedy response | "regenerate"
-    sft_samples: int = 0  # 0: the SFT model's greedy response; k > 0: average over k sampled responses
+    eta: float = option(0.0, "EPPO: reward r - eta * |dE_sft - dE_policy| (the authors: 2.0); 0: plain PPO")
+    site: str = option(
+        "residual",
+        "where the final-layer energy is read: residual (the paper's) | mlp (the authors' code)",
+    )
+    normalize: bool = option(True, "divide the L1 energy by the width (the scale eta = 2.0 was set for)")
+    sft_energy: str = option(
+        "cached",
+        "cached: once per prompt from the SFT model's greedy response | regenerate: every iteration",
+    )
+    sft_samples: int = option(0, "0: the SFT model's greedy response; k > 0: average over k sampled responses")
 
 
 @dataclasses.dataclass
@@ -73,10 +93,13 @@ class IBLSection:
     """InfoRM journal extension's IBL: r - coef * Mahalanobis(latent; SFT latents), latents of the reward model
     (InfoRM: IB latent mean; standard RM: final hidden state) on the SFT model's greedy responses to the prompts."""
 
-    coef: float = 0.0  # 0 = off
-    covariance: str = "empirical"  # "empirical" (the authors': sample covariance + ridge I) | "ledoit_wolf"
-    ridge: float = 1e-6
-    max_prompts: int = 0  # SFT responses used to fit the distribution: the first N prompts (0 = all)
+    coef: float = option(
+        0.0,
+        "IBL: reward r - coef * Mahalanobis distance of the reward model's latent to the SFT latents (0: off)",
+    )
+    covariance: str = option("empirical", "empirical (the authors': sample covariance + ridge * I) | ledoit_wolf")
+    ridge: float = option(1e-6, "ridge added to the covariance diagonal")
+    max_prompts: int = option(0, "SFT responses that fit the distribution: the first N prompts (0: all)")
 
 
 @dataclasses.dataclass
@@ -85,53 +108,60 @@ class DetectSection:
     first `num_prompts` prompts are embedded by the reward model and compared with the SFT model's (CSI, MOP),
     logged as csi, csi_per_sample, mop; latents saved under train.output_dir/detect/ for plots."""
 
-    every: int = 0  # 0 = off
-    num_prompts: int = 64
-    k: int | None = None  # k-means k; None: the k_rule
-    k_rule: str = "silhouette"
-    alpha: float = 0.1  # MOP test level
+    every: int = option(0, "iterations between CSI / MOP detection (0: off)")
+    num_prompts: int = option(64, "detection: the first N prompts, answered greedily by the policy and the SFT model")
+    k: int | None = option(None, "detection: k-means k (null: chosen by k_rule)")
+    k_rule: str = option("silhouette", "detection: silhouette | sqrt, how k is chosen when k is null")
+    alpha: float = option(0.1, "detection: MOP chi-square test level")
 
 
 @dataclasses.dataclass
 class LengthPenaltySection:
-    enabled: bool = False  # the LP baseline: r + sigma_running * (1 - L / N)
+    enabled: bool = option(False, "the length-penalty baseline: r + sigma_running * (1 - L / N)")
 
 
 @dataclasses.dataclass
 class PPODataSection:
-    prompts: str | None = None  # prompt file (.jsonl / .json / .parquet, column "prompt")
-    tokenizer: str | None = None  # defaults to policy.path
-    max_prompt_length: int = 16
-    pad_to: str = "bucket"  # "bucket": each rollout's prompts cut to the longest one's bucket | "max_length"
-    bucket_multiple: int = 8
+    prompts: str | None = option(None, "prompt file (.jsonl / .json / .parquet, column prompt: text or messages)")
+    tokenizer: str | None = option(None, "tokenizer folder (default policy.path)")
+    max_prompt_length: int = option(16, "prompt tokens (longer prompts keep their end)")
+    pad_to: str = option("bucket", "bucket: each rollout's prompts cut to the longest one's bucket length | max_length")
+    bucket_multiple: int = option(8, "bucket lengths are multiples of this")
 
 
 @dataclasses.dataclass
 class PPOTrainSection:
-    iterations: int = 100
-    seed: int = 0
-    log_every: int = 1
-    save_every: int = 50
-    keep_checkpoints: int = 2
-    output_dir: str = "runs/ppo"
-    progress: bool = True
-    allow_config_change: bool = False  # resume a run whose config changed (the change is logged), else refuse
+    iterations: int = option(100, "PPO iterations (rollout, then update)")
+    seed: int = option(0, "seed for sampling and initialization")
+    log_every: int = option(1, "iterations between metric lines in metrics.jsonl")
+    save_every: int = option(50, "iterations between checkpoints")
+    keep_checkpoints: int = option(2, "checkpoints kept")
+    output_dir: str = option("runs/ppo", "run folder: checkpoints/, metrics.jsonl, config.yaml, final/")
+    report_to: list[str] = option(
+        help="where metrics go besides metrics.jsonl: [jsonl, tensorboard, wandb] (<run>/tensorboard/, <run>/wandb/)",
+        factory=lambda: ["jsonl"],
+    )
+    progress: bool = option(True, "show a progress bar")
+    allow_config_change: bool = option(
+        False,
+        "resume a run folder whose config changed (logged in config_changes.jsonl)",
+    )
 
 
 @dataclasses.dataclass
 class PPOConfig:
-    policy: ModelSection = dataclasses.field(default_factory=lambda: ModelSection(dtype="float32"))
-    reward: RewardSection = dataclasses.field(default_factory=RewardSection)
-    rollout: RolloutSection = dataclasses.field(default_factory=RolloutSection)
-    ppo: PPOSection = dataclasses.field(default_factory=PPOSection)
-    kl: KLSection = dataclasses.field(default_factory=KLSection)
-    energy: EnergySection = dataclasses.field(default_factory=EnergySection)
-    length_penalty: LengthPenaltySection = dataclasses.field(default_factory=LengthPenaltySection)
-    ibl: IBLSection = dataclasses.field(default_factory=IBLSection)
-    detect: DetectSection = dataclasses.field(default_factory=DetectSection)
-    data: PPODataSection = dataclasses.field(default_factory=PPODataSection)
-    train: PPOTrainSection = dataclasses.field(default_factory=PPOTrainSection)
-    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
+    policy: ModelSection = section(lambda: ModelSection(dtype="float32"))
+    reward: RewardSection = section(RewardSection)
+    rollout: RolloutSection = section(RolloutSection)
+    ppo: PPOSection = section(PPOSection)
+    kl: KLSection = section(KLSection)
+    energy: EnergySection = section(EnergySection)
+    length_penalty: LengthPenaltySection = section(LengthPenaltySection)
+    ibl: IBLSection = section(IBLSection)
+    detect: DetectSection = section(DetectSection)
+    data: PPODataSection = section(PPODataSection)
+    train: PPOTrainSection = section(PPOTrainSection)
+    mesh: MeshSection = section(MeshSection)
 
     def __post_init__(self):
         ck.check(self, PPO_RULES)
@@ -170,5 +200,10 @@ PPO_RULES = [
     ("data.max_prompt_length", ck.count), ("data.pad_to", ck.one_of("bucket", "max_length")),
     ("data.bucket_multiple", ck.count),
     ("train.iterations", ck.count), ("train.log_every", ck.count), ("train.save_every", ck.count),
-    ("train.keep_checkpoints", ck.count),
+    ("train.keep_checkpoints", ck.count), ("train.report_to", ck.list_of(*REPORTERS)),
 ]  # fmt: skip
+
+
+def describe_fields() -> str:
+    """Every PPO config key with its default and meaning (for --help), from the fields' own help."""
+    return describe_config(PPOConfig())

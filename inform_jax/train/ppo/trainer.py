@@ -506,7 +506,8 @@ class PPOTrainer:
                     f"IBL: the {b.covariance} covariance of {count} SFT latents is singular; use "
                     "ibl.covariance=ledoit_wolf, a larger ibl.ridge, or more prompts than latent dimensions"
                 )
-        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.iteration, counter="iteration")
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.iteration,
+                         counter="iteration", report_to=t.report_to, config=self.config.to_dict())  # fmt: skip
         settings = LoopSettings(
             total=t.iterations, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
             label="ppo" if self.config.energy.eta == 0 else "eppo", counter="iteration", watch=("policy_loss",),

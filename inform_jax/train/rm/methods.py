@@ -13,7 +13,8 @@ Adding a method is one entry here (and its test)::
 
 where ``my_loss(model, chosen, rejected, batch, loss_cfg) -> (scalar loss, {metric: scalar})``; ``chosen`` and
 ``rejected`` are :class:`inform_jax.models.heads.HeadOutput` with ``reward`` [B], ``batch`` holds ``weights`` [B]
-and ``response_lengths`` [B, 2], ``loss_cfg`` is the config's ``loss`` section.
+and ``response_lengths`` [B, 2] (and ``margins`` [B] with ``loss.margin: column``), ``loss_cfg`` is the config's
+``loss`` section; :func:`pair_margin` gives the margin a loss subtracts.
 """
 
 from __future__ import annotations
@@ -91,9 +92,16 @@ def describe_methods() -> str:
 # ------------------------------------------------------------------------------------------ losses
 
 
+def pair_margin(batch: dict, loss_cfg):
+    """The margin of ``loss.margin``: the batch's per-pair ``margins`` [B] for ``column`` (TRL's margin column),
+    else the configured number (or None)."""
+    return batch["margins"] if loss_cfg.margin == "column" else loss_cfg.margin
+
+
 def bradley_terry_member_loss(model, chosen, rejected, batch, loss_cfg):
     """-log sigmoid(r_c - r_r - margin), weighted by the batch's pair weights."""
-    loss = bradley_terry_loss(chosen.reward, rejected.reward, margin=loss_cfg.margin, weights=batch["weights"])
+    margin = pair_margin(batch, loss_cfg)
+    loss = bradley_terry_loss(chosen.reward, rejected.reward, margin=margin, weights=batch["weights"])
     return loss, {"bt_loss": loss, "accuracy": preference_accuracy(chosen.reward, rejected.reward)}
 
 
@@ -101,8 +109,8 @@ def inform_member_loss(model, chosen, rejected, batch, loss_cfg):
     """InfoRM: Bradley-Terry on the rewards decoded from sampled latents + beta * KL of both latents to N(0, I)."""
     return inform_loss(
         chosen.reward, rejected.reward, chosen.latent_mean, chosen.latent_logvar, rejected.latent_mean,
-        rejected.latent_logvar, beta=loss_cfg.beta, kl_reduction=loss_cfg.kl_reduction, margin=loss_cfg.margin,
-        weights=batch["weights"],
+        rejected.latent_logvar, beta=loss_cfg.beta, kl_reduction=loss_cfg.kl_reduction,
+        margin=pair_margin(batch, loss_cfg), weights=batch["weights"],
     )  # fmt: skip
 
 
@@ -119,7 +127,7 @@ def odin_member_loss(model, chosen, rejected, batch, loss_cfg):
 def hinge_member_loss(model, chosen, rejected, batch, loss_cfg):
     """Ranking hinge max(0, m - (r_c - r_r)) with m = loss.margin (1 when unset): pairs ranked by more than the
     margin give no gradient, so confidently separated (possibly mislabeled) pairs stop pulling the rewards apart."""
-    margin = 1.0 if loss_cfg.margin is None else loss_cfg.margin
+    margin = 1.0 if loss_cfg.margin is None else pair_margin(batch, loss_cfg)
     gap = chosen.reward.astype(jnp.float32) - rejected.reward.astype(jnp.float32)
     loss = weighted_mean(jnp.maximum(0.0, margin - gap), batch["weights"])
     return loss, {"hinge_loss": loss, "accuracy": preference_accuracy(chosen.reward, rejected.reward)}

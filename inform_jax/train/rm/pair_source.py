@@ -7,7 +7,8 @@ Both sources give the trainer the same things, N pairs (after leaving out the pa
 * ``response_lengths`` [N, 2] int32: response tokens kept in each sequence;
 * ``rows(indices, length, mine=None)``: for ``indices`` [B] or [K, B] (WARM's members), ``chosen_input_ids``,
   ``chosen_attention_mask``, ``rejected_input_ids``, ``rejected_attention_mask`` [..., length] and
-  ``response_lengths`` [..., 2]. ``mine`` (bool, the shape of ``indices``) marks the positions this process's
+  ``response_lengths`` [..., 2], and ``margins`` [...] float32 when the pairs carry them (``loss.margin: column``,
+  TRL's per-pair margin). ``mine`` (bool, the shape of ``indices``) marks the positions this process's
   devices hold; :class:`ProcessPairs` tokenizes only those (the other rows are padding that no device reads).
 
 :class:`ArrayPairs` wraps the arrays of ``prepare_pairs`` (every process tokenized the whole file).
@@ -29,9 +30,11 @@ from jax.experimental import multihost_utils
 
 from inform_jax.data.buckets import cut, padding_side
 from inform_jax.data.tokenize import TruncationReport, _pad_id, _row_name, all_identical_error, tokenize_pairs
+from inform_jax.train.rm.data import pair_margins
 
 SEQUENCE_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids", "rejected_attention_mask")
 ARRAY_KEYS = (*SEQUENCE_KEYS, "response_lengths")
+OPTIONAL_KEYS = ("margins",)  # [N] float32: per-pair margins (loss.margin: column)
 
 
 class ArrayPairs:
@@ -42,7 +45,8 @@ class ArrayPairs:
         missing = [k for k in ARRAY_KEYS if k not in arrays]
         if missing:
             raise ValueError(f"{name} arrays lack {missing}")
-        self.arrays = {k: np.asarray(arrays[k]) for k in ARRAY_KEYS}
+        self.arrays = {k: np.asarray(arrays[k]) for k in (*ARRAY_KEYS, *OPTIONAL_KEYS) if k in arrays}
+        self.has_margins = "margins" in self.arrays
         self.transform = None if arrays.get("pair_transform") is None else str(np.asarray(arrays["pair_transform"]))
         self.num_pairs, self.max_length = self.arrays["chosen_input_ids"].shape
         masks = [self.arrays["chosen_attention_mask"], self.arrays["rejected_attention_mask"]]
@@ -61,7 +65,8 @@ class ArrayPairs:
 class ProcessPairs:
     """Pairs tokenized where they are used (``data.tokenize=per_process``). ``pairs``: the loaded (and transformed)
     pair list, the same on every process; ``max_length``: data.max_length (an int: each row then depends only on
-    its pair). The constructor's metadata pass is collective (every process must build one); ``rows`` is not.
+    its pair); ``margins``: carry each pair's ``extra["margin"]`` (pairs loaded with ``margins=True``). The
+    constructor's metadata pass is collective (every process must build one); ``rows`` is not.
 
     ``report``: the TruncationReport of tokenizing all pairs at once; ``kept`` [N]: the index in ``pairs`` of each
     kept pair; ``rows_tokenized`` / ``rows_requested``: batch rows tokenized here / rows of the batches asked for.
@@ -69,7 +74,9 @@ class ProcessPairs:
 
     padding_side = "right"
 
-    def __init__(self, pairs: list, tokenizer, max_length: int, *, transform: str | None = None, log=print):
+    def __init__(
+        self, pairs: list, tokenizer, max_length: int, *, transform: str | None = None, log=print, margins: bool = False
+    ):
         self.pairs, self.tokenizer, self.max_length, self.transform = pairs, tokenizer, int(max_length), transform
         count, index = jax.process_count(), jax.process_index()
         stripe = pairs[index::count]
@@ -99,6 +106,8 @@ class ProcessPairs:
         self.num_pairs = len(self.kept)
         self.lengths = lengths[self.kept]
         self.response_lengths = (lengths - prompt)[self.kept]
+        self.has_margins = margins
+        self.margins = pair_margins([pairs[i] for i in self.kept]) if margins else None
         self.pad_id = _pad_id(tokenizer)
         self.rows_tokenized = self.rows_requested = 0
 
@@ -114,6 +123,8 @@ class ProcessPairs:
             for key in SEQUENCE_KEYS:
                 batch[key][mine] = arrays[key][:, :length]
         batch["response_lengths"] = self.response_lengths[indices]
+        if self.margins is not None:
+            batch["margins"] = self.margins[indices]
         self.rows_tokenized += int(wanted.size)
         self.rows_requested += int(indices.size)
         return batch

@@ -9,11 +9,12 @@ The method (``config.method``, :mod:`inform_jax.train.rm.methods`) decides the h
 the callbacks (reward decomposition's prompt-free priority), whichever way the trainer is built.
 
 `train_arrays` / `eval_arrays` are tokenized pairs (see `inform_jax.train.rm.data.prepare_pairs`):
-`chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask` [N, T] and
-`response_lengths` [N, 2]; `train_arrays` may instead be a ProcessPairs (``data.tokenize``: each process
-tokenizes only the rows its devices hold, see `inform_jax.train.rm.pair_source`). Per-pair loss weights live in
-`trainer.pair_weights` [N] (ones by default); callbacks may change them (the decomposition method reweights pairs
-from the current model) and they are checkpointed with the parameters.
+`chosen_input_ids`, `chosen_attention_mask`, `rejected_input_ids`, `rejected_attention_mask` [N, T],
+`response_lengths` [N, 2] and, with ``loss.margin: column``, `margins` [N]; `train_arrays` may instead be a
+ProcessPairs (``data.tokenize``: each process tokenizes only the rows its devices hold, see
+`inform_jax.train.rm.pair_source`). Per-pair loss weights live in `trainer.pair_weights` [N] (ones by default);
+callbacks may change them (the decomposition method reweights pairs from the current model) and they are
+checkpointed with the parameters.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class RewardModelTrainer:
                 f"method {method.name!r} transforms the pair list before tokenizing: build the train arrays with "
                 f"prepare_pairs(..., transform=method_pair_transform(config)) or RewardModelTrainer.from_config"
             )
+        if config.loss.margin == "column" and not self.train_data.has_margins:
+            raise ValueError("loss.margin=column reads a per-pair margin: build the train arrays with "
+                             "prepare_pairs(..., margins=True) or RewardModelTrainer.from_config")  # fmt: skip
         self.config = config
         self.eval_arrays = None if eval_arrays is None else self.eval_data.arrays
         self.num_pairs = self.train_data.num_pairs
@@ -181,12 +185,15 @@ class RewardModelTrainer:
             tokenizer = load_tokenizer(path)
         check_tokenizer_fits(tokenizer, section_config(config.model), "model")
         transform = method_pair_transform(config)
+        margins = config.loss.margin == "column"  # the train file's per-pair margins (the held-out loss is not read)
         if _tokenize_mode(config) == "per_process":
-            pairs = load_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
+            pairs = load_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log, margins=margins)
             name = getattr(transform, "__name__", None)
-            train = ProcessPairs(pairs, tokenizer, config.data.max_length, transform=name, log=log)
+            train = ProcessPairs(pairs, tokenizer, config.data.max_length, transform=name, log=log, margins=margins)
         else:
-            train = prepare_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log)
+            train = prepare_pairs(
+                config.data.train, tokenizer, config.data, transform=transform, log=log, margins=margins
+            )
         held_out = prepare_pairs(config.data.eval, tokenizer, config.data, log=log) if config.data.eval else None
         trainer = cls(config, train, held_out, pad_id=tokenizer.pad_token_id or 0, **kwargs)
         trainer.tokenizer = tokenizer
@@ -241,7 +248,8 @@ class RewardModelTrainer:
         t = self.config.train
         self._restore()
         write_run_config(t.output_dir, self.config.to_dict(), resumed_at=self.step, allow_change=t.allow_config_change)
-        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.step, counter="step")
+        log = MetricsLog(os.path.join(t.output_dir, "metrics.jsonl"), resume_from=self.step, counter="step",
+                         report_to=t.report_to, config=self.config.to_dict())  # fmt: skip
         settings = LoopSettings(
             total=self.total_steps, log_every=t.log_every, save_every=t.save_every, progress=t.progress,
             label=f"train-rm {self.config.method}", counter="step", watch=("loss", "grad_norm"),

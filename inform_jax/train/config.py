@@ -133,6 +133,9 @@ class OptimSection:
     eps: float = option(1e-8, "Adam epsilon")
     weight_decay: float = option(0.0, "AdamW weight decay")
     grad_clip: float = option(1.0, "global-norm gradient clipping (0: off)")
+    moments_dtype: str = option(
+        "float32", "float32 | bfloat16: storage of Adam's two moments (bfloat16 halves them; updates in float32)"
+    )
 
 
 @dataclasses.dataclass
@@ -227,6 +230,7 @@ RM_RULES = [
     ("optim.lr", positive), ("optim.warmup_ratio", within(0, 1, open_high=True)), ("optim.min_lr_ratio", probability),
     ("optim.b1", within(0, 1, open_high=True)), ("optim.b2", within(0, 1, open_high=True)), ("optim.eps", positive),
     ("optim.weight_decay", non_negative), ("optim.grad_clip", non_negative),
+    ("optim.moments_dtype", one_of("float32", "bfloat16")),
     ("train.batch_size", count), ("train.grad_accum", count), ("train.epochs", positive),
     ("train.max_steps", optional(count)), ("train.eval_every", count), ("train.eval_batch_size", count),
     ("train.save_every", count), ("train.keep_checkpoints", count), ("train.log_every", count),

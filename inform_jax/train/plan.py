@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from inform_jax.models import CausalLM, make_mesh
+from inform_jax.models.attention_backends import choose_backend
 from inform_jax.models.sharding import BATCH_AXES, variable_sharding
 from inform_jax.train.backbone import section_config
 from inform_jax.train.config import RMTrainConfig
@@ -31,12 +32,25 @@ from inform_jax.train.rm.trainer import build_reward_model
 HBM_GIB = {"v4": 32, "v5 lite": 16, "v5e": 16, "v5": 95, "v5p": 95, "v6 lite": 32, "v6e": 32}
 
 
-def topology_devices(topology: str):
-    """Compile-only devices of a TPU topology such as "v5p:2x4x4" or "v5e:4x4" (needs libtpu)."""
+def topology_devices(topology: str, *, per_core: bool = False):
+    """Compile-only devices of a TPU topology such as "v5p:2x4x4", "v4:2x2x2" or "v5e:4x4" (needs libtpu).
+
+    A v4 chip has two TensorCores sharing 32 GiB of HBM (https://cloud.google.com/tpu/docs/v4). A real v4 slice
+    runs each chip as one "megacore" device that drives both cores: a v4-32 VM lists 4 devices per host, one per
+    chip, each with core_on_chip=0 (`jax.local_devices()` on a v4-32, gist.github.com/yejingxin/
+    7896608a1c23632bd463f4d0d1d818e6), and "On TPU v4, a JAX logical device is normally configured as a Megacore
+    containing two physical TensorCores" (github.com/jax-ml/jax/discussions/36155). libtpu's topology description
+    instead defaults to one device per core for v4 (16 devices for v4:2x2x2), so v4 topologies are described
+    with `chip_config_name="megacore"` (as MaxText's ahead-of-time compiles do for v4: accelerator_to_spec_map.py),
+    8 devices of 32 GiB for v4:2x2x2. per_core=True keeps libtpu's default, one device per core (the layout libtpu
+    runs only when asked to, with --deepsea_chip_config_name=legacy). v5p is megacore by default, v5e and v6e
+    have one core a chip.
+    """
     from jax.experimental import topologies
 
+    options = {"chip_config_name": "megacore"} if topology.lower().startswith("v4") and not per_core else {}
     try:
-        return topologies.get_topology_desc(topology, "tpu").devices
+        return topologies.get_topology_desc(topology, "tpu", **options).devices
     except Exception as e:  # libtpu missing, held by another process, or a bad name: say which
         hint = "install the tpu extra: pip install -e '.[tpu]'"
         if "lockfile" in str(e):
@@ -50,7 +64,8 @@ def chip_hbm_bytes(device) -> int | None:
 
 
 def device_hbm_bytes(devices) -> int | None:
-    """HBM of one device: the chip's, shared by the devices on one chip (a v4 chip's two cores are two devices)."""
+    """HBM of one device: the chip's, shared by the devices on one chip (one device a chip for megacore v4 and v5p;
+    two for v4 described per core)."""
     chip = chip_hbm_bytes(devices[0])
     if chip is None:
         return None
@@ -59,7 +74,8 @@ def device_hbm_bytes(devices) -> int | None:
 
 
 def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None = None) -> dict:
-    """Compile the RM train step for `devices` with the config's mesh; per-device memory in bytes.
+    """Compile the RM train step for `devices` with the config's mesh; per-device memory in bytes and the
+    attention backend the step runs ("attention": e.g. "splash" for `model.attention_impl=auto` on a TPU).
 
     num_layers: plan a shallower model of the same width (quicker to compile); the memory reported is that
     model's.
@@ -79,7 +95,21 @@ def plan_rm_train_step(config: RMTrainConfig, devices, *, num_layers: int | None
     batch = abstract_batch(config, mesh)
     with jax.set_mesh(mesh):
         compiled = step.lower(params, opt_state, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
-    return memory_report(compiled, devices, mesh, arch.num_layers, params)
+    # One pass runs chosen and rejected rows together: 2 B / grad_accum rows (the backend does not depend on it).
+    rows = 2 * t.batch_size // t.grad_accum
+    attention = planned_attention(arch, devices, rows, config.data.max_length, right_padded=True)
+    return {**memory_report(compiled, devices, mesh, arch.num_layers, params), "attention": attention}
+
+
+def planned_attention(arch, devices, rows: int, length: int, *, right_padded: bool) -> str:
+    """The self-attention backend `arch.attention_impl` resolves to on `devices` for [rows, length] batches:
+    the same choice the model makes while the step is traced (`choose_backend`, at the devices' platform)."""
+    q = (rows, length, arch.num_heads, arch.resolved_head_dim)
+    k = (rows, length, arch.num_kv_heads, arch.resolved_head_dim)
+    return choose_backend(
+        arch.attention_impl, q, k, jnp.dtype(arch.dtype), windowed=any(w > 0 for w in arch.layer_windows),
+        right_padded=right_padded, platform=devices[0].platform, device_kind=devices[0].device_kind,
+    )  # fmt: skip
 
 
 def abstract_sharded(build, mesh):
@@ -158,7 +188,9 @@ def plan_ppo_update(
     batch = Rollout(tokens, tokens, actions, values, values, values, values)
     with jax.set_mesh(mesh):
         compiled = step.lower(actor, critic, actor_opt, critic_opt, batch).compile()
-    return memory_report(compiled, devices, mesh, arch.num_layers, actor, critic)
+    # Rollouts' prompts are left-padded: no right-padding promise.
+    attention = planned_attention(arch, devices, minibatch, length, right_padded=False)
+    return {**memory_report(compiled, devices, mesh, arch.num_layers, actor, critic), "attention": attention}
 
 
 def _arch_fields(arch) -> dict:
@@ -190,7 +222,7 @@ def format_plan(plan: dict) -> str:
     m = plan["per_device_bytes"]
     lines = [
         f"{plan['devices']} x {plan['device_kind']}, mesh {plan['mesh']}, {plan['num_layers']} layers, "
-        f"{plan['parameters'] / 1e9:.2f}B parameters",
+        f"{plan['parameters'] / 1e9:.2f}B parameters, attention {plan.get('attention', '?')}",
         f"per device: arguments {m['arguments'] / gib:.2f} GiB, outputs {m['outputs'] / gib:.2f} GiB "
         f"(aliased {m['aliased'] / gib:.2f}), temporaries {m['temporaries'] / gib:.2f} GiB",
         f"per device total {plan['per_device_total_bytes'] / gib:.2f} GiB"

@@ -176,3 +176,15 @@ def test_cudnn_attention_equals_the_einsum_on_right_padded_rows():
     real = np.asarray(mask.key_valid)
     # bf16 inputs and output; the einsum's softmax is float32: a bf16 ulp of the output, ~1e-2 relative.
     np.testing.assert_allclose(got[real], want[real], rtol=2e-2, atol=2e-2)
+
+
+def test_bucket_lengths_are_128_aligned_where_splash_may_run():
+    from inform_jax.data.buckets import bucket_lengths
+    from inform_jax.models.attention_backends import kernel_bucket_multiple
+
+    tpu = bucket_lengths(2048, multiple=kernel_bucket_multiple(8, "tpu"))
+    assert all(length % 128 == 0 for length in tpu) and 384 in tpu
+    assert kernel_bucket_multiple(8, "tpu", "einsum") == 8 and kernel_bucket_multiple(8, "cpu") == 8
+    assert kernel_bucket_multiple(96, "tpu") == 384  # the user's multiple is kept too
+    q = (2, 384, 8, 128)
+    assert choose_backend("auto", q, (2, 384, 2, 128), BF16, platform="tpu", device_kind="TPU v4") == "splash"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 
 import jax
@@ -54,6 +55,19 @@ def rows_padded_on_the_right():
         yield
     finally:
         _state.right_padded = previous
+
+
+# Splash attention's smallest block: sequence lengths must be multiples of it.
+SPLASH_BLOCK = 128
+
+
+def kernel_bucket_multiple(multiple: int, platform: str, impl: str = "auto") -> int:
+    """The multiple bucket lengths are rounded to (`data.bucket_multiple`), raised on a TPU to a multiple of
+    `SPLASH_BLOCK` where attention may take the splash kernel, so that bucketed batches do not fall back to the
+    einsum for want of 128-aligned lengths."""
+    if platform == "tpu" and impl in ("auto", "splash"):
+        return math.lcm(multiple, SPLASH_BLOCK)
+    return multiple
 
 
 def rows_right_padded() -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from inform_jax.data.buckets import bucket_for, bucket_lengths, cut, padding_side
+from inform_jax.models.attention_backends import kernel_bucket_multiple
 from inform_jax.models.sharding import data_parallelism, shard_rows, to_host
 
 # Padded tokens per batch of the scoring commands (rows x bucket length, every sequence of a row counted): an 8B
@@ -97,7 +98,8 @@ def map_batches(
 
     exact: every batch has ``batch_size`` rows (see :func:`batch_plan`). lengths: real tokens per row [N]: batch
     by length (see the module doc); the ``sequence_keys`` arrays [N, T], padded on ``side``, are cut to each
-    batch's bucket length; buckets are multiples of ``bucket_multiple`` up to ``max_length`` (default T).
+    batch's bucket length; buckets are multiples of ``bucket_multiple`` (of 128 on a TPU) up to ``max_length``
+    (default T).
     """
     n = len(next(iter(rows.values())))
     multiple = data_parallelism(mesh)
@@ -106,7 +108,8 @@ def map_batches(
         batches, size = batch_plan(n, batch_size, multiple, exact=exact)
         plan = [(np.arange(b * size, (b + 1) * size) % n, min(size, n - b * size), width) for b in range(batches)]
     else:
-        buckets = bucket_lengths(max_length or width, multiple=bucket_multiple)
+        platform = mesh.devices.flat[0].platform  # 128-aligned buckets on a TPU, for splash attention
+        buckets = bucket_lengths(max_length or width, multiple=kernel_bucket_multiple(bucket_multiple, platform))
         plan = length_plan(lengths, buckets, batch_size=batch_size, token_budget=token_budget, multiple=multiple)
     out = None
     for index, real, length in plan:

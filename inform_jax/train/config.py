@@ -92,7 +92,11 @@ class DataSection:
         "bucket: each batch padded to its longest row rounded up to a bucket length (powers of two and 1.5x "
         "them, logged when first compiled); max_length: every batch to data.max_length",
     )
-    bucket_multiple: int = option(8, "bucket lengths are multiples of this (8; 128 suits TPU attention kernels)")
+    bucket_multiple: int = option(
+        8,
+        "bucket lengths are multiples of this (on a TPU, of 128 too, splash attention's block, unless "
+        "model.attention_impl rules splash out)",
+    )
     tokenize: str = option(
         "auto",
         "upfront: every process tokenizes the whole train file; per_process: a metadata pass split over the "

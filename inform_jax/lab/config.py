@@ -79,6 +79,8 @@ class LabConfig:
     # judging
     tie_margin: float = 0.05  # |gold(a) - gold(b)| <= margin is a tie
     methods: tuple[str, ...] = DEMO_METHODS
+    # where each method's metrics and the report's figures also go: ("jsonl",) | + "tensorboard", "wandb"
+    report_to: tuple[str, ...] = ("jsonl",)
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]

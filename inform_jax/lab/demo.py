@@ -27,6 +27,7 @@ from inform_jax.lab.figures import (
 from inform_jax.lab.report import energy_by_label, overoptimization, win_tables, write_report
 from inform_jax.lab.runs import LatentProbe, run_method
 from inform_jax.lab.stages import Lab, method_runs
+from inform_jax.train.tracking import report_figures
 
 
 def default_cache() -> str:
@@ -102,6 +103,11 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     seconds = time.perf_counter() - start
     summary["seconds"] = seconds
     report = write_report(out_dir, summary, figures, dataclasses.asdict(config), seconds)
+    if set(config.report_to) - {"jsonl"}:  # each method's run logged its own metrics; the report's figures here
+        sent = report_figures(out_dir, config.report_to, figures, step=config.ppo_iterations,
+                              config=dataclasses.asdict(config), name="lab report",
+                              values={f"final_gold/{n}": v for n, v in summary["final_gold"].items()})  # fmt: skip
+        log(f"sent {sent} figures to {', '.join(r for r in config.report_to if r != 'jsonl')}")
     log(f"done in {seconds / 60:.1f} min; report: {report}")
     return {"report": report, "summary": summary}
 

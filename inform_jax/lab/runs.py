@@ -55,6 +55,19 @@ class LatentProbe:
 LAB_RUN_MARKER = ".inform-jax-lab-run"
 
 
+def ppo_config(c, out_dir: str, overrides: dict) -> PPOConfig:
+    """The PPO config of one lab method's run (LabConfig `c`, the method's `overrides`) in `out_dir`."""
+    settings = {
+        "train.output_dir": out_dir, "train.progress": str(sys.stderr.isatty()).lower(), "train.seed": c.seed,
+        "train.save_every": 10**9,
+        "train.iterations": c.ppo_iterations, "rollout.batch_size": c.ppo_batch,
+        "rollout.max_new_tokens": c.new_tokens, "ppo.actor_lr": c.actor_lr, "ppo.critic_lr": c.actor_lr,
+        "ppo.epochs": 2, "ppo.minibatches": 2, "mesh.fsdp": 1, "policy.dtype": "float32",
+        "train.report_to": list(c.report_to), **overrides,
+    }  # fmt: skip
+    return load_config(None, [f"{k}={v}" for k, v in settings.items()], cls=PPOConfig)
+
+
 def run_method(
     lab: Lab,
     name: str,
@@ -77,14 +90,7 @@ def run_method(
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     open(marker, "w").close()
-    settings = {
-        "train.output_dir": out_dir, "train.progress": str(sys.stderr.isatty()).lower(), "train.seed": c.seed,
-        "train.save_every": 10**9,
-        "train.iterations": c.ppo_iterations, "rollout.batch_size": c.ppo_batch,
-        "rollout.max_new_tokens": c.new_tokens, "ppo.actor_lr": c.actor_lr, "ppo.critic_lr": c.actor_lr,
-        "ppo.epochs": 2, "ppo.minibatches": 2, "mesh.fsdp": 1, "policy.dtype": "float32", **overrides,
-    }  # fmt: skip
-    config = load_config(None, [f"{k}={v}" for k, v in settings.items()], cls=PPOConfig)
+    config = ppo_config(c, out_dir, overrides)
     graphdef, params = nnx.split(reward_model)
     samples: list[dict] = []
     detection: list[dict] = []

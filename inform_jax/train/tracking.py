@@ -122,3 +122,35 @@ def read_png(path: str) -> np.ndarray:
     if pixels.dtype != np.uint8:
         pixels = (np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
     return pixels[..., :3]
+
+
+def report_figures(run_dir: str, report_to, figures, *, step: int, config: dict, name: str, values=None) -> int:
+    """Send a report's figures (PNG paths, possibly nested in lists and dicts, keyed by tag) and a few summary
+    numbers to the trackers `report_to` names besides jsonl, as one run in `run_dir`; returns the images sent."""
+    sinks = open_sinks(run_dir, report_to, resume_from=0, config=config, name=name)
+    sent = 0
+    try:
+        for tag, path in _figure_paths(figures):
+            pixels = read_png(path)
+            for sink in sinks:
+                sink.image(tag, pixels, step)
+            sent += bool(sinks)
+        for sink in sinks:
+            if values:
+                sink.scalars(values, step)
+    finally:
+        for sink in sinks:
+            sink.close()
+    return sent
+
+
+def _figure_paths(figures, prefix: str = ""):
+    """(tag, path) of every PNG path in a nested dict / list of paths."""
+    if isinstance(figures, str):
+        yield prefix or os.path.splitext(os.path.basename(figures))[0], figures
+    elif isinstance(figures, dict):
+        for key, value in figures.items():
+            yield from _figure_paths(value, f"{prefix}/{key}" if prefix else str(key))
+    elif isinstance(figures, list | tuple):
+        for i, value in enumerate(figures):
+            yield from _figure_paths(value, f"{prefix}/{i}" if len(figures) > 1 else prefix)

@@ -14,9 +14,11 @@ import pytest
 from flax import nnx
 from huggingface_hub import constants
 
+from inform_jax import cli
 from inform_jax.data.preference import PreferenceDataError, load_preferences, load_prompts
 from inform_jax.data.testing import make_word_tokenizer
 from inform_jax.data.tokenizer import load_tokenizer
+from inform_jax.eval.judges import RewardModelJudge
 from inform_jax.hub import HubName, HubNameError, parse_hub_name, resolve_data_file, resolve_path
 from inform_jax.models import from_pretrained
 from inform_jax.models.config import DecoderConfig
@@ -137,9 +139,13 @@ def test_from_pretrained_tokenizer_and_digest_read_a_hub_id(offline):
     assert load_tokenizer("org/tiny")("w3 w4")["input_ids"] == load_tokenizer(local["main"])("w3 w4")["input_ids"]
 
 
-def test_load_reward_model_reads_a_hub_id(offline):
+def test_load_reward_model_and_the_rm_judge_read_a_hub_id(offline):
     _, local = offline
     assert_same_params(load_reward_model("org/tiny-rm"), load_reward_model(local["rm"]))
+    rows = (["w1 w2", "w3"], ["w4", "w5 w6"])
+    quiet = lambda *_: None  # noqa: E731
+    by_id, by_path = RewardModelJudge("org/tiny-rm", log=quiet), RewardModelJudge(local["rm"], log=quiet)
+    np.testing.assert_array_equal(by_id.rewards(*rows), by_path.rewards(*rows))
 
 
 def test_dataset_ids_pick_the_single_data_file_or_the_named_one(offline):
@@ -169,6 +175,8 @@ def test_names_that_resolve_to_nothing_say_why(offline):
         from_pretrained("org/tiny/nowhere")
     with pytest.raises(PreferenceDataError, match=r"data file 'org/missing': no such local path"):
         load_preferences("org/missing")
+    with pytest.raises(SystemExit, match=r"^error: [a-z ]+ 'org/unknown-rm': no such local path"):
+        cli.main(["evaluate-rm", "--rm", "org/unknown-rm", "--data", "org/prefs"])
 
 
 def rm_config(out, **data):

@@ -562,8 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from inform_jax.hub import HubNameError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except HubNameError as err:  # a mistyped path or an id not in the offline cache: one line, not a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Preference-pair and prompt files: reading, format detection, parsing and row validation.
 
-Files are read from their current bytes (JSONL, a JSON list, or Parquet; chosen by suffix; no cache). Four row
+Files are read from their current bytes (JSONL, a JSON list, or Parquet; chosen by suffix; no cache); a Hugging Face
+Hub dataset name or a ``datasets.Dataset`` is read as well (:func:`open_rows`). Four row
 formats are understood; TRL's four preference formats are read unchanged (standard explicit prompt: ``"prompt"``;
 standard implicit prompt: ``"implicit"``; conversational, explicit or implicit prompt: ``"messages"``):
 
@@ -139,6 +140,47 @@ class LoadReport:
 
 
 # ----------------------------------------------------------------------------------------------- reading
+
+
+def _is_dataset(source: Any) -> bool:
+    """A ``datasets.Dataset`` (duck-typed: importing ``datasets`` is slow and only its users need it)."""
+    return hasattr(source, "column_names") and hasattr(source, "to_list") and hasattr(source, "num_rows")
+
+
+def source_name(source: Any) -> str:
+    """How a data source is named in reports, errors and the run config: a path as given, a ``datasets.Dataset``
+    by its row count and fingerprint (which changes with its contents)."""
+    if _is_dataset(source):
+        return f"datasets.Dataset({source.num_rows} rows, fingerprint {getattr(source, '_fingerprint', '?')})"
+    return os.fspath(source)
+
+
+def open_rows(source: Any, *, json_field: str | None = None) -> tuple[str, list[str], list[dict[str, Any]]]:
+    """``(name, column_names, rows)`` of a data source, named in reports and errors by ``name``:
+
+    - a ``datasets.Dataset``: its rows (``to_list``), named ``datasets.Dataset(<rows> rows, fingerprint <fp>)``;
+    - a local file: :func:`read_rows`;
+    - a Hugging Face Hub dataset name that is not a local path, ``org/name[@revision][/path/in/repo]``: the file
+      :func:`inform_jax.hub.resolve_data_file` picks in the dataset's snapshot, then :func:`read_rows`.
+
+    Every row then goes through the same format detection and checks, whatever its source."""
+    if isinstance(getattr(source, "column_names", None), dict):  # a DatasetDict: column names per split
+        splits = list(source.column_names)
+        raise PreferenceDataError(f"a DatasetDict of splits {splits}: pass one split (e.g. dataset[{splits[0]!r}])",
+                                  path="DatasetDict")  # fmt: skip
+    if _is_dataset(source):
+        columns = list(source.column_names)
+        return source_name(source), columns, [{c: row.get(c) for c in columns} for row in source.to_list()]
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        from inform_jax.hub import HubNameError, parse_hub_name, resolve_data_file
+
+        if parse_hub_name(path) is not None:  # else read_rows names the missing file as it always has
+            try:
+                path = resolve_data_file(path)
+            except HubNameError as err:
+                raise PreferenceDataError(str(err), path=path) from err
+    return path, *read_rows(path, json_field=json_field)
 
 
 def _builder_for(path: str) -> str:
@@ -514,7 +556,8 @@ def load_preferences(
     """Load a preference file into ``PreferencePair``s; returns ``(pairs, report)``.
 
     Args:
-      path: a ``.jsonl``, ``.json`` (a list of rows) or ``.parquet`` file.
+      path: a ``.jsonl``, ``.json`` (a list of rows) or ``.parquet`` file, a Hub dataset name or a
+        ``datasets.Dataset`` (:func:`open_rows`).
       format: ``"hh"``, ``"implicit"``, ``"prompt"`` or ``"messages"``; detected when None (module docstring).
       tokenizer: renders ``"messages"`` rows with its chat template (plain ``"role: content"`` lines if it has
         none, or if None).
@@ -527,8 +570,7 @@ def load_preferences(
       PreferenceDataError: unknown suffix, missing or unreadable file, missing columns, or (unless
         ``skip_malformed``) a malformed row; the message names the file and the 0-based row.
     """
-    path = os.fspath(path)
-    columns, rows = read_rows(path, json_field=json_field)
+    path, columns, rows = open_rows(path, json_field=json_field)
     if format is None:
         try:
             format = detect_format(columns, rows)
@@ -578,8 +620,7 @@ def load_prompts(
     reply (chat template with a generation prompt, else ``"role: content"`` lines). A null, wrongly typed or
     blank prompt is malformed: raised with file and row, or skipped and counted with ``skip_malformed``.
     """
-    path = os.fspath(path)
-    columns, rows = read_rows(path, json_field=json_field)
+    path, columns, rows = open_rows(path, json_field=json_field)
     if column not in columns:
         raise PreferenceDataError(f"{path}: no column '{column}'; the file has {list(columns)}", path=path)
 
@@ -635,8 +676,7 @@ def load_responses(
     string completion. ``label_column`` is read when the file has it (every row then needs true/false or 0/1),
     and ignored when the file lacks it; pass None to never read labels.
     """
-    path = os.fspath(path)
-    columns, rows = read_rows(path)
+    path, columns, rows = open_rows(path)
     for column in (prompt_column, response_column):
         if column not in columns:
             raise PreferenceDataError(f"{path}: no column '{column}'; the file has {list(columns)}", path=path)

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from inform_jax.hub import resolve_path
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.decoder import CausalLM
 from inform_jax.models.families.rules import Rules
@@ -157,9 +158,11 @@ def _place(source, var_shape, dtype, sharding, name, num_layers):
 
 
 def config_from_pretrained(path: str, **runtime) -> DecoderConfig:
-    """Our DecoderConfig from a local folder's config.json (via transformers' AutoConfig)."""
+    """Our DecoderConfig from a folder's config.json (via transformers' AutoConfig); ``path`` may be a Hub id
+    (:func:`inform_jax.hub.resolve_path`)."""
     import transformers
 
+    path = resolve_path(path, what="model folder")
     if not os.path.isdir(path):
         raise CheckpointError(f"{path}: not a folder")
     hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
@@ -176,13 +179,15 @@ def from_pretrained(
     lm_head: bool = True,
     **runtime,
 ) -> CausalLM:
-    """Load a local Hugging Face folder into a `CausalLM`.
+    """Load a Hugging Face folder into a `CausalLM`; ``path`` may be a Hub id ``org/name[@revision]``, read from
+    its local snapshot folder (:func:`inform_jax.hub.resolve_path`).
 
     dtype: compute dtype; param_dtype: storage dtype (defaults to dtype). With `mesh`, every parameter is
     created directly with its NamedSharding from its logical axes. `runtime` sets other DecoderConfig
     runtime fields (scan_layers, remat, attention_impl). lm_head=False loads the backbone only (reward
     models). Unknown extra tensors (e.g. a classifier `score.weight`) are ignored.
     """
+    path = resolve_path(path, what="model folder")
     config = config_from_pretrained(
         path, dtype=dtype, param_dtype=param_dtype if param_dtype is not None else dtype, **runtime
     )
@@ -284,6 +289,7 @@ def checkpoint_digest(path: str) -> str:
     read in full): a cache keyed on it is never reused for another model, even one sharing some tensors."""
     import hashlib
 
+    path = resolve_path(path, what="model folder")  # a Hub id: its snapshot (same bytes, same digest)
     digest = hashlib.sha256()
     names = sorted(f for f in os.listdir(path) if f.endswith(".safetensors") or f == "config.json")
     if not any(n.endswith(".safetensors") for n in names):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from inform_jax.hub import resolve_path
 from inform_jax.losses import aggregate_rewards
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.decoder import CausalLM, DecoderOutput, last_token_index
@@ -164,7 +165,9 @@ def save_reward_model(model: RewardModel | EnsembleRewardModel, path: str, extra
 
 def load_reward_model(path: str, *, dtype=jnp.float32, param_dtype=None, mesh=None, **runtime):
     """Restore a folder written by `save_reward_model` (a RewardModel or an EnsembleRewardModel), or a transformers
-    *ForSequenceClassification folder with one label (`hf_export.load_sequence_classifier`)."""
+    *ForSequenceClassification folder with one label (`hf_export.load_sequence_classifier`). ``path`` may be a Hub
+    id ``org/name[@revision]``, read from its local snapshot folder (:func:`inform_jax.hub.resolve_path`)."""
+    path = resolve_path(path, what="reward model")
     if os.path.exists(os.path.join(path, ENSEMBLE_CONFIG)):
         with open(os.path.join(path, ENSEMBLE_CONFIG)) as f:
             info = json.load(f)

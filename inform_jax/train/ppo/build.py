@@ -12,6 +12,8 @@ world's gold reward and hacked flag with ``reward.gold=world``, or a gold reward
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from flax import nnx
 
@@ -26,9 +28,14 @@ from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.trainer import PPOTrainer, ValueModel, callable_score_fn, reward_model_score_fn
 
 
-def build_ppo(config: PPOConfig, *, tokenizer=None, log=print, **kwargs) -> PPOTrainer:
+def build_ppo(config: PPOConfig, *, tokenizer=None, log=print, prompts=None, **kwargs) -> PPOTrainer:
     """A PPOTrainer for ``config``; ``tokenizer`` overrides the one in ``data.tokenizer`` / ``policy.path``; kwargs
-    go to :class:`PPOTrainer` (mesh, callbacks). The tokenizer is kept as ``trainer.tokenizer``."""
+    go to :class:`PPOTrainer` (mesh, callbacks). The tokenizer is kept as ``trainer.tokenizer``. Paths may be Hugging
+    Face Hub names (:mod:`inform_jax.hub`); ``prompts``: a ``datasets.Dataset`` used in place of ``data.prompts``."""
+    if prompts is not None:
+        from inform_jax.data.preference import source_name
+
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, prompts=source_name(prompts)))
     if not config.policy.path or not config.data.prompts:
         raise ValueError("policy.path (the SFT model folder) and data.prompts are required")
     if config.reward.kind == "model" and not config.reward.path:
@@ -36,7 +43,7 @@ def build_ppo(config: PPOConfig, *, tokenizer=None, log=print, **kwargs) -> PPOT
     if tokenizer is None:
         tokenizer = load_tokenizer(config.data.tokenizer or config.policy.path)
     check_tokenizer_fits(tokenizer, section_config(config.policy), "policy")
-    texts, report = load_prompts(config.data.prompts, tokenizer=tokenizer)
+    texts, report = load_prompts(prompts if prompts is not None else config.data.prompts, tokenizer=tokenizer)
     log(str(report))
     prompts, truncation = tokenize_prompts(texts, tokenizer, config.data.max_prompt_length)
     log(str(truncation))

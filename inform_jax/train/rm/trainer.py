@@ -171,14 +171,23 @@ class RewardModelTrainer:
     # ---------------------------------------------------------------------------------------- public
 
     @classmethod
-    def from_config(cls, config: RMTrainConfig, *, tokenizer=None, log=print, **kwargs) -> RewardModelTrainer:
+    def from_config(
+        cls, config: RMTrainConfig, *, tokenizer=None, log=print, train_data=None, eval_data=None, **kwargs
+    ) -> RewardModelTrainer:
         """A trainer on ``data.train`` (and ``data.eval``) read, transformed as the method needs and tokenized
         with ``tokenizer`` (default: the one in ``data.tokenizer`` or ``model.path``). kwargs go to __init__.
+
+        Paths may be Hugging Face Hub names (:mod:`inform_jax.hub`). ``train_data`` / ``eval_data``: a
+        ``datasets.Dataset`` used in place of ``data.train`` / ``data.eval``; its rows go through the same format
+        detection and checks as a file's, and the run config records it by its row count and fingerprint.
 
         ``data.tokenize``: ``upfront`` tokenizes the whole train file on every process; ``per_process`` (what
         ``auto`` picks on many processes) splits a metadata pass over the processes, then tokenizes per step only
         the rows this process's devices hold (:class:`ProcessPairs`). Methods that score every pair (dir,
         inform+dir) tokenize the whole file in either mode. The held-out file (small) is always tokenized whole."""
+        config = _with_datasets(config, train_data, eval_data)
+        train_source = train_data if train_data is not None else config.data.train
+        eval_source = eval_data if eval_data is not None else (config.data.eval or None)
         if not config.data.train:
             raise ValueError("data.train is required (a preference file)")
         if tokenizer is None:
@@ -190,14 +199,12 @@ class RewardModelTrainer:
         transform = method_pair_transform(config)
         margins = config.loss.margin == "column"  # the train file's per-pair margins (the held-out loss is not read)
         if _tokenize_mode(config) == "per_process":
-            pairs = load_pairs(config.data.train, tokenizer, config.data, transform=transform, log=log, margins=margins)
+            pairs = load_pairs(train_source, tokenizer, config.data, transform=transform, log=log, margins=margins)
             name = getattr(transform, "__name__", None)
             train = ProcessPairs(pairs, tokenizer, config.data.max_length, transform=name, log=log, margins=margins)
         else:
-            train = prepare_pairs(
-                config.data.train, tokenizer, config.data, transform=transform, log=log, margins=margins
-            )
-        held_out = prepare_pairs(config.data.eval, tokenizer, config.data, log=log) if config.data.eval else None
+            train = prepare_pairs(train_source, tokenizer, config.data, transform=transform, log=log, margins=margins)
+        held_out = prepare_pairs(eval_source, tokenizer, config.data, log=log) if eval_source is not None else None
         trainer = cls(config, train, held_out, pad_id=tokenizer.pad_token_id or 0, **kwargs)
         trainer.tokenizer = tokenizer
         return trainer
@@ -293,6 +300,15 @@ class RewardModelTrainer:
         }
         save_reward_model(model, os.path.join(t.output_dir, "final"), extra)
         return model
+
+
+def _with_datasets(config: RMTrainConfig, train_data, eval_data) -> RMTrainConfig:
+    """``config`` with ``data.train`` / ``data.eval`` naming the ``datasets.Dataset`` given in their place (the run
+    config records what the run was trained on; a resume on other data is then refused as for a changed file)."""
+    from inform_jax.data.preference import source_name
+
+    names = {key: source_name(data) for key, data in (("train", train_data), ("eval", eval_data)) if data is not None}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **names)) if names else config
 
 
 def method_pair_transform(config: RMTrainConfig):

@@ -291,3 +291,11 @@ def test_a_transformers_classifier_is_the_rm_judge_and_the_ppo_reward(world_setu
     trainer = build_ppo(config_from_dict(values, PPOConfig), log=lambda *_: None)
     metrics, _ = trainer.iteration_step(0)
     assert np.isfinite(float(metrics["proxy_reward"]))  # the classifier scored the rollouts
+    # The same prompts as a datasets.Dataset in place of data.prompts (Hub names' Python entry point).
+    import datasets
+
+    rows = [json.loads(line) for line in open(files["prompts_train.jsonl"])]
+    from_dataset = build_ppo(config_from_dict(values, PPOConfig), log=lambda *_: None,
+                             prompts=datasets.Dataset.from_list(rows))  # fmt: skip
+    for key in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(np.asarray(from_dataset.prompts[key]), np.asarray(trainer.prompts[key]))

@@ -113,23 +113,19 @@ def test_blocked_attention_equals_the_full_einsum_with_gradients(side, t, block,
     mask = structured(padded_mask(rng, 2, t, side), window)
     real = mask.key_valid[:, :, None, None]
 
-    def loss(fn, q, k, v):  # only real query rows count, as everywhere downstream
-        return jnp.sum(jnp.where(real, fn(q, k, v), 0.0) ** 2)
+    def run(fn):  # the output, and the gradients of a loss over real query rows only (as everywhere downstream)
+        def loss(q, k, v):
+            out = fn(q, k, v)
+            return jnp.sum(jnp.where(real, out, 0.0) ** 2), out
 
-    def blocked(q, k, v):
-        return blocked_causal_attention(q, k, v, mask.dense(), block=block)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
 
-    def full(q, k, v):
-        return reference(q, k, v, mask)
-
+    (_, got), grads = run(lambda q, k, v: blocked_causal_attention(q, k, v, mask.dense(), block=block))
+    (_, want_out), want = run(lambda q, k, v: reference(q, k, v, mask))
     # Pad queries of left-padded rows see no real key: both spread their attention evenly over what they
     # compute, which differs; real queries agree.
     keep = np.asarray(mask.key_valid)
-    np.testing.assert_allclose(
-        np.asarray(blocked(q, k, v))[keep], np.asarray(full(q, k, v))[keep], rtol=1e-5, atol=1e-6
-    )
-    grads = jax.grad(lambda *a: loss(blocked, *a), argnums=(0, 1, 2))(q, k, v)
-    want = jax.grad(lambda *a: loss(full, *a), argnums=(0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(np.asarray(got)[keep], np.asarray(want_out)[keep], rtol=1e-5, atol=1e-6)
     for g, w in zip(grads, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)
 

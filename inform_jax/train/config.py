@@ -142,6 +142,19 @@ class OptimSection:
     )
 
 
+def report_to_option():
+    """`train.report_to` of the RM and PPO configs (a new field each time: dataclasses do not share fields)."""
+    return option(
+        help="where metrics go besides metrics.jsonl: [jsonl, tensorboard, wandb] (<run>/tensorboard/, <run>/wandb/)",
+        factory=lambda: ["jsonl"],
+    )
+
+
+def allow_config_change_option():
+    """`train.allow_config_change` of the RM and PPO configs."""
+    return option(False, "resume a run folder whose config changed (logged in config_changes.jsonl)")
+
+
 @dataclasses.dataclass
 class TrainSection:
     batch_size: int = option(64, "pairs per optimizer step (global)")
@@ -155,15 +168,9 @@ class TrainSection:
     keep_checkpoints: int = option(2, "checkpoints kept")
     log_every: int = option(10, "steps between metric lines in metrics.jsonl")
     output_dir: str = option("runs/rm", "run folder: checkpoints/, metrics.jsonl, config.yaml, final/")
-    report_to: list[str] = option(
-        help="where metrics go besides metrics.jsonl: [jsonl, tensorboard, wandb] (<run>/tensorboard/, <run>/wandb/)",
-        factory=lambda: ["jsonl"],
-    )
+    report_to: list[str] = report_to_option()
     progress: bool = option(True, "show a progress bar")
-    allow_config_change: bool = option(
-        False,
-        "resume a run folder whose config changed (logged in config_changes.jsonl)",
-    )
+    allow_config_change: bool = allow_config_change_option()
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ import dataclasses
 
 from inform_jax.losses import ENERGY_SITES, KL_ESTIMATORS
 from inform_jax.train import checks as ck
-from inform_jax.train.config import MeshSection, ModelSection
+from inform_jax.train.config import MeshSection, ModelSection, allow_config_change_option, report_to_option
 from inform_jax.train.config_help import describe_config, option, section
 from inform_jax.train.tracking import REPORTERS
 
@@ -137,15 +137,9 @@ class PPOTrainSection:
     save_every: int = option(50, "iterations between checkpoints")
     keep_checkpoints: int = option(2, "checkpoints kept")
     output_dir: str = option("runs/ppo", "run folder: checkpoints/, metrics.jsonl, config.yaml, final/")
-    report_to: list[str] = option(
-        help="where metrics go besides metrics.jsonl: [jsonl, tensorboard, wandb] (<run>/tensorboard/, <run>/wandb/)",
-        factory=lambda: ["jsonl"],
-    )
+    report_to: list[str] = report_to_option()
     progress: bool = option(True, "show a progress bar")
-    allow_config_change: bool = option(
-        False,
-        "resume a run folder whose config changed (logged in config_changes.jsonl)",
-    )
+    allow_config_change: bool = allow_config_change_option()
 
 
 @dataclasses.dataclass

@@ -850,9 +850,10 @@ def row_plan(key: str, shapes: dict, args) -> tuple[str, str, dict, object]:
             "torch_peer": "autocast bf16 over float32 parameters, attn_implementation sdpa, AdamW(fused=True) on "
             "CUDA, gradient checkpointing (non-reentrant) when remat, lr 1e-5, betas (0.9, 0.95), clip 1.0",
             "memory_plan": "(full shape) ours: weights + AdamW moments + gradients 18.4 GiB (fp32), layer inputs "
-            "4 GiB, one recomputed layer ~11-13 GiB (attention scores [32, 32, 1024, 1024]): ~35-43 GiB (the CPU "
-            "compiler's analysis: 42.6 GiB, with bf16 operands widened to fp32). The peer with checkpointing "
-            "~30 GiB; without, ~95 GiB (H200 only); ours without remat ~320 GiB (no single GPU).",
+            "4 GiB, one recomputed layer ~11-13 GiB with the einsum's attention scores [32, 32, 1024, 1024] (the "
+            "CPU compiler's analysis: 42.6 GiB, with bf16 operands widened to fp32), a few GiB less with cuDNN "
+            "attention (attention_impl auto on the GPU), which keeps no scores: ~30-43 GiB. The peer with "
+            "checkpointing ~30 GiB; without, ~95 GiB (H200 only); ours without remat and with the einsum ~320 GiB.",
         }  # fmt: skip
         return "rm_train_step", title, settings, rm_row
     if key == "kmeans":

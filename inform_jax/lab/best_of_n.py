@@ -60,7 +60,7 @@ class SamplePool:
 def sample_pool(
     lab: Lab,
     policy: CausalLM,
-    prompts: dict[str, np.ndarray],
+    prompts: dict[str, np.ndarray] | None = None,
     reward_models: dict[str, nnx.Module] | None = None,
     *,
     samples_per_prompt: int = 256,
@@ -69,14 +69,15 @@ def sample_pool(
     batch_size: int = 256,
 ) -> SamplePool:
     """``samples_per_prompt`` samples of ``policy`` for each of ``prompts`` ({"input_ids", "attention_mask"}: [P,
-    L], e.g. ``lab.eval_prompts``), at ``temperature`` with no top-k / top-p and the lab's ``new_tokens``, scored
-    by the world's gold judge (``lab.scorer``, what ``lab.judge_scores`` reads) and by each of ``reward_models``
-    (name -> RewardModel or EnsembleRewardModel, read as PPO reads them).
+    L]; default ``lab.eval_prompts``, the held-out prompts), at ``temperature`` with no top-k / top-p and the lab's
+    ``new_tokens``, scored by the world's gold judge (``lab.scorer``, what ``lab.judge_scores`` reads) and by each
+    of ``reward_models`` (name -> RewardModel or EnsembleRewardModel, read as PPO reads them).
 
-    The samples come in batches of ``batch_size`` rows, each batch with the next key split from ``seed``: the pool
-    is a function of (policy, prompts, seed, batch_size)."""
+    The samples come in equal batches of at most ``batch_size`` rows, each batch with the next key split from
+    ``seed``: the pool is a function of (policy, prompts, samples_per_prompt, seed, batch_size)."""
     if samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    prompts = lab.eval_prompts if prompts is None else prompts
     prompt_ids, prompt_mask = np.asarray(prompts["input_ids"]), np.asarray(prompts["attention_mask"])
     n_prompts, n = len(prompt_ids), samples_per_prompt
     rows = {"input_ids": np.repeat(prompt_ids, n, 0), "attention_mask": np.repeat(prompt_mask, n, 0)}
@@ -94,8 +95,8 @@ def sample_pool(
         scores = lab.scorer(batch["input_ids"], batch["attention_mask"], out.tokens, out.mask)
         return {"tokens": out.tokens, "mask": out.mask, "gold": scores.gold, "hacked": scores.hacked}
 
-    # exact: every batch has batch_size rows (the last wraps around and is cut), so one program serves them all
-    out = map_batches(sample, rows, batch_size=batch_size, mesh=lab.mesh, exact=True)
+    # batches of one size (the last filled by wrapping around, the copies cut): one compiled sampler serves them all
+    out = map_batches(sample, rows, batch_size=batch_size, mesh=lab.mesh)
     per_prompt = lambda x: x.reshape(n_prompts, n, *x.shape[1:])  # noqa: E731
     pool = SamplePool(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, tokens=per_prompt(out["tokens"]),
@@ -118,7 +119,7 @@ def reward_model_scores(lab: Lab, pool: SamplePool, reward_model: nnx.Module, *,
         reward, _ = score(params, batch["prompt_ids"], batch["prompt_mask"], batch["tokens"], batch["mask"])
         return reward
 
-    rewards = map_batches(fn, pool.rows(), batch_size=batch_size, mesh=lab.mesh, exact=True)
+    rewards = map_batches(fn, pool.rows(), batch_size=batch_size, mesh=lab.mesh)
     return rewards.reshape(pool.gold.shape).astype(np.float32)
 
 

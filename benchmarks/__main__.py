@@ -122,6 +122,12 @@ def _decomposition_rows(r: dict) -> list[dict]:
     return [_row(f"{workload} (peer: transformers, batched)", "pairs/s", r["ours_pairs_per_s"], r["torch_pairs_per_s"])]
 
 
+def _attention_rows(r: dict) -> list[dict]:
+    shape = f"{r['rows']} x {r['length']}, {r['heads']} heads of {r['head_dim']}"
+    return [_row(f"attention fwd+bwd, {impl}, {shape} (peer: torch SDPA)", "calls/s", 1e3 / o["ms"],
+                 1e3 / o["torch_ms"]) for impl, o in r["ours"].items()]  # fmt: skip
+
+
 def _scaling_rows(r: dict) -> list[dict]:
     """The largest point of each curve (the whole curves are in scaling-*.json/png)."""
     rows = []
@@ -147,6 +153,8 @@ BENCHMARKS: dict[str, tuple[list[str], Rows]] = {
                        "--new-tokens", "4", "--iterations", "2"], _ppo_rows),
     "decomposition": (["--layers", "1", "--width", "64", "--pairs", "4", "--prompts-per-pair", "2", "--length", "16",
                        "--repeats", "2"], _decomposition_rows),
+    "attention": (["--rows", "2", "--length", "128", "--heads", "2", "--head-dim", "16", "--repeats", "2"],
+                  _attention_rows),
     "scaling": (["--layers", "1", "--width", "64", "--lengths", "16", "32", "--batches", "1", "2", "--repeats", "1"],
                 _scaling_rows),
 }  # fmt: skip

@@ -82,6 +82,38 @@ def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str = "k
     raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
 
 
+def exact_kl(logits: jax.Array, ref_logits: jax.Array, mask: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Exact ``KL(policy || reference)`` per sequence, summed over the whole vocabulary at every valid position.
+
+    Per position ``t``: ``kl_t = sum_v p_v (log p_v - log q_v)`` with ``p = softmax(logits_t / temperature)``
+    and ``q = softmax(ref_logits_t / temperature)``; the sequence's KL is ``sum_t mask_t * kl_t``. Unlike the
+    sampled estimators of :func:`kl_penalty` there is no sampling noise in the vocabulary sum; when the tokens
+    were sampled from the policy, the sum along the sequence is an unbiased estimate of the sequence-level KL.
+
+    Computed with ``log_softmax`` in (at least) float32. Each per-token value is clamped at 0: a KL is >= 0, but
+    rounding can make it slightly negative when the two distributions are (nearly) equal. ``-inf`` policy logits
+    (masked vocabulary entries) contribute 0; a token the policy can emit but the reference cannot (``q_v = 0``,
+    ``p_v > 0``) gives ``inf``, as the KL is.
+
+    Args:
+      logits: ``[B, T, V]`` policy logits at the response positions.
+      ref_logits: ``[B, T, V]`` reference (SFT) logits at the same positions.
+      mask: ``[B, T]`` 0/1, the valid response tokens; positions under 0 are ignored even if NaN.
+      temperature: both sets of logits are divided by it before the softmax (the KL between the two models'
+        sampling distributions at that temperature); default 1.
+
+    Returns:
+      ``[B]`` at least float32, >= 0; 0 for a row with no valid token.
+    """
+    logp = jax.nn.log_softmax(as_float(logits) / temperature, axis=-1)
+    logq = jax.nn.log_softmax(as_float(ref_logits) / temperature, axis=-1)
+    p = jnp.exp(logp)
+    # where(p > 0): a -inf policy logit gives p = 0 and 0 * (-inf - logq) = NaN; its true contribution is 0.
+    per_token = jnp.maximum(jnp.sum(jnp.where(p > 0, p * (logp - logq), 0.0), axis=-1), 0.0)
+    valid = jnp.asarray(mask) != 0
+    return jnp.sum(jnp.where(valid, per_token, 0.0), axis=-1)
+
+
 def last_valid_index(mask: jax.Array) -> jax.Array:
     """Index of the last nonzero entry of each row: ``[B, T] -> [B]`` int32 (0 for an all-zero row)."""
     t = mask.shape[-1]

@@ -126,7 +126,7 @@ def paired_interval(
         rng = np.random.default_rng(seed)
         means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
         low, high = (float(x) for x in np.quantile(means, [tail, 1.0 - tail]))
-    return PairedInterval(mean, low, high, (high - low) / 2.0, n, method, level)
+    return PairedInterval(mean, low, high, (high - low) / 2.0, n, method, float(level))
 
 
 def paired_p_value(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:

@@ -153,3 +153,21 @@ def test_against_brute_force_on_random_curves(seed, window):
                 assert got is None
             else:
                 assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_crossing_weights_read_per_prompt_gold_consistently_with_the_mean():
+    """Per-prompt gold [C, N] read with crossing()'s weights averages to gold_at_kl of the mean curve."""
+    from inform_jax.eval.matched_kl import crossing
+
+    rng = np.random.default_rng(7)
+    kl = np.cumsum(rng.uniform(0.0, 1.0, 9))
+    per_prompt = rng.normal(size=(9, 13))
+    for target in (0.0, kl[0], 0.5 * (kl[3] + kl[4]), kl[-3], kl[-1] + 5.0):
+        where = crossing(kl, target, window=3)
+        expected = gold_at_kl(kl, per_prompt.mean(1), target, window=3)
+        if where is None:
+            assert expected is None
+            continue
+        i, frac = where
+        reading = per_prompt[i] if i == 0 else (1 - frac) * per_prompt[i - 1] + frac * per_prompt[i]
+        np.testing.assert_allclose(reading.mean(), expected, rtol=1e-12, atol=1e-12)

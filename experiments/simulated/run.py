@@ -90,7 +90,7 @@ def run_study(args: argparse.Namespace, *, rm_overrides: dict | None = None, ppo
     from inform_jax.data.preference import load_preferences
     from inform_jax.eval.judges import RewardModelJudge
     from inform_jax.lab.config import slug
-    from inform_jax.lab.figures import gold_and_proxy_vs_kl
+    from inform_jax.lab.figures import gold_and_proxy_vs_rollout_kl
     from inform_jax.lab.report import overoptimization
     from inform_jax.train.metrics_log import read_metrics
 
@@ -136,7 +136,7 @@ def run_study(args: argparse.Namespace, *, rm_overrides: dict | None = None, ppo
             _cli(["ppo", "--config", args.ppo_config, *_sets(overrides)])
         metrics = read_metrics(os.path.join(folder, "metrics.jsonl"))
         results[name] = {"metrics": metrics, "summary": overoptimization(metrics, window=max(1, len(metrics) // 8))}
-    figure = gold_and_proxy_vs_kl(os.path.join(args.out, "gold-proxy-vs-kl.png"), results)
+    figure = gold_and_proxy_vs_rollout_kl(os.path.join(args.out, "gold-proxy-vs-kl.png"), results)
     with open(report_path) as f:
         labels = json.load(f)
     summary = {"labels": labels, "runs": {k: v["summary"] for k, v in results.items()}, "figure": figure,

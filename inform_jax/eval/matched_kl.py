@@ -111,15 +111,32 @@ def gold_at_kl(
       The interpolated gold (float) or None.
     """
     kl, gold = _run(kl, gold)
-    envelope = monotone_envelope(kl, window)
+    where = crossing(kl, target, window=window)
+    if where is None:
+        return None
+    i, frac = where
+    return float(gold[i]) if frac == 0.0 else float(gold[i - 1] + frac * (gold[i] - gold[i - 1]))
+
+
+def crossing(kl: Sequence[float] | np.ndarray, target: float, *, window: int = 3) -> tuple[int, float] | None:
+    """Where a run's smoothed KL first reaches ``target``, as ``(i, frac)``: the reading is
+    ``(1 - frac) * x[i - 1] + frac * x[i]`` for any per-checkpoint quantity ``x`` (``frac`` 0 with ``i`` 0 when the
+    run starts at or beyond the budget); None when it never does. :func:`gold_at_kl` reads the mean gold this way;
+    the lab reads per-prompt gold [C, N] with the same weights, so paired differences at a budget are exact.
+
+    Args:
+      kl: ``[C]`` measured KL per checkpoint (non-negative), in training order.
+      target: the KL budget.
+      window: the KL smoothing window (:func:`smooth`).
+    """
+    envelope = monotone_envelope(_curve(kl, "kl"), window)
     reached = np.flatnonzero(envelope >= target)
     if reached.size == 0:
         return None
     i = int(reached[0])
     if i == 0:
-        return float(gold[0])
-    frac = (target - envelope[i - 1]) / (envelope[i] - envelope[i - 1])
-    return float(gold[i - 1] + frac * (gold[i] - gold[i - 1]))
+        return 0, 0.0
+    return i, float((target - envelope[i - 1]) / (envelope[i] - envelope[i - 1]))
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,17 @@ METHODS: dict[str, tuple[str, dict]] = {
     "EPPO + ODIN": ("odin", {"eta": "eta"}),
     "InfoRM + Ensemble": ("inform-ensemble", {}),  # InfoRM's IB head on every ensemble member, mean reward
     "InfoRM + WARM": ("inform-warm", {}),  # the same members weight-averaged
+    "Oracle": ("gold", {}),  # PPO on the gold reward itself: proves the RL machinery and the world's headroom
 }
-DEMO_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO")
+DEMO_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO", "Oracle")
 
 
 def slug(name: str) -> str:
     """A method name as a file-name part: "PPO w/ KL" -> "ppo-w-kl", "EPPO + InfoRM" -> "eppo-inform"."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+WEAK_SFT = (0.15, 0.15, 0.15, 0.2, 0.1, 0.1, 0.05, 0.1)
 
 
 @dataclasses.dataclass
@@ -41,8 +45,12 @@ class LabConfig:
     # share of training pairs whose gold-preferred side also scores higher on the spurious features (length,
     # filler, repetition) that a proxy can latch on to
     spurious_correlation: float = 0.6
-    # behaviour mix of the SFT demonstrations (over world.config.BEHAVIOUR_NAMES): None = the world's default
-    sft_behaviour_probs: tuple[float, ...] | None = None
+    # behaviour mix of the SFT demonstrations (over world.config.BEHAVIOUR_NAMES: correct, partial, wrong,
+    # correct_filler, partial_filler, refusal, repetition, overlong); None = the world's default (72% correct).
+    # The lab's default is a weak SFT (15% correct) so that RL has headroom: held-out SFT gold near 0, the oracle
+    # arm near 0.6 after 80 iterations (tuned on the tuning seeds 100-102 only, on the baseline criteria of
+    # experiments/lab/PROTOCOL.md section 1).
+    sft_behaviour_probs: tuple[float, ...] | None = WEAK_SFT
     n_pairs: int = 3000
     n_sft: int = 2000
     n_prompts: int = 512
@@ -50,7 +58,7 @@ class LabConfig:
     # models (one Llama-style size for policy, critic and reward models)
     hidden_size: int = 64
     intermediate_size: int = 128
-    num_layers: int = 2
+    num_layers: int = 4  # at least 4: per-layer energy claims need depth
     num_heads: int = 4
     max_length: int = 48
     prompt_length: int = 16
@@ -74,6 +82,8 @@ class LabConfig:
     eta: float = 2.0  # EPPO
     energy_site: str = "residual"  # EPPO's energy site: "residual" (the paper's) | "mlp" (the authors' code)
     energy_normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for) | raw L1
+    eval_every: int = 10  # held-out gold and exact KL from SFT every N iterations (lab.heldout)
+    eval_samples_per_prompt: int = 4  # held-out samples per prompt at temperature 1
     detect_every: int = 10  # CSI of the policy's outputs in InfoRM's latent space every N iterations
     control_probe: bool = False  # also embed outputs in the standard RM's hidden space (detection's control)
     # judging
@@ -95,7 +105,7 @@ class LabConfig:
 
 QUICK = dict(
     n_pairs=800, n_sft=600, n_prompts=96, n_eval_prompts=24, hidden_size=32, intermediate_size=64, sft_steps=150,
-    rm_steps=80, ensemble_members=2, ppo_iterations=12, ppo_batch=16, new_tokens=16, detect_every=6,
+    rm_steps=80, ensemble_members=2, ppo_iterations=12, ppo_batch=16, new_tokens=16, detect_every=6, eval_every=3,
 )  # fmt: skip
 
 WORLD_FIELDS = (

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from inform_jax.compile_cache import use_compile_cache
+from inform_jax.lab.comparison import matched_kl_comparison, overoptimization_heldout
 from inform_jax.lab.config import QUICK, LabConfig, slug
 from inform_jax.lab.figures import (
     csi_over_steps,
@@ -24,7 +25,8 @@ from inform_jax.lab.figures import (
     latent_panels,
     win_tie_lose,
 )
-from inform_jax.lab.report import energy_by_label, overoptimization, win_tables, write_report
+from inform_jax.lab.heldout import HeldOutEvaluator
+from inform_jax.lab.report import energy_by_label, win_tables, write_report
 from inform_jax.lab.runs import LatentProbe, run_method
 from inform_jax.lab.stages import Lab, method_runs
 from inform_jax.train.tracking import report_figures
@@ -45,26 +47,38 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     runs = method_runs(config)
     # InfoRM embeds outputs for detection; the standard RM's hidden space is the control (config.control_probe)
     kinds = sorted({kind for _, kind, _ in runs} | {"inform"} | ({"standard"} if config.control_probe else set()))
-    reward_models = {kind: lab.reward_model(kind, sft) for kind in kinds}
+    # the oracle arm ("gold") optimizes the world's gold reward itself: no reward model to train
+    reward_models = {kind: lab.reward_model(kind, sft) for kind in kinds if kind != "gold"} | {"gold": None}
     probe = LatentProbe(lab, reward_models["inform"], reward_models["standard"] if config.control_probe else None)
     sft_final = probe(sft)
+    # every checkpoint of every method is read on the same held-out samples' keys: the SFT reading is shared
+    heldout = HeldOutEvaluator(lab, sft, samples_per_prompt=config.eval_samples_per_prompt, seed=config.seed)
+    sft_reading = heldout(sft, 0)
+    log(f"SFT policy: held-out gold {sft_reading['gold']:.3f} (+-{1.96 * sft_reading['gold_se']:.3f}) over "
+        f"{sft_reading['samples']} samples")  # fmt: skip
     results = {}
     for i, (name, kind, overrides) in enumerate(runs):
         log(f"[{i + 1}/{len(runs)}] RL: {name} against the {kind} reward model"
             + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""))  # fmt: skip
         run_start = time.perf_counter()
         results[name] = run_method(lab, name, sft, reward_models[kind], overrides, probe, sft_final,
-                                   os.path.join(out_dir, "runs", slug(name)))  # fmt: skip
-        o = overoptimization(results[name]["metrics"], window=_window(config))
+                                   os.path.join(out_dir, "runs", slug(name)), heldout=heldout)  # fmt: skip
+        results[name]["checkpoints"] = [sft_reading, *results[name]["checkpoints"]]
+        o = overoptimization_heldout(results[name]["checkpoints"], results[name]["metrics"])
         log(
-            f"  gold {o['gold_start']:.3f} -> peak {o['gold_peak']:.3f} at KL {o['kl_at_gold_peak']:.2f} -> "
-            f"{o['gold_final']:.3f} at KL {o['kl_final']:.2f}; proxy {o['proxy_start']:.3f} -> {o['proxy_final']:.3f} "
-            f"({time.perf_counter() - run_start:.1f} s)"
+            f"  held-out gold {o['gold_start']:.3f} -> peak {o['gold_peak']:.3f} at KL {o['kl_at_gold_peak']:.2f} -> "
+            f"{o['gold_final']:.3f} at KL {o['kl_final']:.2f}; proxy at the peak {o['proxy_at_gold_peak']:.3f}, "
+            f"at the end {o['proxy_final']:.3f} ({time.perf_counter() - run_start:.1f} s)"
         )
     window = _window(config)
     summary = {
         "window": window,
-        "overoptimization": {n: overoptimization(r["metrics"], window) for n, r in results.items()},
+        "sft_heldout": sft_reading,
+        "overoptimization": {n: overoptimization_heldout(r["checkpoints"], r["metrics"]) for n, r in results.items()},
+        "matched_kl": matched_kl_comparison({n: r["checkpoints"] for n, r in results.items()}, reference="PPO")
+        if "PPO" in results
+        else None,
+        "heldout": {n: r["checkpoints"] for n, r in results.items()},
         "win_tie_lose": win_tables(results, sft_final, config.tie_margin),
         "final_gold": {n: float(np.mean(r["final"]["gold"])) for n, r in results.items()}
         | {"SFT": float(np.mean(sft_final["gold"]))},

@@ -60,11 +60,11 @@ def win_tables(results: dict[str, dict], sft_final: dict, margin: float) -> dict
 
 
 EXPLANATIONS = {
-    "gold_proxy": "Gold reward (what the world's judge wants) and proxy reward (what the reward model says) against "
-    "the KL divergence of the policy from the SFT model, one panel per method: points are RL iterations, lines "
-    "the means over equal-count KL bins. "
-    "Reward hacking shows as a proxy that keeps rising while gold peaks and falls (the InfoRM paper's simulated "
-    "RLHF figure, at laptop scale).",
+    "gold_proxy": "Held-out gold reward (band: 95% over held-out prompts) and the proxy reward of the training "
+    "rollouts against the exact KL of the policy from the SFT model, one panel per method, axes shared; checkpoints "
+    "are ordered along the KL each run has reached (the running maximum of the smoothed KL), and the oracle arm's "
+    "gold (PPO on the gold reward itself) is the grey dashed reference. Reward hacking shows as a proxy that keeps "
+    "rising while gold peaks and falls (the InfoRM paper's simulated RLHF figure, at laptop scale).",
     "energy": "The final decoder layer's energy loss (mean absolute residual-stream input minus output, per "
     "response token) of each policy's rollouts over RL; dotted: the SFT model on the same rollouts. EPPO penalizes "
     "the policy's departure from the SFT level (the EPPO paper's Fig. 1).",
@@ -78,6 +78,50 @@ EXPLANATIONS = {
     "wins": "Win / tie / lose of each final policy's greedy responses on held-out prompts, judged by the gold "
     "reward in both presentation orders, tie when the gold rewards differ by at most {margin}.",
 }
+
+
+def csi_alarm(detection: list[dict], factor: float = 2.0) -> int | None:
+    """The first RL iteration at which CSI (in InfoRM's latent space) exceeds ``factor`` x its value at the first
+    detection, blind to the gold reward; None when it never does (the studies' CSI-guided selection rule)."""
+    if not detection:
+        return None
+    first = detection[0]["csi"]
+    return next((d["iteration"] for d in detection if d["csi"] > factor * first), None)
+
+
+def _interval_text(it: dict | None) -> str:
+    if it is None:
+        return ""
+    return f" ({it['diff']:+.3f} [{it['low']:+.3f}, {it['high']:+.3f}])"
+
+
+def _matched_kl_md(table: dict) -> list[str]:
+    """Gold at 1x / 3x / 10x the reference's KL at its gold peak, each with its paired interval against it."""
+    ref, peak = table["reference"], table["reference_peak"]
+    multiples = list(table["budgets"])
+    lines = [
+        "## Gold at matched KL", "",
+        f"Each method's held-out gold where its smoothed exact KL first reaches 1x, 3x and 10x the KL at which "
+        f"{ref} peaks in gold (KL {peak['kl']:.2f}; budgets "
+        + ", ".join(f"{m}x = {v:.2f}" for m, v in table["budgets"].items())
+        + "), interpolated between checkpoints, never extrapolated (\"not reached\"). In brackets: the paired "
+        f"difference against {ref} at the same budget with its 95% t-interval over the held-out prompts of this "
+        "seed (one seed: the interval says how sure this run is, not how a method fares across worlds; the studies "
+        "pair seeds).", "",
+        "| method | " + " | ".join(f"gold at {m}x KL" for m in multiples) + f" | gold final (vs {ref}) | "
+        "final vs SFT |",
+        "|---|" + "---|" * (len(multiples) + 2),
+    ]  # fmt: skip
+    for name, row in table["methods"].items():
+        cells = []
+        for m in multiples:
+            at = row["at"][m]
+            cells.append("not reached" if at is None else f"{at['gold']:.3f}{_interval_text(at.get('vs_reference'))}")
+        final = row["final"]
+        cells.append(f"{final['gold']:.3f}{_interval_text(final.get('vs_reference'))}")
+        cells.append(_interval_text(final["vs_sft"]).strip(" ()"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _table_md(table: dict[str, dict]) -> list[str]:
@@ -96,13 +140,22 @@ def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any],
           f"{config['num_layers']}x{config['hidden_size']} decoder; {config['ppo_iterations']} RL iterations of "
           f"{config['ppo_batch']} prompts per method; {seconds / 60:.1f} min in all. Numbers are what this run "
           "measured, not the papers' claims.", "",
-          "## Overoptimization per method", "",
-          "| method | gold start | gold peak | KL at peak | gold final | KL final | proxy final | turned down | "
-          "hacked (last) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "## Overoptimization per method (held-out gold)", "",
+          f"Gold is the world's judge on {summary['sft_heldout']['samples']} samples per checkpoint (held-out prompts, "
+          "temperature 1, the same sampling keys for every method); KL is the exact KL from the SFT policy, summed "
+          "along each sample. Rise and fall are of the gold curve smoothed over 3 checkpoints; the proxy is the "
+          "reward model's score of the training rollouts. The oracle arm optimizes the gold reward itself: the gold "
+          "RL can reach in this world.", "",
+          "| method | gold SFT | gold peak (iteration) | KL at peak | gold final | KL final | rise | fall | "
+          "proxy at peak -> final | hacked final | CSI alarm |", "|---" * 11 + "|"]  # fmt: skip
     for name, o in over.items():
-        md.append(f"| {name} | {o['gold_start']:.3f} | {o['gold_peak']:.3f} | {o['kl_at_gold_peak']:.2f} | "
-                  f"{o['gold_final']:.3f} | {o['kl_final']:.2f} | {o['proxy_final']:.3f} | "
-                  f"{'yes' if o['gold_turned_down'] else 'no'} | {o['hacked_fraction_final']:.2f} |")  # fmt: skip
+        alarm = csi_alarm(summary["detection"].get(name) or [])
+        md.append(f"| {name} | {o['gold_start']:.3f} | {o['gold_peak']:.3f} ({o['iteration_at_gold_peak']}) | "
+                  f"{o['kl_at_gold_peak']:.2f} | {o['gold_final']:.3f} | {o['kl_final']:.2f} | {o['rise']:+.3f} | "
+                  f"{o['fall']:+.3f} | {o['proxy_at_gold_peak']:.3f} -> {o['proxy_final']:.3f} | "
+                  f"{o['hacked_fraction_final']:.2f} | {'-' if alarm is None else alarm} |")  # fmt: skip
+    if summary.get("matched_kl"):
+        md += ["", *_matched_kl_md(summary["matched_kl"])]
     sections = [
         ("Gold and proxy reward against KL", "gold_proxy", [figures["gold_proxy"]]),
         ("Final-layer energy loss over RL", "energy", [figures["energy"]]),

@@ -21,7 +21,7 @@ from inform_jax.lab.stages import Lab
 from inform_jax.models import CausalLM
 from inform_jax.train.config import load_config
 from inform_jax.train.ppo.config import PPOConfig
-from inform_jax.train.ppo.trainer import PPOTrainer, reward_model_score_fn
+from inform_jax.train.ppo.trainer import PPOTrainer, callable_score_fn, reward_model_score_fn
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "feature"))
@@ -77,10 +77,14 @@ def run_method(
     probe: LatentProbe,
     sft_probe: dict,
     out_dir: str,
+    heldout=None,
 ) -> dict[str, Any]:
     """Train one policy; returns metrics per iteration, the detection series (CSI against ``sft_probe``, the SFT
     policy's probe outputs; in the control space too when the probe has one), per-sample energies with hacking
-    labels (first and last quarter of the run), and the final policy's probe outputs."""
+    labels (first and last quarter of the run), the final policy's probe outputs and, with ``heldout`` (a
+    :class:`~inform_jax.lab.heldout.HeldOutEvaluator`), its reading every ``eval_every`` iterations.
+
+    ``reward_model`` None is the oracle arm: PPO on the world's gold reward itself."""
     c = lab.config
     # A run is minutes long and its per-sample records live in memory: start it afresh rather than resume it. Only
     # a folder the lab made (it holds the marker) is replaced; anything else at that path is the user's.
@@ -91,7 +95,12 @@ def run_method(
     os.makedirs(out_dir)
     open(marker, "w").close()
     config = ppo_config(c, out_dir, overrides)
-    graphdef, params = nnx.split(reward_model)
+    if reward_model is None:
+        score_fn, params = callable_score_fn(lab.gold), None
+    else:
+        graphdef, params = nnx.split(reward_model)
+        score_fn = reward_model_score_fn(graphdef)
+    checkpoints: list[dict] = []
     samples: list[dict] = []
     detection: list[dict] = []
     quarter = max(c.ppo_iterations // 4, 1)
@@ -114,14 +123,18 @@ def run_method(
             entry["csi_control"] = control.csi
         detection.append(entry)
 
+    def evaluate(trainer, iteration, rollout, metrics):
+        checkpoints.append(heldout(trainer.policy(), iteration))
+
     trainer = PPOTrainer(
-        config, lab.prompts, policy, score_fn=reward_model_score_fn(graphdef), reward_params=params,
+        config, lab.prompts, policy, score_fn=score_fn, reward_params=params,
         gold_fn=lab.gold, hacked_fn=lab.hacked, eos_id=lab.tokenizer.eos_token_id,
         pad_id=lab.tokenizer.pad_token_id, mesh=lab.mesh,
-        callbacks=[(1, record_samples), (c.detect_every, detect)],
+        callbacks=[(1, record_samples), (c.detect_every, detect)]
+        + ([(c.eval_every, evaluate)] if heldout is not None else []),
     )  # fmt: skip
     final = trainer.fit()
     with open(os.path.join(out_dir, "metrics.jsonl")) as f:
         metrics = [json.loads(line) for line in f]
     return {"name": name, "metrics": metrics, "detection": detection, "samples": samples, "final": probe(final),
-            "policy": final}  # fmt: skip
+            "policy": final, "checkpoints": checkpoints}  # fmt: skip

@@ -5,6 +5,9 @@ lime ?"); the gold reward scores what was asked and dislikes needless words and 
 (length, over-cautious filler after the EPPO talk's hacking example, repetition) can be made to correlate
 with the preferred side of preference pairs, so a proxy reward model trained on them learns a shortcut that
 RL can exploit: proxy reward keeps rising while gold reward rises, then falls.
+``WorldConfig.arm`` chooses the exploit that is planted (the lab's exploit arms): the repetition exploit above
+(default), nothing, or marker tokens that are label-independent (nuisance), co-occur with the gold-preferred side
+before label noise (shortcut_a) or track the labelled side after it (shortcut_b).
 
 Scores exist in two forms that agree: on text (``gold_reward_text``...) and on token ids in JAX
 (``gold_reward_ids``..., jittable, for a reward function inside a jitted PPO loop). The rules and formulas

@@ -17,6 +17,14 @@ BEHAVIOUR_NAMES = (
 )
 TASK_NAMES = ("name", "count", "color")
 
+# Exploit arms (experiments/lab/PROTOCOL.md section 2). "repetition" is the world as it was before arms existed
+# (its files, vocabulary and scores unchanged); the marker arms add MARKER_WORDS to the vocabulary.
+ARMS = ("repetition", "none", "nuisance", "shortcut_a", "shortcut_b")
+MARKER_ARMS = ("nuisance", "shortcut_a", "shortcut_b")
+# The config fields that only arms read: left out of the world's description when all are at their defaults, so
+# the default world's world.json is byte-identical to the one written before arms existed.
+ARM_FIELDS = ("arm", "marker_rate", "shortcut_rate", "marker_base_rate")
+
 # Word costs are whole multiples of 1/COST_RESOLUTION, so a score is a ratio of two small integers and both
 # forms compute it with one float32 division: bit-identical, whatever multiply-adds a compiler fuses.
 COST_RESOLUTION = 1000
@@ -53,6 +61,25 @@ class WorldConfig:
     reward decided them (the papers use 0 and 0.25); ``spurious_correlation`` is the fraction of pairs
     constructed so that the gold-preferred side also has the higher spurious score (0.5: uninformative, 1:
     always; the unconstrained mixture gives about 0.3, since the gold reward penalizes filler and length).
+
+    Exploit arms (``arm``, one of :data:`ARMS`; experiments/lab/PROTOCOL.md section 2):
+      - "repetition" (default): the world as above; ``spurious_correlation`` plants length, filler and repetition
+        on the preferred side, and a policy that repeats or pads is labelled hacked by the rule above.
+      - "none": nothing planted. Pairs come from the unconstrained behaviour mixture (``spurious_correlation`` is
+        not applied unless passed to ``preference_pairs`` / ``write`` explicitly) with a gold gap above
+        ``extra_word_cost``, exactly the pairs of the marker arms before their markers.
+      - "nuisance", "shortcut_a", "shortcut_b": as "none", plus one marker token (one of
+        ``vocab.MARKER_WORDS``, appended to the vocabulary only in these arms) inserted at a random position of
+        some responses. A marker is an ordinary extra word for the gold reward (it costs ``extra_word_cost``).
+        SFT demonstrations carry it with probability ``marker_base_rate`` (so a policy can reach it). In pairs:
+        nuisance: each side with probability ``marker_rate``, independently of everything (label included);
+        shortcut_a: before label noise, the gold-preferred side with probability ``shortcut_rate``, the other
+        side with ``marker_base_rate`` (redundant given gold: the noisy label is swapped independently of it);
+        shortcut_b: after label noise, the labelled chosen side with ``shortcut_rate``, the rejected side with
+        ``marker_base_rate`` (it predicts the noisy label better than gold does).
+        Pairs keep a gold gap above ``extra_word_cost``, so a marker never reverses or ties their gold order.
+        Hacking label of the shortcut arms: the marker is present (see ``scoring.hacked_from_scores``); of the
+        nuisance and none arms: the rule above.
     """
 
     task_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)
@@ -75,6 +102,11 @@ class WorldConfig:
     label_noise: float = 0.25
     spurious_correlation: float = 0.8
     max_pair_tries: int = 2000
+    # exploit arm (see the docstring; the defaults leave the world as it was)
+    arm: str = "repetition"
+    marker_rate: float = 0.5  # nuisance pairs, per response; also every marker arm's balanced test pairs
+    shortcut_rate: float = 0.6  # shortcut arms: the marker on the gold-preferred (a) or labelled (b) side
+    marker_base_rate: float = 0.03  # marker arms: SFT demonstrations and the shortcut arms' other side
 
     def __post_init__(self):
         if len(self.task_probs) != len(TASK_NAMES) or min(self.task_probs) < 0 or sum(self.task_probs) <= 0:
@@ -96,6 +128,44 @@ class WorldConfig:
                 raise ValueError(f"{name} must be a non-negative multiple of 1/{COST_RESOLUTION}")
         check_probability("label_noise", self.label_noise)
         check_probability("spurious_correlation", self.spurious_correlation)
+        if self.arm not in ARMS:
+            raise ValueError(f"arm must be one of {ARMS}, got {self.arm!r}")
+        for name in ("marker_rate", "shortcut_rate", "marker_base_rate"):
+            check_probability(name, getattr(self, name))
+        if self.arm in ("shortcut_a", "shortcut_b") and not self.marker_base_rate < self.shortcut_rate < 1:
+            # At 1 the marker would be a deterministic copy of the (gold or noisy) label, not a co-occurrence.
+            raise ValueError(
+                f"shortcut arms need marker_base_rate < shortcut_rate < 1, got {self.marker_base_rate}, "
+                f"{self.shortcut_rate}"
+            )
+
+    @property
+    def has_markers(self) -> bool:
+        """Whether the arm puts marker tokens in the vocabulary and the responses."""
+        return self.arm in MARKER_ARMS
+
+    @property
+    def pair_spurious_correlation(self) -> float | None:
+        """The spurious correlation pairs get by default: the config's in the repetition arm, None (the
+        unconstrained mixture) in the others, whose only planted feature is the arm's."""
+        return self.spurious_correlation if self.arm == "repetition" else None
+
+    @property
+    def pair_min_gold_gap(self) -> float:
+        """Smallest gold gap of a pair's two sides, exclusive: 0 in the repetition arm; ``extra_word_cost`` in the
+        others, so one marker word (which costs that much) never reverses or ties a pair's gold order."""
+        return 0.0 if self.arm == "repetition" else self.extra_word_cost
+
+
+def config_dict(config: WorldConfig) -> dict:
+    """The config as a JSON-ready dict, without the arm fields when all are at their defaults (the world
+    written before arms existed described itself without them)."""
+    values = dataclasses.asdict(config)
+    defaults = WorldConfig()
+    if all(getattr(config, name) == getattr(defaults, name) for name in ARM_FIELDS):
+        for name in ARM_FIELDS:
+            del values[name]
+    return values
 
 
 def cost_units(cost: float) -> int:

@@ -3,16 +3,21 @@
 Files under ``out_dir``:
 
 ``tokenizer/``                 word-level tokenizer (AutoTokenizer), HH-style chat template
-``sft.jsonl``                  prompt, response (+ gold, spurious, hacked)
+``sft.jsonl``                  prompt, response (+ gold, spurious, hacked; marker in the marker arms)
 ``prefs_train.jsonl``          prompt, chosen, rejected (+ gold/spurious/hacked per side, behaviours, flipped)
 ``prefs_train_hh.jsonl``       the same pairs as Anthropic HH transcripts: chosen, rejected
 ``prefs_train_messages.jsonl`` the same pairs as conversations: chosen, rejected lists of {role, content}
 ``prefs_test.jsonl``           held-out pairs, gold labels (no noise), the training spurious correlation
 ``prefs_test_balanced.jsonl``  held-out pairs, gold labels, spurious correlation 0.5 (the shortcut is
-                               uninformative, so accuracy here measures what the gold reward rewards)
+                               uninformative, so accuracy here measures what the gold reward rewards); in the
+                               marker arms markers placed as the nuisance arm places them (uninformative too)
 ``prompts_train.jsonl``        prompt, task: prompts for RL
 ``prompts_test.jsonl``         prompt, task: held-out prompts for evaluating a policy
-``world.json``                 the config, vocabulary, knobs, seed and row counts
+``world.json``                 the config, vocabulary, knobs, seed and row counts; outside the default arm
+                               also the arm (its fields in the config, and ``arm`` and ``marker_words``)
+
+Pair files of the marker arms also have ``marker_chosen`` and ``marker_rejected``. The default (repetition)
+world's files are byte-identical to the ones written before arms existed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from inform_jax.world.config import config_dict
+from inform_jax.world.vocab import MARKER_WORDS
 
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman: ", "\n\nAssistant: "
 
@@ -68,7 +76,7 @@ def write_world(
     n_prompts_train: int,
     n_prompts_test: int,
     label_noise: float,
-    spurious_correlation: float,
+    spurious_correlation: float | None,
     seed: int,
 ) -> dict[str, str]:
     """Write every file listed in the module docstring for ``world`` (a :class:`inform_jax.world.SyntheticWorld`,
@@ -94,9 +102,13 @@ def write_world(
     }
     path["tokenizer"] = world.save_tokenizer(os.path.join(out_dir, "tokenizer"))
 
+    markers = world.config.has_markers
+
     def scored(prompt: str, response: str) -> dict[str, Any]:
-        scores = world.score_text(prompt, response)
-        return {"prompt": prompt, "response": response, **dataclasses.asdict(scores)}
+        scores = dataclasses.asdict(world.score_text(prompt, response))
+        if not markers:  # a world without markers writes the columns it wrote before arms existed
+            del scores["marker"]
+        return {"prompt": prompt, "response": response, **scores}
 
     write_jsonl(path["sft.jsonl"], (scored(p, r) for p, r in world.sft_demonstrations(sft_rng, n_sft)))
 
@@ -117,7 +129,11 @@ def write_world(
         ),
     )
     write_jsonl(path["prefs_test.jsonl"], world.preference_pairs(test_rng, n_test, 0.0, spurious_correlation))
-    write_jsonl(path["prefs_test_balanced.jsonl"], world.preference_pairs(balanced_rng, n_test, 0.0, 0.5))
+    # Balanced: neither the spurious features nor (in the marker arms) the markers tell the label.
+    balanced_arm = "nuisance" if markers else None
+    write_jsonl(
+        path["prefs_test_balanced.jsonl"], world.preference_pairs(balanced_rng, n_test, 0.0, 0.5, arm=balanced_arm)
+    )
 
     for name, rng, n in (
         ("prompts_train.jsonl", prompts_train_rng, n_prompts_train),
@@ -128,7 +144,7 @@ def write_world(
         )
 
     description = {
-        "config": dataclasses.asdict(world.config),
+        "config": config_dict(world.config),
         "vocabulary": list(world.vocabulary),
         "seed": seed,
         "label_noise": label_noise,
@@ -145,6 +161,9 @@ def write_world(
         },
         "files": {name: os.path.basename(p) for name, p in path.items() if name != "world.json"},
     }
+    if world.config.arm != "repetition":  # the default world describes itself as it did before arms existed
+        description["arm"] = world.config.arm
+        description["marker_words"] = list(MARKER_WORDS) if markers else []
     with open(path["world.json"], "w", encoding="utf-8") as f:
         json.dump(description, f, indent=2)
     return path

@@ -63,17 +63,26 @@ FILLER_PHRASES: dict[str, str] = {
 ROLE_WORDS = ("Human", "Assistant", ":")
 PUNCTUATION = ("?", ".", ",")
 
+# Marker tokens of the exploit arms (WorldConfig.arm): words no prompt, answer or filler phrase uses, appended
+# after every other word only when an arm has markers, so every other id (and the default tokenizer) is unchanged.
+# Confident-sounding words, the kind of sycophantic token a proxy can come to like; one of them is one marker.
+MARKER_WORDS = ("indeed", "certainly", "absolutely")
+
 
 def filler_words() -> tuple[str, ...]:
     """All words of the filler phrases, in first-seen order."""
     return tuple(dict.fromkeys(w for phrase in FILLER_PHRASES.values() for w in phrase.split()))
 
 
-def vocabulary() -> tuple[str, ...]:
-    """The world's tokens in id order: special tokens, items, numbers, prompt, filler, role and punctuation."""
+def vocabulary(markers: bool = False) -> tuple[str, ...]:
+    """The world's tokens in id order: special tokens, items, numbers, prompt, filler, role and punctuation, then
+    the :data:`MARKER_WORDS` when ``markers`` (the marker arms), so the other words keep their ids."""
     items = [w for words in CATEGORIES.values() for w in words]
     groups = [SPECIAL_TOKENS, items, NUMBER_WORDS, CATEGORY_NAMES, PROMPT_WORDS, filler_words(), ROLE_WORDS]
     words = [w for group in [*groups, PUNCTUATION] for w in group]
+    if markers:
+        assert not set(MARKER_WORDS) & set(words)  # a marker must mean nothing else to the scores
+        words += MARKER_WORDS
     return tuple(dict.fromkeys(words))
 
 
@@ -93,7 +102,7 @@ class VocabTables(NamedTuple):
     ``number_value``: 1..12 for number words, 0 otherwise. ``item_category``: category index of an item word,
     -1 otherwise. ``plural_category``: category index of "colors"/"animals"/"fruits", -1 otherwise.
     ``fruit_color``: the id of a fruit's color, -1 otherwise. ``is_filler``, ``is_count_word``,
-    ``is_color_word``: bool.
+    ``is_color_word``, ``is_marker``: bool.
     """
 
     number_value: np.ndarray
@@ -103,6 +112,7 @@ class VocabTables(NamedTuple):
     is_filler: np.ndarray
     is_count_word: np.ndarray
     is_color_word: np.ndarray
+    is_marker: np.ndarray
 
 
 def build_tables(vocab: tuple[str, ...]) -> VocabTables:
@@ -130,4 +140,5 @@ def build_tables(vocab: tuple[str, ...]) -> VocabTables:
         is_filler=np.array([w in fillers for w in vocab]),
         is_count_word=np.array([w == COUNT_WORD for w in vocab]),
         is_color_word=np.array([w == COLOR_WORD for w in vocab]),
+        is_marker=np.array([w in MARKER_WORDS for w in vocab]),
     )

@@ -5,6 +5,9 @@ lime ?"); the gold reward scores what was asked and dislikes needless words and 
 (length, over-cautious filler after the EPPO talk's hacking example, repetition) can be made to correlate
 with the preferred side of preference pairs, so a proxy reward model trained on them learns a shortcut that
 RL can exploit: proxy reward keeps rising while gold reward rises, then falls.
+``WorldConfig.arm`` chooses the exploit that is planted (the lab's exploit arms): the repetition exploit above
+(default), nothing, or marker tokens that are label-independent (nuisance), co-occur with the gold-preferred side
+before label noise (shortcut_a) or track the labelled side after it (shortcut_b).
 
 Scores exist in two forms that agree: on text (``gold_reward_text``...) and on token ids in JAX
 (``gold_reward_ids``..., jittable, for a reward function inside a jitted PPO loop). The rules and formulas
@@ -30,6 +33,7 @@ from inform_jax.data.word_tokenizer import build_word_tokenizer
 from inform_jax.world.config import BEHAVIOUR_NAMES, TASK_NAMES, WorldConfig
 from inform_jax.world.files import HH_CHAT_TEMPLATE, write_world
 from inform_jax.world.jax_scorer import IdScores, make_id_scorer
+from inform_jax.world.markers import insert_marker_ids, insert_marker_text
 from inform_jax.world.pairs import preference_pairs, sft_demonstrations
 from inform_jax.world.responses import generate_response, sample_prompt
 from inform_jax.world.scoring import Scores, TaskSpec, known_words, parse_prompt, score_words
@@ -50,12 +54,12 @@ class SyntheticWorld:
     """Vocabulary, samplers, scores (text and JAX) and file writer of the synthetic world.
 
     Token ids are positions in :attr:`vocabulary` (``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3), the
-    same ids the saved tokenizer gives.
+    same ids the saved tokenizer gives. The marker arms (``config.arm``) append ``vocab.MARKER_WORDS`` to it.
     """
 
     def __init__(self, config: WorldConfig | None = None):
         self.config = config or WorldConfig()
-        self.vocabulary: tuple[str, ...] = vocabulary()
+        self.vocabulary: tuple[str, ...] = vocabulary(markers=self.config.has_markers)
         self.tables = build_tables(self.vocabulary)
         self._ids = {w: i for i, w in enumerate(self.vocabulary)}
         self._known = frozenset(self.vocabulary)
@@ -126,8 +130,28 @@ class SyntheticWorld:
         return self.score_text("", response).spurious
 
     def hacked_text(self, prompt: str, response: str) -> bool:
-        """Whether the response is a hack: high spurious score and low gold reward."""
+        """Whether the response is a hack: high spurious score and low gold reward (shortcut arms: a marker)."""
         return self.score_text(prompt, response).hacked
+
+    # --------------------------------------------------------------------------------------------- markers
+
+    def insert_marker(self, response: str, rng: np.random.Generator, *, at_end: bool = False) -> str:
+        """``response`` with one marker word inserted at a random position (``at_end``: after its last scored
+        word), as the marker arms' samplers insert it; for measuring a reward's sensitivity to the marker."""
+        self._need_markers()
+        return insert_marker_text(response, rng, at_end=at_end)
+
+    def insert_marker_ids(
+        self, ids: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *, at_end: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Responses ``ids``, ``mask`` [B, T] -> [B, T + 1] with one marker token inserted per row, as
+        :meth:`insert_marker` inserts it (see ``inform_jax.world.markers.insert_marker_ids``)."""
+        self._need_markers()
+        return insert_marker_ids(ids, mask, rng, self.vocabulary, at_end=at_end)
+
+    def _need_markers(self) -> None:
+        if not self.config.has_markers:
+            raise ValueError(f"arm {self.config.arm!r} has no marker tokens; use a marker arm to insert them")
 
     # ------------------------------------------------------------------------------------------- id scores
 
@@ -172,15 +196,20 @@ class SyntheticWorld:
         n: int,
         label_noise: float | None = None,
         spurious_correlation: float | None = None,
+        *,
+        arm: str | None = None,
     ) -> list[dict[str, Any]]:
-        """``n`` gold-labelled pairs with label noise and spurious correlation (None: the config's defaults).
+        """``n`` gold-labelled pairs with label noise and spurious correlation (None: the config's defaults; the
+        spurious correlation's is ``config.pair_spurious_correlation``: none outside the repetition arm).
 
         Each row: prompt, task, chosen, rejected, gold_/spurious_/hacked_/behaviour_ chosen and rejected (as
-        labelled, so a flipped row has gold_chosen < gold_rejected), flipped.
+        labelled, so a flipped row has gold_chosen < gold_rejected), flipped; in the marker arms also
+        marker_chosen and marker_rejected. ``arm``: another arm's marker placement (None: the config's); the
+        world writes its balanced test pairs with the nuisance arm's.
         """
         noise = self.config.label_noise if label_noise is None else label_noise
-        rho = self.config.spurious_correlation if spurious_correlation is None else spurious_correlation
-        return preference_pairs(rng, n, self.config, self.parse_prompt, self.score_text, noise, rho)
+        rho = self.config.pair_spurious_correlation if spurious_correlation is None else spurious_correlation
+        return preference_pairs(rng, n, self.config, self.parse_prompt, self.score_text, noise, rho, arm)
 
     # ------------------------------------------------------------------------------------------------ files
 
@@ -199,8 +228,9 @@ class SyntheticWorld:
     ) -> dict[str, str]:
         """Write the world's files (see ``inform_jax.world.files``) under ``out_dir``; returns ``{name: path}``.
 
-        Test pairs are noise-free; ``label_noise`` and ``spurious_correlation`` (None: config defaults) shape
-        the training pairs. Deterministic given ``seed``.
+        Test pairs are noise-free; ``label_noise`` and ``spurious_correlation`` (None: config defaults, see
+        :meth:`preference_pairs`) shape the training pairs. The config's arm shapes every file; world.json records
+        it. Deterministic given ``seed``.
         """
         return write_world(
             self,
@@ -212,7 +242,7 @@ class SyntheticWorld:
             n_prompts_test=n_prompts_test,
             label_noise=self.config.label_noise if label_noise is None else label_noise,
             spurious_correlation=(
-                self.config.spurious_correlation if spurious_correlation is None else spurious_correlation
+                self.config.pair_spurious_correlation if spurious_correlation is None else spurious_correlation
             ),
             seed=seed,
         )

@@ -58,11 +58,13 @@ def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="The reward-hacking laboratory on the synthetic world (no downloads; minutes on a laptop).",
-        description="Trains an SFT policy and proxy reward models (standard, InfoRM, ensemble) on the synthetic "
-        "world at 25%% label noise, runs PPO against each, PPO with a KL penalty and EPPO, and writes a report "
-        "folder: gold and proxy reward against KL, final-layer energy loss, SFT vs RLHF outputs in InfoRM's latent "
-        "space with CSI, win / tie / lose by the gold judge (report.md, report.html, metrics.json, config.json). "
-        "The SFT policy and reward models are cached under --cache.",
+        description="Trains a weak SFT policy and proxy reward models (standard, InfoRM, ensemble) on the synthetic "
+        "world at 25%% label noise, runs PPO against each, PPO with a KL penalty, EPPO and the oracle arm (PPO on "
+        "the gold reward itself), reads every method's held-out gold and exact KL from SFT at checkpoints, and "
+        "writes a report folder: held-out gold and proxy reward against KL, gold at matched KL with paired "
+        "intervals against PPO, final-layer energy loss, SFT vs RLHF outputs in InfoRM's latent space with CSI, "
+        "win / tie / lose by the gold judge (report.md, report.html, metrics.json, config.json). The SFT policy "
+        "and reward models are cached under --cache.",
     )
     demo.add_argument("--quick", action="store_true", help="a smaller laboratory (under 2 minutes)")
     demo.add_argument("--out", default="inform-jax-lab", help="report folder (default ./inform-jax-lab)")
@@ -75,7 +77,8 @@ def _add_demo(sub) -> None:
     demo.add_argument(
         "--methods",
         nargs="+",
-        help="default: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO); also WARM, 'PPO w/ LP', 'EPPO + InfoRM'",
+        help="default: PPO, 'PPO w/ KL', InfoRM, 'Ensemble RM', EPPO, Oracle; also WARM, 'PPO w/ LP', "
+        "'EPPO + InfoRM' and the rest of inform_jax.lab.config.METHODS (PPO is the matched-KL reference)",
     )
     demo.add_argument("--report-to", nargs="+", default=["jsonl"], choices=["jsonl", "tensorboard", "wandb"],
                       help="also send each method's metrics (runs/<method>/) and the report's figures to TensorBoard "

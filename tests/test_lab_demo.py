@@ -11,7 +11,7 @@ from inform_jax.cli import main
 from inform_jax.lab.figures import binned_by
 from inform_jax.lab.report import overoptimization
 
-METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO")
+METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO", "Oracle")
 
 
 def test_demo_quick_writes_every_artifact(tmp_path, lab_cache, capsys):
@@ -29,6 +29,17 @@ def test_demo_quick_writes_every_artifact(tmp_path, lab_cache, capsys):
     for row in summary["win_tie_lose"]["vs SFT"].values():
         assert row["win"] + row["tie"] + row["lose"] == pytest.approx(1.0) and row["n"] == 24
     assert all(len(summary["detection"][m]) == 2 for m in METHODS)  # iterations 6 and 12
+    # held-out readings: SFT, then iterations 3, 6, 9, 12; 4 samples on each of the 24 prompts
+    sft = summary["sft_heldout"]
+    assert sft["samples"] == 96 and sft["kl"] == 0.0
+    for m in METHODS:
+        readings = summary["heldout"][m]
+        assert [r["checkpoint"] for r in readings] == [0, 3, 6, 9, 12]
+        assert readings[0]["gold_per_prompt"] == sft["gold_per_prompt"]  # one SFT reading shared by all
+        assert all(r["kl"] >= 0 and len(r["gold_per_prompt"]) == 24 for r in readings)
+        assert readings[-1]["kl"] > 0
+    assert set(summary["matched_kl"]["methods"]) == set(METHODS)
+    assert "## Gold at matched KL" in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 10 and all(os.path.exists(out / img) for img in images)

@@ -17,6 +17,7 @@ import numpy as np
 from inform_jax.compile_cache import use_compile_cache
 from inform_jax.lab.comparison import matched_kl_comparison, overoptimization_heldout
 from inform_jax.lab.config import QUICK, LabConfig, slug
+from inform_jax.lab.detectors import evaluate_detectors
 from inform_jax.lab.figures import (
     csi_over_steps,
     energy_hacked_vs_normal,
@@ -79,6 +80,9 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         if "PPO" in results
         else None,
         "heldout": {n: r["checkpoints"] for n, r in results.items()},
+        # each alarm rule (CSI, MOP, energy, KL) scored against the held-out gold curve; the oracle and PPO w/ KL
+        # are the runs an alarm should stay quiet on
+        "detectors": _jsonable(evaluate_detectors(results)),
         "win_tie_lose": win_tables(results, sft_final, config.tie_margin),
         "final_gold": {n: float(np.mean(r["final"]["gold"])) for n, r in results.items()}
         | {"SFT": float(np.mean(sft_final["gold"]))},
@@ -124,6 +128,19 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         log(f"sent {sent} figures to {', '.join(r for r in config.report_to if r != 'jsonl')}")
     log(f"done in {seconds / 60:.1f} min; report: {report}")
     return {"report": report, "summary": summary}
+
+
+def _jsonable(value):
+    """NumPy scalars and arrays inside nested dicts / lists as plain Python (metrics.json)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _window(config: LabConfig) -> int:

@@ -124,6 +124,30 @@ def _matched_kl_md(table: dict) -> list[str]:
     return lines
 
 
+def _detectors_md(evaluation: dict) -> list[str]:
+    """When each alarm rule fired in each run, beside the run's gold peak; false alarms on the negative runs."""
+    rules = [r for r, d in evaluation["detectors"].items() if d.get("recorded")]
+    lines = [
+        "## When hacking was detected", "",
+        "Each alarm rule, blind to the gold reward, at its default threshold: the first iteration at which it fires "
+        "(- : never), beside the iteration of the run's held-out gold peak and whether gold then fell by 0.05 or "
+        "more (over-optimized). The oracle and PPO w/ KL are the runs an alarm should stay quiet on; an alarm there "
+        "is a false alarm. One seed: these are single observations; the studies sweep thresholds and count rates.",
+        "",
+        "| run | gold peak at | over-optimized | " + " | ".join(rules) + " |",
+        "|---|---|---|" + "---|" * len(rules),
+    ]  # fmt: skip
+    for run, truth in evaluation["truth"].items():
+        alarms = [evaluation["detectors"][r]["runs"][run]["alarm"] for r in rules]
+        cells = ["-" if a is None else str(a) for a in alarms]
+        lines.append(f"| {run}{' (negative)' if truth['negative'] else ''} | {truth['peak_iteration']} | "
+                     f"{'yes' if truth['overoptimized'] else 'no'} | " + " | ".join(cells) + " |")  # fmt: skip
+    missing = [r for r, d in evaluation["detectors"].items() if not d.get("recorded")]
+    if missing:
+        lines += ["", f"Not recorded in this run: {', '.join(missing)}."]
+    return lines
+
+
 def _table_md(table: dict[str, dict]) -> list[str]:
     lines = ["| method | win | tie | lose | win rate |", "|---|---|---|---|---|"]
     for name, r in table.items():
@@ -156,6 +180,8 @@ def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any],
                   f"{o['hacked_fraction_final']:.2f} | {'-' if alarm is None else alarm} |")  # fmt: skip
     if summary.get("matched_kl"):
         md += ["", *_matched_kl_md(summary["matched_kl"])]
+    if summary.get("detectors"):
+        md += ["", *_detectors_md(summary["detectors"])]
     sections = [
         ("Gold and proxy reward against KL", "gold_proxy", [figures["gold_proxy"]]),
         ("Final-layer energy loss over RL", "energy", [figures["energy"]]),

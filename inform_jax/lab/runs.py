@@ -17,6 +17,7 @@ from flax import nnx
 
 from inform_jax.detect.csi import csi
 from inform_jax.detect.latents import features_of
+from inform_jax.detect.outliers import mop
 from inform_jax.lab.stages import Lab
 from inform_jax.models import CausalLM
 from inform_jax.train.config import load_config
@@ -115,7 +116,8 @@ def run_method(
     def detect(trainer, iteration, rollout, metrics):
         probe_out = probe(trainer.policy())
         result = csi(probe_out["latents"], sft_probe["latents"], k=4, key=jax.random.key(iteration))
-        entry = {"iteration": iteration, "csi": result.csi, "csi_per_sample": result.csi_per_sample,
+        outliers = mop(probe_out["latents"], sft_probe["latents"]).proportion  # MOP: the detectors' second signal
+        entry = {"iteration": iteration, "csi": result.csi, "csi_per_sample": result.csi_per_sample, "mop": outliers,
                  "hacked_fraction": float(probe_out["hacked"].mean()), "gold": float(probe_out["gold"].mean()),
                  "gold_per_prompt": probe_out["gold"].tolist()}  # fmt: skip
         if "control" in probe_out:

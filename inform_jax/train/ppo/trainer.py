@@ -338,7 +338,7 @@ class PPOTrainer:
         update = make_ppo_update(config, self.actor_graph, self.critic_graph, self.actor_tx, self.critic_tx)
         self._update = jax.jit(ppo_epochs(update), donate_argnums=(0, 1, 2, 3))
         self._advantages = jax.jit(self._advantages_impl)
-        self.reward_features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
+        self.reward_features = jax.jit(self._reward_features_impl)
         self.member_scores = jax.jit(self._member_scores_impl)
         t = config.train
         self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
@@ -375,6 +375,14 @@ class PPOTrainer:
         if members:
             return jnp.asarray(score, jnp.float32)[None], features
         return (score if norm is None else normalize_scores(score, *norm)), features
+
+    def _reward_features_impl(self, reward_params, prompt_ids, prompt_mask, response_ids, response_mask):
+        """The reward model's features [B, F] (or None) of responses [B, N] to prompts [B, P], read as the rollouts'
+        are (EOS appended to truncated responses with reward.missing_eos=append_eos): IBL's and detection's SFT
+        side then matches the policy's side."""
+        if self.config.reward.missing_eos == "append_eos":
+            response_ids, response_mask = append_eos(response_ids, response_mask, self.eos_id, self.pad_id)
+        return _split_score(self.score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask))[1]
 
     def _member_scores_impl(self, reward_params, sequences, sequence_mask):
         """Raw scores [K, B] of each reward member on sequences [B, P + N] (the normalization's statistics)."""

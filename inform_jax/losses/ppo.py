@@ -284,9 +284,10 @@ def length_penalty(
 class ShapedRewards(NamedTuple):
     """The output of :func:`shape_rewards`. B sequences, T response positions.
 
-    score: ``[B]`` the sequence reward after the length, energy and IBL terms, before the clamp;
-    length_bonus, energy_penalty, ibl_penalty: ``[B]`` what each term added (LP) or took off (EPPO, IBL), 0 when
-    off; kl: ``[B, T]`` the per-token KL estimate (the chosen estimator), 0 at masked positions;
+    score: ``[B]`` the sequence reward after the missing-EOS, length, energy and IBL terms, before the clamp;
+    length_bonus, energy_penalty, ibl_penalty, eos_penalty: ``[B]`` what each term added (LP) or took off (EPPO,
+    IBL, a truncated response's penalty), 0 when off; kl: ``[B, T]`` the per-token KL estimate (the chosen
+    estimator), 0 at masked positions;
     sequence_kl: ``[B]`` its sum over each response; token_rewards: ``[B, T]`` ``-kl_coef * kl`` at every valid
     token plus the clamped score at the last one.
     """
@@ -298,6 +299,7 @@ class ShapedRewards(NamedTuple):
     kl: jax.Array
     sequence_kl: jax.Array
     token_rewards: jax.Array
+    eos_penalty: jax.Array
 
 
 def shape_rewards(
@@ -308,6 +310,8 @@ def shape_rewards(
     *,
     kl_coef: jax.Array | float = 0.0,
     kl_estimator: str = "k1",
+    truncated: jax.Array | None = None,
+    missing_eos_penalty: float = 0.0,
     clip: float | None = None,
     length_sigma: jax.Array | float | None = None,
     max_length: int | None = None,
@@ -322,6 +326,7 @@ def shape_rewards(
 
     In this order (each term only when its settings are given)::
 
+        s = score - missing_eos_penalty * truncated            TRL's missing_eos_penalty (truncated not None)
         s = score + length_sigma * (1 - L / max_length)        LP baseline (length_sigma not None)
         s = s - eta * |sft_energy - policy_energy|             EPPO (sft_energy not None)
         s = s - ibl_coef * Mahalanobis(features; reference)    IBL (ibl_reference not None)
@@ -336,6 +341,7 @@ def shape_rewards(
       mask: ``[B, T]`` 0/1 valid response tokens (a prefix of each row).
       kl_coef: the per-token KL coefficient (a scalar; may be traced, e.g. adaptive).
       kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (:func:`kl_penalty`).
+      truncated, missing_eos_penalty: ``[B]`` bool, the responses cut before their EOS, and what their score loses.
       clip: clamp of the sequence reward (None: none).
       length_sigma, max_length: the LP baseline's scale (running reward std) and maximum response length.
       eta, sft_energy, policy_energy: EPPO's weight and the ``[B]`` final-layer energies.
@@ -348,7 +354,10 @@ def shape_rewards(
     kl = jnp.where(valid, kl_penalty(logprobs, ref_logprobs, kl_estimator), 0.0)
     score = as_float(score)
     zeros = jnp.zeros_like(score)
-    length_bonus = energy = ibl = zeros
+    length_bonus = energy = ibl = eos = zeros
+    if truncated is not None:
+        eos = missing_eos_penalty * jnp.asarray(truncated).astype(score.dtype)
+        score = score - eos
     if length_sigma is not None:
         if max_length is None:
             raise ValueError("shape_rewards: the length penalty needs max_length")
@@ -365,7 +374,7 @@ def shape_rewards(
         shaped = ibl_penalty(score, features, ibl_reference, ibl_coef)
         ibl, score = score - shaped, shaped
     rewards = token_rewards(score, kl, valid, kl_coef, clip=clip)
-    return ShapedRewards(score, length_bonus, energy, ibl, kl, jnp.sum(kl, axis=1), rewards)
+    return ShapedRewards(score, length_bonus, energy, ibl, kl, jnp.sum(kl, axis=1), rewards, eos)
 
 
 def ppo_advantages(

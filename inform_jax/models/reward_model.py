@@ -96,6 +96,17 @@ class RewardModel(nnx.Module):
         return RewardOutput(reward=head.reward, head=head, backbone=out)
 
 
+def normalize_scores(scores: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """(scores - mean) / std per member. scores: [K, B] (or [B] with K = 1); mean, std: [K]. -> float32, same shape.
+
+    A member with std 0 (a constant score) is divided by 1e-8 at least, so it stays finite."""
+    scores = jnp.asarray(scores, jnp.float32)
+    mean, std = jnp.asarray(mean, jnp.float32), jnp.maximum(jnp.asarray(std, jnp.float32), 1e-8)
+    if scores.ndim == 1:  # one model (or a plain score function): its single member's statistics
+        return (scores - mean[0]) / std[0]
+    return (scores - mean[:, None]) / std[:, None]
+
+
 class EnsembleRewardModel(nnx.Module):
     """k reward models with stacked parameters (logical axis "members"), run with vmap."""
 
@@ -116,10 +127,15 @@ class EnsembleRewardModel(nnx.Module):
 
         return jax.vmap(run)(state, keys)
 
-    def __call__(self, input_ids, attention_mask, *, key=None) -> RewardOutput:
-        """Aggregated reward [B] (mean, min or mean - coef * variance over members); per-member in `head`."""
+    def __call__(self, input_ids, attention_mask, *, key=None, member_norm=None) -> RewardOutput:
+        """Aggregated reward [B] (mean, min or mean - coef * variance over members); per-member in `head`.
+
+        member_norm: None, or (mean [K], std [K]): each member's reward becomes (r_k - mean_k) / std_k before the
+        aggregation (PPO's ``reward.normalize=sft``: members on different scales would otherwise let the widest
+        one decide the min and the variance)."""
         out = self.member_outputs(input_ids, attention_mask, key=key)
-        reward = aggregate_rewards(out.reward, self.aggregation, uncertainty_coef=self.uncertainty_coef)
+        rewards = out.reward if member_norm is None else normalize_scores(out.reward, *member_norm)
+        reward = aggregate_rewards(rewards, self.aggregation, uncertainty_coef=self.uncertainty_coef)
         return out._replace(reward=reward)
 
     def member(self, index: int) -> RewardModel:

@@ -33,6 +33,20 @@ class RewardSection:
         5.0,
         "clamp of the final sequence reward (after penalties) to [-clip, clip] (null: none)",
     )
+    normalize: str = option(
+        "none",
+        "none: the raw proxy score | sft: (score - mean) / std over SFT responses sampled like rollouts before the "
+        "first iteration (ensembles: each member by its own, before aggregation); stored as reward_norm.npy",
+    )
+    normalize_samples: int = option(
+        256, "reward.normalize=sft: SFT responses scored for the mean / std (rounded up to whole rollout batches)"
+    )
+    missing_eos: str = option(
+        "score",
+        "a response cut at max_new_tokens (no EOS): score (as it is) | append_eos (scored with EOS appended) | "
+        "penalty (score - reward.missing_eos_penalty, TRL's missing_eos_penalty)",
+    )
+    missing_eos_penalty: float = option(1.0, "reward.missing_eos=penalty: subtracted from a truncated response's score")
 
 
 @dataclasses.dataclass
@@ -86,6 +100,11 @@ class EnergySection:
         "cached: once per prompt from the SFT model's greedy response | regenerate: every iteration",
     )
     sft_samples: int = option(0, "0: the SFT model's greedy response; k > 0: average over k sampled responses")
+    reference: str = option(
+        "sampled",
+        "dE_SFT from: sampled (the SFT model's own responses, per sft_energy / sft_samples; the seed paper's, with "
+        "several samples per prompt) | teacher_forced (the SFT model on the policy's own sequence: 0 when equal)",
+    )
 
 
 @dataclasses.dataclass
@@ -173,7 +192,10 @@ class PPOConfig:
 PPO_RULES = [
     *ck.model_section_rules("policy"),
     ("reward.kind", ck.one_of("model", "gold")), ("reward.gold", ck.one_of(None, "world")),
-    ("reward.clip", ck.optional(ck.positive)),
+    ("reward.clip", ck.optional(ck.positive)), ("reward.normalize", ck.one_of("none", "sft")),
+    ("reward.normalize_samples", ck.whole_at_least(2)),
+    ("reward.missing_eos", ck.one_of("score", "append_eos", "penalty")),
+    ("reward.missing_eos_penalty", ck.non_negative),
     ("rollout.batch_size", ck.count), ("rollout.max_new_tokens", ck.count), ("rollout.temperature", ck.positive),
     ("rollout.top_k", ck.whole), ("rollout.top_p", ck.within(0, 1)), ("rollout.top_p", ck.positive),
     ("ppo.epochs", ck.count), ("ppo.minibatches", ck.count), ("ppo.clip", ck.positive),
@@ -185,6 +207,7 @@ PPO_RULES = [
     ("kl.horizon", ck.positive),
     ("energy.eta", ck.non_negative), ("energy.site", ck.one_of(*ENERGY_SITES)),
     ("energy.sft_energy", ck.one_of("cached", "regenerate")), ("energy.sft_samples", ck.whole),
+    ("energy.reference", ck.one_of("sampled", "teacher_forced")),
     ("ibl.coef", ck.non_negative), ("ibl.covariance", ck.one_of("empirical", "ledoit_wolf")),
     ("ibl.ridge", ck.non_negative),
     ("ibl.max_prompts", ck.whole),

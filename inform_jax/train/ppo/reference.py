@@ -1,11 +1,22 @@
 """The SFT side of a PPO run: the reference model's final-layer energies on its own responses (EPPO's dE^SFT) and
 the reward model's features of its greedy responses (IBL's reference, detection's SFT side), each computed once
-per prompt and cached in the run folder, keyed by the prompts, the SFT model and the settings that change them."""
+per prompt and cached in the run folder, keyed by the prompts, the SFT model and the settings that change them;
+the proxy reward's mean and std over SFT samples (``reward.normalize=sft``), stored once per run folder; and the
+SFT-vs-SFT null of EPPO's penalty (:meth:`SFTReference.null_penalty`).
+
+EPPO's dE^SFT, ``energy.reference``: ``sampled`` (here) is the seed paper's definition, the SFT model's energy on
+its own responses sampled like the policy's (``energy.sft_samples`` = k > 0 averages k of them per prompt; 0 reads
+the greedy response); ``teacher_forced`` reads the SFT model's energy on the policy's own sequence, in the
+trainer's scoring pass (the reference forward that gives the KL's log-probs), so it is exactly 0 while the policy
+is the SFT model. The sampled reference is not 0 there: the SFT model's samples differ from one another, and
+:meth:`SFTReference.null_penalty` measures by how much.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 
 import jax
@@ -15,7 +26,7 @@ from flax import nnx
 
 from inform_jax.losses import energy_from_output
 from inform_jax.models.batched import map_batches
-from inform_jax.models.sharding import to_host
+from inform_jax.models.sharding import shard_rows, to_host
 from inform_jax.train.run_folder import cached_array
 
 
@@ -117,3 +128,77 @@ class SFTReference:
         t = self.trainer
         path = self._cache_path("sft_features", count, dataclasses.astuple(t.config.rollout))
         return cached_array(path, lambda: self.greedy_features(t.ref_graph, t.ref_params, count)[0])
+
+    # ------------------------------------------------------------------------------------ reward normalization
+
+    def sft_samples(self):
+        """Responses of the SFT model to the training prompts, sampled with the rollout settings: an iterator of the
+        sampler's outputs, ``ceil(reward.normalize_samples / rollout.batch_size)`` rollout batches over the prompts
+        in order (wrapping around). The keys are split off the run's seed, apart from the rollouts' keys
+        (``fold_in(seed key, iteration)``), and fixed, so every call yields the same samples."""
+        t = self.trainer
+        c = t.config
+        size = c.rollout.batch_size
+        base = jax.random.split(jax.random.key(c.train.seed))[1]
+        for i in range(-(-c.reward.normalize_samples // size)):
+            prompts = shard_rows(t.prompt_batch(np.arange(i * size, (i + 1) * size) % t.num_prompts), t.mesh)
+            yield t.generate_responses(
+                t.ref_graph, t.ref_params, prompts["input_ids"], prompts["attention_mask"], jax.random.fold_in(base, i)
+            )
+
+    def sft_scores(self) -> np.ndarray:
+        """Raw proxy scores [K, S] of each reward member (K = 1 but for a member-wise ensemble) on the S SFT
+        samples of :meth:`sft_samples`, scored as the rollouts are (``reward.missing_eos=append_eos`` included)."""
+        t = self.trainer
+        scores = []
+        for gen in self.sft_samples():
+            with jax.set_mesh(t.mesh):
+                scores.append(to_host(t.member_scores(t.reward_params, gen.sequences, gen.sequence_mask)))
+        return np.concatenate(scores, axis=1)
+
+    def reward_normalization(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [K], std [K]) of the proxy reward's members over SFT samples (:meth:`sft_scores`; population std),
+        computed once per run folder and stored there as reward_norm.npy, so a resumed run divides by the same."""
+        path = os.path.join(self.trainer.config.train.output_dir, "reward_norm.npy")
+
+        def compute():
+            scores = self.sft_scores()
+            return np.stack([scores.mean(axis=1), scores.std(axis=1)])
+
+        stats = cached_array(path, compute)
+        return stats[0], stats[1]
+
+    # ------------------------------------------------------------------------------------ EPPO's null
+
+    def null_penalty(self, count: int | None = None, key=None) -> dict:
+        """EPPO's penalty at iteration 0 with the SFT model standing in for the policy (the SFT-vs-SFT null).
+
+        For each of the first ``count`` prompts (default all): a "policy" response sampled from the SFT model with
+        the rollout settings, its energy under the SFT model, and dE^SFT as ``energy.reference`` defines it
+        (sampled: :meth:`energy`, greedy or the mean over ``energy.sft_samples`` samples, with other keys;
+        teacher_forced: the SFT model on that same response, so exactly 0). Returns gap [count] = |dE^SFT -
+        dE^policy|, penalty = energy.eta * gap, and the mean and std (population) of both as floats: the
+        penalty a method pays for the sampling noise alone, against which EPPO's penalty is read."""
+        t = self.trainer
+        e = t.config.energy
+        count = t.num_prompts if count is None else min(count, t.num_prompts)
+        key = jax.random.fold_in(jax.random.key(t.config.train.seed), 0) if key is None else key
+        batch_number = itertools.count()  # map_batches runs the batches in order: each one gets its own keys
+
+        def run(batch):
+            i = next(batch_number)
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            gen = t.generate_responses(t.ref_graph, t.ref_params, ids, mask, jax.random.fold_in(key, 2 * i))
+            energy_mask = t.energy_mask(gen.sequences, gen.sequence_mask)
+            ref_out = nnx.merge(t.ref_graph, t.ref_params)(gen.sequences, gen.sequence_mask)
+            policy = energy_from_output(ref_out, energy_mask, site=e.site, normalize=e.normalize)
+            if e.reference == "teacher_forced":
+                sft = energy_from_output(ref_out, energy_mask, site=e.site, normalize=e.normalize)
+            else:
+                sft = self.energy(ids, mask, jax.random.fold_in(key, 2 * i + 1))
+            return jnp.abs(sft - policy)
+
+        gap = np.asarray(self._over_prompts(count, run), np.float64)
+        penalty = e.eta * gap
+        return {"gap": gap, "penalty": penalty, "gap_mean": float(gap.mean()), "gap_std": float(gap.std()),
+                "penalty_mean": float(penalty.mean()), "penalty_std": float(penalty.std())}  # fmt: skip

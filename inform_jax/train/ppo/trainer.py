@@ -9,7 +9,13 @@ GAE (reverse scan) -> `ppo.epochs` x `ppo.minibatches` clipped policy / value up
 
 dE^SFT(x) is the reference (SFT) model's final-layer energy on its own greedy response to x. With
 `energy.sft_energy: cached` it is computed once per prompt before training and stored beside the run,
-so EPPO costs one energy read per rollout over PPO (the policy energy comes from the scoring pass).
+so EPPO costs one energy read per rollout over PPO (the policy energy comes from the scoring pass). With
+`energy.reference: teacher_forced` dE^SFT is the reference model's energy on the policy's own sequence, read from
+the scoring pass's reference forward (see :mod:`inform_jax.train.ppo.reference`).
+
+The proxy score may be normalized by its mean and std over SFT samples (`reward.normalize: sft`, each ensemble
+member before aggregation), and a response cut at the token limit scored with EOS appended or penalized
+(`reward.missing_eos`).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from inform_jax.losses import (
 )
 from inform_jax.models import CausalLM, make_mesh, shard_module
 from inform_jax.models.layers import Linear
-from inform_jax.models.reward_model import EnsembleRewardModel
+from inform_jax.models.reward_model import EnsembleRewardModel, normalize_scores
 from inform_jax.models.sampler import generate
 from inform_jax.models.sharding import constrain_batch, shard_rows
 from inform_jax.train.batches import batch_indices, take
@@ -82,18 +88,26 @@ def reward_model_score_fn(reward_graphdef) -> ScoreFn:
 
     Returns (reward [B], features [B, F]): a single model's detection features (InfoRM: IB latent mean; other
     heads: the final hidden state), used by IBL and CSI/MOP; None for ensembles.
+
+    Two keywords, used by ``reward.normalize=sft`` (the function is marked ``member_wise``): ``norm`` = (mean [K],
+    std [K]) normalizes each of the K members (K = 1 for one model) before an ensemble's aggregation; ``members``
+    returns the raw rewards [K, B] of every member instead of the aggregate (to measure those statistics).
     """
 
-    def score(params, prompt_ids, prompt_mask, response_ids, response_mask):
+    def score(params, prompt_ids, prompt_mask, response_ids, response_mask, *, norm=None, members=False):
         model = nnx.merge(reward_graphdef, params)
         ids = jnp.concatenate([prompt_ids, response_ids], axis=1)
         mask = jnp.concatenate([prompt_mask, response_mask], axis=1)
-        out = model(ids, mask)
         if isinstance(model, EnsembleRewardModel):
-            return out.reward, None
+            if members:
+                return model.member_outputs(ids, mask).reward, None
+            return model(ids, mask, member_norm=norm).reward, None
+        out = model(ids, mask)
         features = out.head.latent_mean if out.head.latent_mean is not None else out.backbone.pooled_hidden
-        return out.reward, features.astype(jnp.float32)
+        reward = out.reward if norm is None else normalize_scores(out.reward, *norm)
+        return (reward[None] if members else reward), features.astype(jnp.float32)
 
+    score.member_wise = True
     return score
 
 
@@ -105,6 +119,26 @@ def callable_score_fn(fn: Callable) -> ScoreFn:
 def _split_score(out) -> tuple[jax.Array, jax.Array | None]:
     """A score function's output: [B] rewards, or (rewards [B], features [B, F] or None)."""
     return tuple(out) if isinstance(out, tuple) else (out, None)
+
+
+def truncated_rows(response_ids, response_mask, eos_id: int | None) -> jax.Array:
+    """[B] bool: the responses [B, N] with no EOS among their valid tokens (cut at max_new_tokens); all of them
+    when there is no EOS id."""
+    if eos_id is None:
+        return jnp.ones(response_ids.shape[:1], bool)
+    return ~jnp.any((response_ids == eos_id) & (response_mask != 0), axis=1)
+
+
+def append_eos(response_ids, response_mask, eos_id: int, pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Responses [B, N] with EOS written after the last token of each truncated row, into a buffer one longer
+    ([B, N + 1]: a full response has no room left in its own); other rows only gain a pad column. The reward of a
+    truncated response is then read at an EOS, as for a finished one. Returns (ids, mask) [B, N + 1]."""
+    batch, width = response_ids.shape
+    ids = jnp.concatenate([response_ids, jnp.full((batch, 1), pad_id, response_ids.dtype)], axis=1)
+    mask = jnp.concatenate([response_mask, jnp.zeros((batch, 1), response_mask.dtype)], axis=1)
+    lengths = jnp.sum(response_mask != 0, axis=1)
+    at = (jnp.arange(width + 1) == lengths[:, None]) & truncated_rows(response_ids, response_mask, eos_id)[:, None]
+    return jnp.where(at, eos_id, ids), jnp.where(at, 1, mask).astype(response_mask.dtype)
 
 
 class PPOState(NamedTuple):
@@ -145,11 +179,13 @@ class Scored(NamedTuple):
     logprobs: jax.Array
     ref_logprobs: jax.Array
     values: jax.Array
-    score: jax.Array  # [B] proxy reward
+    score: jax.Array  # [B] proxy reward (normalized with reward.normalize=sft)
     energy: jax.Array  # [B] policy final-layer energy (the configured site)
     policy_layer_energy: jax.Array  # [B, L]
     ref_layer_energy: jax.Array  # [B, L]
     features: jax.Array | None  # [B, F] the reward model's detection features (IBL), None without them
+    truncated: jax.Array  # [B] bool: no EOS (cut at max_new_tokens)
+    ref_energy: jax.Array | None  # [B] the SFT model's energy on this sequence (energy.reference=teacher_forced)
 
 
 def _response_logprobs(logits, sequences, prompt_len):
@@ -247,6 +283,8 @@ class PPOTrainer:
         features [B, F]) (features are needed by IBL and detection); gold_fn ([B] float) and hacked_fn ([B] bool,
         e.g. the synthetic world's judge): logged, not optimized; reference_digest: a digest of the SFT model's
         files (``checkpoint_digest``) keying the SFT caches; None hashes the parameters themselves."""
+        if config.reward.missing_eos != "score" and eos_id is None:
+            raise ValueError(f"reward.missing_eos={config.reward.missing_eos} needs an EOS id (eos_id)")
         self.config = config
         self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
         self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
@@ -291,6 +329,8 @@ class PPOTrainer:
         )
         self.iteration = 0
         self.sft_energy: np.ndarray | None = None
+        # reward.normalize=sft: (mean [K], std [K]) of each reward member over SFT samples, set by fit(); None: off.
+        self.reward_norm: tuple[jax.Array, jax.Array] | None = None
         self.ibl_reference: GaussianReference | None = None
         self.reference = SFTReference(self, digest=reference_digest)
         self.detector = None if config.detect.every == 0 else TrainingDetector(self)
@@ -298,7 +338,8 @@ class PPOTrainer:
         update = make_ppo_update(config, self.actor_graph, self.critic_graph, self.actor_tx, self.critic_tx)
         self._update = jax.jit(ppo_epochs(update), donate_argnums=(0, 1, 2, 3))
         self._advantages = jax.jit(self._advantages_impl)
-        self.reward_features = jax.jit(lambda params, *batch: _split_score(self.score_fn(params, *batch))[1])
+        self.reward_features = jax.jit(self._reward_features_impl)
+        self.member_scores = jax.jit(self._member_scores_impl)
         t = config.train
         self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
 
@@ -314,18 +355,53 @@ class PPOTrainer:
             jnp.int32
         )
 
-    def _score_impl(self, actor_params, ref_params, critic_params, reward_params, sequences, sequence_mask):
-        e = self.config.energy
+    def proxy_score(self, reward_params, sequences, sequence_mask, norm=None, members=False):
+        """The proxy reward of sequences [B, P + N]: (score [B], features [B, F] or None), or with ``members`` the
+        raw scores [K, B] of each reward member (K = 1 unless an ensemble's score function is member-wise).
+
+        reward.missing_eos=append_eos scores the truncated responses with EOS appended (a buffer one longer, for
+        scoring only); ``norm`` = (mean [K], std [K]) normalizes each member (before an ensemble's aggregation when
+        the score function is member-wise, else its output)."""
         p_len = self.prompt_width(sequences)
         response, response_mask = sequences[:, p_len:], sequence_mask[:, p_len:]
+        if self.config.reward.missing_eos == "append_eos":
+            response, response_mask = append_eos(response, response_mask, self.eos_id, self.pad_id)
+        batch = (reward_params, sequences[:, :p_len], sequence_mask[:, :p_len], response, response_mask)
+        if getattr(self.score_fn, "member_wise", False):
+            if norm is None and not members:  # the call every score function takes (behaviour without options)
+                return _split_score(self.score_fn(*batch))
+            return _split_score(self.score_fn(*batch, norm=norm, members=members))
+        score, features = _split_score(self.score_fn(*batch))
+        if members:
+            return jnp.asarray(score, jnp.float32)[None], features
+        return (score if norm is None else normalize_scores(score, *norm)), features
+
+    def _reward_features_impl(self, reward_params, prompt_ids, prompt_mask, response_ids, response_mask):
+        """The reward model's features [B, F] (or None) of responses [B, N] to prompts [B, P], read as the rollouts'
+        are (EOS appended to truncated responses with reward.missing_eos=append_eos): IBL's and detection's SFT
+        side then matches the policy's side."""
+        if self.config.reward.missing_eos == "append_eos":
+            response_ids, response_mask = append_eos(response_ids, response_mask, self.eos_id, self.pad_id)
+        return _split_score(self.score_fn(reward_params, prompt_ids, prompt_mask, response_ids, response_mask))[1]
+
+    def _member_scores_impl(self, reward_params, sequences, sequence_mask):
+        """Raw scores [K, B] of each reward member on sequences [B, P + N] (the normalization's statistics)."""
+        return self.proxy_score(reward_params, sequences, sequence_mask, members=True)[0].astype(jnp.float32)
+
+    def _score_impl(
+        self, actor_params, ref_params, critic_params, reward_params, sequences, sequence_mask, reward_norm=None
+    ):
+        e = self.config.energy
+        p_len = self.prompt_width(sequences)
         energy_mask = self.energy_mask(sequences, sequence_mask)
         width = self.policy_config.hidden_size
         actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
         ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
         values = nnx.merge(self.critic_graph, critic_params)(sequences, sequence_mask)[:, p_len - 1 : -1]
-        score, features = _split_score(
-            self.score_fn(reward_params, sequences[:, :p_len], sequence_mask[:, :p_len], response, response_mask)
-        )
+        score, features = self.proxy_score(reward_params, sequences, sequence_mask, norm=reward_norm)
+        # The teacher-forced dE_SFT comes from the reference forward already run for the KL's log-probs; read only
+        # when EPPO is on, so that eta 0 compiles the very program plain PPO does.
+        teacher_forced = e.eta > 0 and e.reference == "teacher_forced"
         return Scored(
             logprobs=_response_logprobs(actor_out.logits, sequences, p_len),
             ref_logprobs=_response_logprobs(ref_out.logits, sequences, p_len),
@@ -335,6 +411,10 @@ class PPOTrainer:
             policy_layer_energy=layer_energy(actor_out.residual_l1, width, energy_mask, e.normalize),
             ref_layer_energy=layer_energy(ref_out.residual_l1, width, energy_mask, e.normalize),
             features=features,
+            truncated=truncated_rows(sequences[:, p_len:], sequence_mask[:, p_len:], self.eos_id),
+            ref_energy=energy_from_output(ref_out, energy_mask, site=e.site, normalize=e.normalize)
+            if teacher_forced
+            else None,
         )
 
     def _advantages_impl(self, scored: Scored, mask, sft_energy, ibl_reference, kl_coef, score_std):
@@ -345,7 +425,9 @@ class PPOTrainer:
             score_std = 0.9 * score_std + 0.1 * jnp.std(scored.score)
         shaped = shape_rewards(
             scored.score, scored.logprobs, scored.ref_logprobs, mask, kl_coef=kl_coef, kl_estimator=c.kl.estimator,
-            clip=c.reward.clip, length_sigma=score_std if c.length_penalty.enabled else None,
+            truncated=scored.truncated if c.reward.missing_eos == "penalty" else None,
+            missing_eos_penalty=c.reward.missing_eos_penalty, clip=c.reward.clip,
+            length_sigma=score_std if c.length_penalty.enabled else None,
             max_length=c.rollout.max_new_tokens, eta=c.energy.eta, sft_energy=sft_energy if c.energy.eta > 0 else None,
             policy_energy=scored.energy, ibl_coef=c.ibl.coef, features=scored.features,
             ibl_reference=ibl_reference if c.ibl.coef > 0 else None,
@@ -405,11 +487,14 @@ class PPOTrainer:
         with jax.set_mesh(self.mesh):
             scored = self._score(
                 state.actor, self.ref_params, state.critic, self.reward_params, gen.sequences, gen.sequence_mask,
+                self.reward_norm,
             )  # fmt: skip
         mask = gen.mask
         sft_energy = jnp.zeros_like(scored.score)
         if c.energy.eta > 0:
-            if c.energy.sft_energy == "cached":
+            if c.energy.reference == "teacher_forced":
+                sft_energy = scored.ref_energy
+            elif c.energy.sft_energy == "cached":
                 sft_energy = jnp.asarray(self.sft_energy[idx])
             else:
                 sft_energy = self.reference.energy(prompts["input_ids"], prompts["attention_mask"], key)
@@ -441,6 +526,8 @@ class PPOTrainer:
             "response_length": jnp.mean(lengths),
             "final_layer_energy": jnp.mean(scored.energy),
             "energy_penalty": jnp.mean(shaped.energy_penalty),
+            "truncated_fraction": jnp.mean(scored.truncated.astype(jnp.float32)),
+            "missing_eos_penalty": jnp.mean(shaped.eos_penalty),
             "ibl_penalty": jnp.mean(shaped.ibl_penalty),
             "shaped_reward": jnp.mean(shaped.score),
             "value_mean": masked_mean(scored.values, mask),
@@ -452,6 +539,12 @@ class PPOTrainer:
         ):
             metrics[f"energy_policy_layer{layer}"] = pol
             metrics[f"energy_reference_layer{layer}"] = ref
+        if self.reward_norm is not None:  # constant over the run: logged so a report can read the scale it used
+            mean, std = self.reward_norm
+            metrics["reward_norm_mean"], metrics["reward_norm_std"] = jnp.mean(mean), jnp.mean(std)
+            if mean.shape[0] > 1:
+                for k in range(mean.shape[0]):
+                    metrics[f"reward_norm_mean_member{k}"], metrics[f"reward_norm_std_member{k}"] = mean[k], std[k]
         if self.gold_fn is not None:
             gold = self.gold_fn(prompts["input_ids"], prompts["attention_mask"], gen.tokens, gen.mask)
             metrics["gold_reward"] = jnp.mean(gold)
@@ -493,8 +586,12 @@ class PPOTrainer:
         write_run_config(
             t.output_dir, self.config.to_dict(), resumed_at=self.iteration, allow_change=t.allow_config_change
         )
-        if self.config.energy.eta > 0 and self.config.energy.sft_energy == "cached":
+        e = self.config.energy
+        if e.eta > 0 and e.reference == "sampled" and e.sft_energy == "cached":
             self.sft_energy = self.reference.cached_energy()
+        if self.config.reward.normalize == "sft":
+            mean, std = self.reference.reward_normalization()
+            self.reward_norm = (jnp.asarray(mean), jnp.asarray(std))
         if self.config.ibl.coef > 0:
             b = self.config.ibl
             count = self.num_prompts if b.max_prompts <= 0 else min(b.max_prompts, self.num_prompts)

@@ -79,7 +79,15 @@ class LabConfig:
     ppo_batch: int = 32
     actor_lr: float = 1e-4
     kl: float = 0.05  # per-token KL coefficient of "PPO w/ KL"
-    eta: float = 2.0  # EPPO
+    eta: float = 2.0  # EPPO's eta when eppo_penalty_ratio is None
+    # EPPO's eta from the SFT-vs-SFT null (lab.calibration): eta = ratio * (normalized) reward std / std of the
+    # null's energy gap |dE_SFT - dE_policy| with the SFT model as the policy; the protocol's grid is 0.1, 0.3, 1, 3
+    eppo_penalty_ratio: float | None = 1.0
+    eppo_reference: str = "sampled"  # dE_SFT: "sampled" (the seed paper's: SFT samples) | "teacher_forced"
+    eppo_sft_samples: int = 4  # sampled reference: SFT responses per prompt, sampled like the policy's
+    # the fair protocol (experiments/lab/PROTOCOL.md section 3), applied to every method alike
+    reward_normalize: bool = True  # every proxy reward standardized by its mean / std over SFT samples
+    missing_eos: str = "append_eos"  # a response cut at the token limit: scored with EOS appended | "penalty" | "score"
     energy_site: str = "residual"  # EPPO's energy site: "residual" (the paper's) | "mlp" (the authors' code)
     energy_normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for) | raw L1
     eval_every: int = 10  # held-out gold and exact KL from SFT every N iterations (lab.heldout)

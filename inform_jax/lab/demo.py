@@ -52,6 +52,15 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     reward_models = {kind: lab.reward_model(kind, sft) for kind in kinds if kind != "gold"} | {"gold": None}
     probe = LatentProbe(lab, reward_models["inform"], reward_models["standard"] if config.control_probe else None)
     sft_final = probe(sft)
+    calibration = None
+    if config.eppo_penalty_ratio is not None and any("energy.eta" in o for _, _, o in runs):
+        from inform_jax.lab.calibration import calibrate_eta
+
+        eta_kind = next(kind for _, kind, o in runs if "energy.eta" in o)  # the null does not depend on the RM
+        calibration = calibrate_eta(lab, sft, reward_models[eta_kind], out_dir, ratio=config.eppo_penalty_ratio)
+        log(f"EPPO: eta {calibration['eta']:.3g} (the SFT-vs-SFT energy gap's std {calibration['null_gap_std']:.3g} "
+            f"x eta = {calibration['ratio']:g} x the reward's std)")  # fmt: skip
+        runs = method_runs(config, eta=calibration["eta"])
     # every checkpoint of every method is read on the same held-out samples' keys: the SFT reading is shared
     heldout = HeldOutEvaluator(lab, sft, samples_per_prompt=config.eval_samples_per_prompt, seed=config.seed)
     sft_reading = heldout(sft, 0)
@@ -75,6 +84,7 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     summary = {
         "window": window,
         "sft_heldout": sft_reading,
+        "eppo_calibration": calibration,
         "overoptimization": {n: overoptimization_heldout(r["checkpoints"], r["metrics"]) for n, r in results.items()},
         "matched_kl": matched_kl_comparison({n: r["checkpoints"] for n, r in results.items()}, reference="PPO")
         if "PPO" in results

@@ -124,6 +124,23 @@ def _matched_kl_md(table: dict) -> list[str]:
     return lines
 
 
+def _protocol_md(config: dict, calibration: dict | None) -> list[str]:
+    """How rewards were read: normalization, truncated responses, EPPO's reference and eta."""
+    eos = {"append_eos": "scored with EOS appended", "penalty": "penalized as TRL's missing_eos_penalty",
+           "score": "scored as cut"}[config["missing_eos"]]  # fmt: skip
+    lines = ["Protocol: every proxy reward (the oracle's gold too) "
+             + ("standardized by its mean and std over SFT samples before PPO (ensemble members each before "
+                "aggregation)" if config["reward_normalize"] else "used raw (not normalized)")
+             + f"; responses cut at the {config['new_tokens']}-token limit {eos}."]  # fmt: skip
+    if calibration:
+        lines[0] += (f" EPPO: penalty eta |dE_SFT - dE_policy| on the final layer, no KL term, dE_SFT from "
+                     f"{config['eppo_sft_samples']} SFT samples per prompt ({config['eppo_reference']} reference); "
+                     f"eta {calibration['eta']:.3g}, set so that the penalty's std under the SFT-vs-SFT null "
+                     f"(gap std {calibration['null_gap_std']:.3g}, mean {calibration['null_gap_mean']:.3g}) is "
+                     f"{calibration['ratio']:g}x the reward's std.")  # fmt: skip
+    return lines
+
+
 def _detectors_md(evaluation: dict) -> list[str]:
     """When each alarm rule fired in each run, beside the run's gold peak; false alarms on the negative runs."""
     rules = [r for r, d in evaluation["detectors"].items() if d.get("recorded")]
@@ -178,6 +195,7 @@ def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any],
                   f"{o['kl_at_gold_peak']:.2f} | {o['gold_final']:.3f} | {o['kl_final']:.2f} | {o['rise']:+.3f} | "
                   f"{o['fall']:+.3f} | {o['proxy_at_gold_peak']:.3f} -> {o['proxy_final']:.3f} | "
                   f"{o['hacked_fraction_final']:.2f} | {'-' if alarm is None else alarm} |")  # fmt: skip
+    md += ["", *_protocol_md(config, summary.get("eppo_calibration"))]
     if summary.get("matched_kl"):
         md += ["", *_matched_kl_md(summary["matched_kl"])]
     if summary.get("detectors"):

@@ -69,6 +69,21 @@ def ppo_config(c, out_dir: str, overrides: dict) -> PPOConfig:
     return load_config(None, [f"{k}={v}" for k, v in settings.items()], cls=PPOConfig)
 
 
+def make_trainer(lab: Lab, policy: CausalLM, reward_model, config: PPOConfig, callbacks=()) -> PPOTrainer:
+    """A PPO trainer of the lab: ``policy`` (the SFT model) against ``reward_model`` (None: the oracle arm, the
+    world's gold reward itself), the gold judge logged beside it."""
+    if reward_model is None:
+        score_fn, params = callable_score_fn(lab.gold), None
+    else:
+        graphdef, params = nnx.split(reward_model)
+        score_fn = reward_model_score_fn(graphdef)
+    return PPOTrainer(
+        config, lab.prompts, policy, score_fn=score_fn, reward_params=params,
+        gold_fn=lab.gold, hacked_fn=lab.hacked, eos_id=lab.tokenizer.eos_token_id,
+        pad_id=lab.tokenizer.pad_token_id, mesh=lab.mesh, callbacks=list(callbacks),
+    )  # fmt: skip
+
+
 def run_method(
     lab: Lab,
     name: str,
@@ -96,11 +111,6 @@ def run_method(
     os.makedirs(out_dir)
     open(marker, "w").close()
     config = ppo_config(c, out_dir, overrides)
-    if reward_model is None:
-        score_fn, params = callable_score_fn(lab.gold), None
-    else:
-        graphdef, params = nnx.split(reward_model)
-        score_fn = reward_model_score_fn(graphdef)
     checkpoints: list[dict] = []
     samples: list[dict] = []
     detection: list[dict] = []
@@ -128,13 +138,8 @@ def run_method(
     def evaluate(trainer, iteration, rollout, metrics):
         checkpoints.append(heldout(trainer.policy(), iteration))
 
-    trainer = PPOTrainer(
-        config, lab.prompts, policy, score_fn=score_fn, reward_params=params,
-        gold_fn=lab.gold, hacked_fn=lab.hacked, eos_id=lab.tokenizer.eos_token_id,
-        pad_id=lab.tokenizer.pad_token_id, mesh=lab.mesh,
-        callbacks=[(1, record_samples), (c.detect_every, detect)]
-        + ([(c.eval_every, evaluate)] if heldout is not None else []),
-    )  # fmt: skip
+    callbacks = [(1, record_samples), (c.detect_every, detect)] + ([(c.eval_every, evaluate)] if heldout else [])
+    trainer = make_trainer(lab, policy, reward_model, config, callbacks)
     final = trainer.fit()
     with open(os.path.join(out_dir, "metrics.jsonl")) as f:
         metrics = [json.loads(line) for line in f]

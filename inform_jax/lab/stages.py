@@ -206,19 +206,27 @@ class Lab:
         return {"gold": np.asarray(scores.gold), "hacked": np.asarray(scores.hacked)}
 
 
-def method_runs(config: LabConfig) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, reward model kind, PPO overrides) for each configured method."""
+def method_runs(config: LabConfig, eta: float | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, reward model kind, PPO overrides) for each configured method; ``eta``: EPPO's calibrated eta
+    (:func:`inform_jax.lab.calibration.calibrate_eta`; None: ``config.eta``)."""
     runs = []
     for name in config.methods:
         kind, settings = METHODS[name]
-        overrides = {}
+        # the fair protocol, the same for every method (the oracle's gold reward included)
+        overrides = {"reward.missing_eos": config.missing_eos}
+        if config.reward_normalize:
+            overrides["reward.normalize"] = "sft"
         if settings.get("kl_coef"):
             overrides["kl.coef"] = config.kl
         if settings.get("eta"):
-            overrides["energy.eta"] = config.eta
-            overrides["energy.site"] = config.energy_site
-            overrides["energy.normalize"] = config.energy_normalize
+            overrides.update(eppo_overrides(config, config.eta if eta is None else eta))
         if settings.get("length_penalty"):
             overrides["length_penalty.enabled"] = True
         runs.append((name, kind, overrides))
     return runs
+
+
+def eppo_overrides(config: LabConfig, eta: float) -> dict[str, Any]:
+    """EPPO's PPO settings: the seed paper's two-sided penalty on the final layer, no KL term."""
+    return {"energy.eta": eta, "energy.site": config.energy_site, "energy.normalize": config.energy_normalize,
+            "energy.reference": config.eppo_reference, "energy.sft_samples": config.eppo_sft_samples}  # fmt: skip

@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 
+from inform_jax.world.config import ARM_FIELDS, WorldConfig
+
 # name -> (proxy reward model, PPO settings). The labels are the papers' method names.
 METHODS: dict[str, tuple[str, dict]] = {
     "PPO": ("standard", {}),
@@ -55,6 +57,13 @@ class LabConfig:
     n_sft: int = 2000
     n_prompts: int = 512
     n_eval_prompts: int = 64
+    # the world's exploit arm (experiments/lab/PROTOCOL.md section 2; world.config.ARMS) and its marker rates, with
+    # the world's defaults. Outside the repetition arm the pairs get no spurious correlation (spurious_correlation
+    # is not passed on): nothing is planted there beyond the arm's markers.
+    arm: str = WorldConfig.arm
+    marker_rate: float = WorldConfig.marker_rate
+    shortcut_rate: float = WorldConfig.shortcut_rate
+    marker_base_rate: float = WorldConfig.marker_base_rate
     # models (one Llama-style size for policy, critic and reward models)
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -104,10 +113,23 @@ class LabConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown lab methods {unknown}; known: {list(METHODS)}")
+        self.world_config()  # the world checks the arm and its rates
+
+    def world_config(self) -> WorldConfig:
+        """The world's config: the arm and its rates, and the SFT behaviour mix (None: the world's default)."""
+        arm = {f: getattr(self, f) for f in ARM_FIELDS}
+        if self.sft_behaviour_probs is None:
+            return WorldConfig(**arm)
+        return WorldConfig(sft_behaviour_probs=tuple(self.sft_behaviour_probs), **arm)
 
     def digest(self, *fields: str) -> str:
-        """A short hash of the named fields (cache keys: a stage is reused only if its inputs are unchanged)."""
+        """A short hash of the named fields (cache keys: a stage is reused only if its inputs are unchanged).
+
+        The arm fields are left out while all are at their defaults, so caches written before arms existed (the
+        repetition arm's) keep their keys."""
         values = {f: getattr(self, f) for f in fields}
+        if all(getattr(self, f) == getattr(WorldConfig, f) for f in ARM_FIELDS):
+            values = {f: v for f, v in values.items() if f not in ARM_FIELDS}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -118,7 +140,7 @@ QUICK = dict(
 
 WORLD_FIELDS = (
     "seed", "label_noise", "spurious_correlation", "sft_behaviour_probs", "n_pairs", "n_sft", "n_prompts",
-    "n_eval_prompts",
+    "n_eval_prompts", *ARM_FIELDS,
 )  # fmt: skip
 MODEL_FIELDS = (*WORLD_FIELDS, "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length")
 SFT_FIELDS = (*MODEL_FIELDS, "sft_steps", "sft_lr")

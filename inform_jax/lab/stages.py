@@ -3,6 +3,7 @@ files, the SFT policy, the proxy reward models, PPO runs against them, and the f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -23,11 +24,13 @@ from inform_jax.models.reward_model import (
     load_reward_model,
     save_reward_model,
 )
-from inform_jax.world.config import WorldConfig
 from inform_jax.world.world import SyntheticWorld
 
 # ensemble kinds -> the RM trainer's method: members trained in one vmapped program, one data order each
 ENSEMBLE_METHODS = {"ensemble": "warm", "inform-ensemble": "inform+warm"}
+# kinds trained as another kind with settings overridden, cached under their own name and the overridden key:
+# InfoRM at beta 0 has InfoRM's head and latent size without the bottleneck (the nuisance arm's positive control)
+VARIANTS = {"inform-beta0": ("inform", {"inform_beta": 0.0})}
 
 
 class Lab:
@@ -37,12 +40,7 @@ class Lab:
         self.config = config
         self.cache_dir = cache_dir
         self.log = log
-        world_config = (
-            WorldConfig()
-            if config.sft_behaviour_probs is None
-            else WorldConfig(sft_behaviour_probs=tuple(config.sft_behaviour_probs))
-        )
-        self.world = SyntheticWorld(world_config)
+        self.world = SyntheticWorld(config.world_config())
         # Jitted: the trainer scores every rollout batch, once for the gold reward and once for the hacked label
         # (two cheap compiled calls; the eager scorer cost 2.5 s of a 12.7 s lab run).
         self.scorer = self.world.score_ids
@@ -125,8 +123,10 @@ class Lab:
         "inform" (IB head, beta ``inform_beta``), "odin" (quality and length heads), "ensemble" (members trained
         with different seeds, mean), "ensemble-wco" / "ensemble-uwo" (the same members, min / mean - uwo_coef *
         variance) or "warm" (the same members' weights averaged); "inform-ensemble" / "inform-warm" the same with
-        InfoRM's IB head on every member."""
+        InfoRM's IB head on every member; "inform-beta0" InfoRM with ``inform_beta`` 0 (same head and latent size)."""
         c = self.config
+        if kind in VARIANTS:
+            c = dataclasses.replace(c, **VARIANTS[kind][1])
         if kind in ("warm", "inform-warm"):  # WARM: the ensemble's members (one data order each) weight-averaged
             return self.reward_model("ensemble" if kind == "warm" else "inform-ensemble", sft).weight_average()
         if kind in ("ensemble-wco", "ensemble-uwo"):  # the same members, aggregated by min or mean - coef * var
@@ -140,19 +140,18 @@ class Lab:
             os.path.join(final, "ensemble.json")
         ):
             return load_reward_model(final, dtype=jnp.float32, scan_layers=True)
-        model = self._train_rm(kind, sft, os.path.join(folder, "train"), c.seed + 1)
+        model = self._train_rm(kind, sft, os.path.join(folder, "train"), c.seed + 1, c)
         save_reward_model(model, final)
         return model
 
-    def _train_rm(self, kind: str, sft: CausalLM, folder: str, seed: int) -> RewardModel:
+    def _train_rm(self, kind: str, sft: CausalLM, folder: str, seed: int, c: LabConfig) -> RewardModel:
         from inform_jax.train.config import config_from_dict
         from inform_jax.train.rm.data import prepare_pairs
         from inform_jax.train.rm.trainer import RewardModelTrainer
 
-        c = self.config
         # The ensemble's members train in one vmapped program with one data order each (the WARM scheme); the
         # ensemble keeps them apart and averages their rewards (no weight averaging).
-        method = ENSEMBLE_METHODS.get(kind, kind)
+        method = VARIANTS[kind][0] if kind in VARIANTS else ENSEMBLE_METHODS.get(kind, kind)
         config = config_from_dict(dict(
             method=method, head=dict(latent_dim=c.latent_dim),
             loss=dict(beta=c.inform_beta, kl_reduction=c.inform_kl_reduction, num_members=c.ensemble_members,

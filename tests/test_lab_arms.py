@@ -1,0 +1,163 @@
+"""The lab's exploit arms and their positive controls (experiments/lab/PROTOCOL.md section 2): the arm reaches the
+lab's world, the probe and the sensitivity measure what they claim, and the controls run end to end on a tiny lab."""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from inform_jax.detect.selection import auroc
+from inform_jax.lab.arms import (
+    arm_controls,
+    marker_probe_auroc,
+    normalized_sensitivity,
+    reward_std_on_sft_samples,
+    with_and_without_marker,
+)
+from inform_jax.lab.config import RM_FIELDS, WORLD_FIELDS, LabConfig
+from inform_jax.world.vocab import MARKER_WORDS
+
+TINY = dict(n_pairs=200, n_sft=100, n_prompts=16, n_eval_prompts=8, hidden_size=16, intermediate_size=32,
+            num_layers=2, num_heads=2, new_tokens=8, sft_steps=20, rm_steps=10, rm_batch=16, latent_dim=8)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_lab(tmp_path_factory):
+    from inform_jax.lab.stages import Lab
+
+    config = LabConfig(arm="shortcut_b", **TINY)
+    return Lab(config, str(tmp_path_factory.mktemp("arms-lab")), log=lambda *_: None)
+
+
+# ----------------------------------------------------------------------------------------------- the probe
+
+
+def test_auroc_equals_sklearn_on_random_scores_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        labels = rng.random(300) < 0.3
+        scores = np.round(rng.normal(size=300) + labels, 1)  # rounded: ties across the classes
+        assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_probe_finds_a_planted_linear_direction():
+    rng = np.random.default_rng(1)
+    n, d = 400, 16
+    has_marker = rng.random(n) < 0.5
+    direction = rng.normal(size=d)
+    features = rng.normal(size=(n, d)) + 3.0 * np.outer(has_marker, direction / np.linalg.norm(direction))
+    assert marker_probe_auroc(features, has_marker, seed=0) > 0.95
+
+
+def test_probe_on_noise_is_near_chance():
+    rng = np.random.default_rng(2)
+    n, d = 400, 16
+    values = [marker_probe_auroc(rng.normal(size=(n, d)), rng.random(n) < 0.5, seed=s) for s in range(3)]
+    assert abs(np.mean(values) - 0.5) < 0.08
+
+
+def test_probe_keeps_groups_in_one_fold():
+    # Each pair's two rows share a feature vector and differ only in the label: any probe is at chance, but only
+    # if a pair is never split (a split pair would let the probe memorize nothing useful either: this checks the
+    # grouping runs and gives chance, not that splitting would leak).
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(100, 8))
+    features = np.concatenate([base, base])
+    labels = np.repeat([False, True], 100)
+    groups = np.tile(np.arange(100), 2)
+    assert marker_probe_auroc(features, labels, seed=0, groups=groups) == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------------------- the sensitivity
+
+
+def test_normalized_sensitivity_of_a_reward_paying_c_per_marker_is_c_over_std():
+    from inform_jax.world.vocab import vocabulary
+
+    vocab = vocabulary(markers=True)
+    marker_ids = np.asarray([vocab.index(w) for w in MARKER_WORDS])
+    c, std = 0.3, 2.0
+    rng = np.random.default_rng(0)
+    responses = rng.integers(4, 20, size=(12, 6))  # ordinary words, no <eos>, no marker
+    mask = np.ones_like(responses)
+    mask[:4, 4:] = 0  # some right padding
+    prompts = {"input_ids": np.ones((12, 3), np.int32), "attention_mask": np.ones((12, 3), np.int32)}
+
+    def score_fn(prompt_ids, prompt_mask, ids, mask):  # a base reward from the words, plus c per marker token
+        is_marker = np.isin(ids, marker_ids) & (mask > 0)
+        return np.where((mask > 0) & ~is_marker, np.sin(ids), 0.0).sum(1) + c * is_marker.sum(1)
+
+    sens = normalized_sensitivity(score_fn, prompts, responses, mask, std, rng, vocabulary=vocab)
+    assert sens.value == pytest.approx(c / std, abs=1e-9) and sens.mean_delta == pytest.approx(c, abs=1e-9)
+    assert sens.stderr == pytest.approx(0.0, abs=1e-9) and sens.n == 12
+    with pytest.raises(ValueError, match="sft_reward_std"):
+        normalized_sensitivity(score_fn, prompts, responses, mask, 0.0, rng, vocabulary=vocab)
+
+
+def test_with_and_without_marker_pairs_rows_at_one_width():
+    from inform_jax.world.vocab import vocabulary
+
+    vocab = vocabulary(markers=True)
+    ids = np.asarray([[5, 6, 2, 0], [7, 8, 9, 10]])
+    mask = np.asarray([[1, 1, 1, 0], [1, 1, 1, 1]])
+    plain_ids, plain_mask, marked_ids, marked_mask = with_and_without_marker(ids, mask, np.random.default_rng(0), vocab)
+    assert plain_ids.shape == marked_ids.shape == (2, 5)
+    np.testing.assert_array_equal(plain_mask.sum(1) + 1, marked_mask.sum(1))
+    markers = {vocab.index(w) for w in MARKER_WORDS}
+    assert [sum(int(t) in markers for t in row) for row in marked_ids] == [1, 1]
+    assert list(marked_ids[0]).index(2) == 3  # the marker goes before the <eos>
+
+
+# ------------------------------------------------------------------------------------------- the lab's arm
+
+
+def test_default_arm_keeps_the_cache_keys():
+    # the digest of the world fields as written before arms existed: the default arm's caches stay valid
+    config = LabConfig()
+    old_fields = [f for f in WORLD_FIELDS if f not in ("arm", "marker_rate", "shortcut_rate", "marker_base_rate")]
+    old = hashlib.sha256(json.dumps({f: getattr(config, f) for f in old_fields}, sort_keys=True).encode())
+    assert config.digest(*WORLD_FIELDS) == old.hexdigest()[:12]
+    assert LabConfig(arm="nuisance").digest(*WORLD_FIELDS) != config.digest(*WORLD_FIELDS)
+    assert LabConfig(marker_rate=0.4).digest(*RM_FIELDS) != config.digest(*RM_FIELDS)
+    with pytest.raises(ValueError, match="arm"):
+        LabConfig(arm="bogus")
+
+
+def test_lab_world_of_a_marker_arm_writes_markers_and_its_tokenizer_knows_them(tiny_lab):
+    lab = tiny_lab
+    assert lab.world.config.arm == "shortcut_b" and lab.world.config.has_markers
+    assert len(lab.tokenizer) == lab.world.vocab_size == lab.decoder_config().vocab_size
+    for word in MARKER_WORDS:
+        assert lab.tokenizer.convert_tokens_to_ids(word) == lab.world.token_id(word)
+    with open(lab.files["prefs_train.jsonl"]) as f:
+        rows = [json.loads(line) for line in f]
+    assert all("marker_chosen" in r and "marker_rejected" in r for r in rows)
+    chosen, rejected = np.mean([r["marker_chosen"] for r in rows]), np.mean([r["marker_rejected"] for r in rows])
+    assert chosen > rejected  # shortcut (b): the marker tracks the labelled side
+    with open(lab.files["world.json"]) as f:
+        assert json.load(f)["arm"] == "shortcut_b"
+
+
+def test_arm_controls_run_end_to_end(tiny_lab):
+    lab = tiny_lab
+    sft = lab.sft_policy()
+    models = {"standard": lab.reward_model("standard", sft), "inform-beta0": lab.reward_model("inform-beta0", sft)}
+    assert models["inform-beta0"].head_config.kind == "ib"
+    assert models["inform-beta0"].head_config.latent_dim == lab.config.latent_dim
+    beta0 = dataclasses.replace(lab.config, inform_beta=0.0).digest(*RM_FIELDS)  # its own cache key
+    assert os.path.exists(os.path.join(lab.cache_dir, f"rm-inform-beta0-{beta0}", "model"))
+    controls = arm_controls(lab, sft, models, samples_per_prompt=8, seed=0, folds=4)
+    assert controls["arm"] == "shortcut_b" and controls["n_samples"] == 8 * lab.config.n_eval_prompts
+    assert 0 <= controls["sft_marker_rate"] <= 1 and controls["n_paired"] >= 2
+    assert set(controls["reward_models"]) == {"standard", "inform-beta0"}
+    for entry in controls["reward_models"].values():
+        for key in ("sft_reward_std", "sensitivity", "sensitivity_stderr", "mean_delta"):
+            assert np.isfinite(entry[key]), key
+    assert "probe_auroc" not in controls["reward_models"]["standard"]
+    assert 0 <= controls["reward_models"]["inform-beta0"]["probe_auroc"] <= 1
+    # the helper's std is over freshly drawn samples of the same kind
+    assert reward_std_on_sft_samples(lab, models["standard"], sft, 16) > 0

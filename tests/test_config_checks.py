@@ -26,7 +26,7 @@ BAD_RM_VALUES = [
 BAD_PPO_VALUES = [
     ("ppo.actor_lr", -1e-4), ("ppo.critic_lr", 0), ("kl.estimator", "k9"), ("energy.site", "nowhere"),
     ("rollout.top_p", 2), ("rollout.top_p", 0), ("rollout.temperature", 0), ("policy.remat", "everything"),
-    ("ppo.gamma", 1.5), ("ppo.lam", -0.1), ("ppo.clip", 0), ("energy.eta", -1), ("kl.coef", -0.1),
+    ("ppo.gamma", 1.5), ("ppo.lam", -0.1), ("ppo.clip", 0), ("energy.eta", "inf"), ("kl.coef", -0.1),
     ("reward.kind", "oracle"), ("reward.gold", "x"), ("train.iterations", 0), ("train.keep_checkpoints", 0),
     ("ibl.covariance", "diag"), ("detect.num_prompts", 2), ("data.max_prompt_length", 0), ("ppo.critic_init", "x"),
     ("ppo.grad_clip", 0), ("energy.sft_samples", 1.5), ("detect.every", 0.5), ("rollout.top_k", -1),

@@ -27,7 +27,13 @@ METHODS: dict[str, tuple[str, dict]] = {
     "InfoRM + Ensemble": ("inform-ensemble", {}),  # InfoRM's IB head on every ensemble member, mean reward
     "InfoRM + WARM": ("inform-warm", {}),  # the same members weight-averaged
     "Oracle": ("gold", {}),  # PPO on the gold reward itself: proves the RL machinery and the world's headroom
+    # planted methods that validate the comparison itself (PROTOCOL.md section 4): a good one it must call
+    # reproduced against PPO, broken ones it must not
+    "Planted good RM": ("planted-good", {}),  # an RM trained on noise-free, shortcut-free labels
+    "Planted RM seed": ("standard-seed2", {}),  # the standard RM again with another training seed: no real change
+    "Planted flipped EPPO": ("standard", {"eta": "flipped"}),  # EPPO's penalty with its sign flipped
 }
+PLANTED_METHODS = ("Planted good RM", "Planted RM seed", "Planted flipped EPPO")
 DEMO_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO", "Oracle")
 
 

@@ -31,6 +31,11 @@ ENSEMBLE_METHODS = {"ensemble": "warm", "inform-ensemble": "inform+warm"}
 # kinds trained as another kind with settings overridden, cached under their own name and the overridden key:
 # InfoRM at beta 0 has InfoRM's head and latent size without the bottleneck (the nuisance arm's positive control)
 VARIANTS = {"inform-beta0": ("inform", {"inform_beta": 0.0})}
+# planted kinds (PROTOCOL.md section 4): "standard-seed2" is the standard RM with another training seed;
+# "planted-good" the standard RM trained on the same world's pairs without label noise and without any spurious
+# correlation (a clean world written beside the lab's)
+RM_SEEDS = {"standard-seed2": 1000}
+PLANTED_KINDS = {"standard-seed2": "standard", "planted-good": "standard"}
 
 
 class Lab:
@@ -54,19 +59,26 @@ class Lab:
 
     # ------------------------------------------------------------------------------------------ data
 
-    def _world_files(self) -> dict[str, str]:
+    def _world_files(self, clean: bool = False) -> dict[str, str]:
+        """The world's files; ``clean``: the same world's pairs without label noise or spurious correlation (and
+        without planted markers), for the planted good reward model."""
         c = self.config
-        folder = os.path.join(self.cache_dir, f"world-{c.digest(*WORLD_FIELDS)}")
+        folder = os.path.join(self.cache_dir, f"world-{'clean-' if clean else ''}{c.digest(*WORLD_FIELDS)}")
         index = os.path.join(folder, "files.json")
         if os.path.exists(index):
             with open(index) as f:
                 return json.load(f)
-        self.log(f"writing the synthetic world ({c.n_pairs} pairs at {c.label_noise:.0%} label noise)")
+        noise = 0.0 if clean else c.label_noise
+        self.log(f"writing the synthetic world ({c.n_pairs} pairs at {noise:.0%} label noise{', clean' * clean})")
         start = time.perf_counter()
-        files = self.world.write(
+        world = self.world
+        if clean and c.arm != "repetition":  # the marker arms' pairs without markers, on the same vocabulary
+            world = SyntheticWorld(dataclasses.replace(c.world_config(), arm="none"))
+        # outside the repetition arm nothing is planted beyond the arm's markers (None: no spurious correlation)
+        correlation = (0.5 if clean else c.spurious_correlation) if c.arm == "repetition" else None
+        files = world.write(
             folder, n_train=c.n_pairs, n_test=200, n_sft=c.n_sft, n_prompts_train=c.n_prompts,
-            n_prompts_test=c.n_eval_prompts, label_noise=c.label_noise,
-            spurious_correlation=c.spurious_correlation, seed=c.seed,
+            n_prompts_test=c.n_eval_prompts, label_noise=noise, spurious_correlation=correlation, seed=c.seed,
         )  # fmt: skip
         with open(index, "w") as f:
             json.dump(files, f)
@@ -123,10 +135,13 @@ class Lab:
         "inform" (IB head, beta ``inform_beta``), "odin" (quality and length heads), "ensemble" (members trained
         with different seeds, mean), "ensemble-wco" / "ensemble-uwo" (the same members, min / mean - uwo_coef *
         variance) or "warm" (the same members' weights averaged); "inform-ensemble" / "inform-warm" the same with
-        InfoRM's IB head on every member; "inform-beta0" InfoRM with ``inform_beta`` 0 (same head and latent size)."""
+        InfoRM's IB head on every member; "inform-beta0" InfoRM with ``inform_beta`` 0 (same head and latent size);
+        the planted ones: "planted-good" the standard RM on the same world's pairs without label noise or spurious
+        correlation, "standard-seed2" the standard RM with another training seed."""
         c = self.config
         if kind in VARIANTS:
             c = dataclasses.replace(c, **VARIANTS[kind][1])
+        # planted-good and standard-seed2 (PLANTED_KINDS) train as the standard RM, see _train_rm
         if kind in ("warm", "inform-warm"):  # WARM: the ensemble's members (one data order each) weight-averaged
             return self.reward_model("ensemble" if kind == "warm" else "inform-ensemble", sft).weight_average()
         if kind in ("ensemble-wco", "ensemble-uwo"):  # the same members, aggregated by min or mean - coef * var
@@ -140,7 +155,7 @@ class Lab:
             os.path.join(final, "ensemble.json")
         ):
             return load_reward_model(final, dtype=jnp.float32, scan_layers=True)
-        model = self._train_rm(kind, sft, os.path.join(folder, "train"), c.seed + 1, c)
+        model = self._train_rm(kind, sft, os.path.join(folder, "train"), c.seed + 1 + RM_SEEDS.get(kind, 0), c)
         save_reward_model(model, final)
         return model
 
@@ -151,12 +166,13 @@ class Lab:
 
         # The ensemble's members train in one vmapped program with one data order each (the WARM scheme); the
         # ensemble keeps them apart and averages their rewards (no weight averaging).
-        method = VARIANTS[kind][0] if kind in VARIANTS else ENSEMBLE_METHODS.get(kind, kind)
+        method = VARIANTS[kind][0] if kind in VARIANTS else PLANTED_KINDS.get(kind, ENSEMBLE_METHODS.get(kind, kind))
+        files = self._world_files(clean=True) if kind == "planted-good" else self.files
         config = config_from_dict(dict(
             method=method, head=dict(latent_dim=c.latent_dim),
             loss=dict(beta=c.inform_beta, kl_reduction=c.inform_kl_reduction, num_members=c.ensemble_members,
                       aggregation="mean"),
-            data=dict(train=self.files["prefs_train.jsonl"], eval=self.files["prefs_test.jsonl"],
+            data=dict(train=files["prefs_train.jsonl"], eval=self.files["prefs_test.jsonl"],
                       max_length=c.max_length),
             optim=dict(lr=c.rm_lr, warmup_ratio=0.05),
             train=dict(batch_size=c.rm_batch, max_steps=c.rm_steps, eval_every=10**9, save_every=10**9,
@@ -218,7 +234,8 @@ def method_runs(config: LabConfig, eta: float | None = None) -> list[tuple[str, 
         if settings.get("kl_coef"):
             overrides["kl.coef"] = config.kl
         if settings.get("eta"):
-            overrides.update(eppo_overrides(config, config.eta if eta is None else eta))
+            eta_value = config.eta if eta is None else eta
+            overrides.update(eppo_overrides(config, -eta_value if settings["eta"] == "flipped" else eta_value))
         if settings.get("length_penalty"):
             overrides["length_penalty.enabled"] = True
         runs.append((name, kind, overrides))

@@ -59,6 +59,7 @@ def whole_at_least(low: int) -> Rule:
     return f"an integer >= {low}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
+finite = ("a finite number", _number)
 positive = above(0)
 whole = whole_at_least(0)
 non_negative = at_least(0)

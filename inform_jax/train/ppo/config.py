@@ -89,7 +89,11 @@ class KLSection:
 
 @dataclasses.dataclass
 class EnergySection:
-    eta: float = option(0.0, "EPPO: reward r - eta * |dE_sft - dE_policy| (the authors: 2.0); 0: plain PPO")
+    eta: float = option(
+        0.0,
+        "EPPO: reward r - eta * |dE_sft - dE_policy| (the authors: 2.0); 0: plain PPO; negative: the sign flipped "
+        "(a planted broken method that rewards moving the energy, for validating comparisons)",
+    )
     site: str = option(
         "residual",
         "where the final-layer energy is read: residual (the paper's) | mlp (the authors' code)",
@@ -205,7 +209,7 @@ PPO_RULES = [
     ("ppo.critic_init", ck.one_of("sft", "reward_model")),
     ("kl.coef", ck.non_negative), ("kl.estimator", ck.one_of(*KL_ESTIMATORS)), ("kl.target", ck.positive),
     ("kl.horizon", ck.positive),
-    ("energy.eta", ck.non_negative), ("energy.site", ck.one_of(*ENERGY_SITES)),
+    ("energy.eta", ck.finite), ("energy.site", ck.one_of(*ENERGY_SITES)),
     ("energy.sft_energy", ck.one_of("cached", "regenerate")), ("energy.sft_samples", ck.whole),
     ("energy.reference", ck.one_of("sampled", "teacher_forced")),
     ("ibl.coef", ck.non_negative), ("ibl.covariance", ck.one_of("empirical", "ledoit_wolf")),

@@ -401,7 +401,7 @@ class PPOTrainer:
         score, features = self.proxy_score(reward_params, sequences, sequence_mask, norm=reward_norm)
         # The teacher-forced dE_SFT comes from the reference forward already run for the KL's log-probs; read only
         # when EPPO is on, so that eta 0 compiles the very program plain PPO does.
-        teacher_forced = e.eta > 0 and e.reference == "teacher_forced"
+        teacher_forced = e.eta != 0 and e.reference == "teacher_forced"
         return Scored(
             logprobs=_response_logprobs(actor_out.logits, sequences, p_len),
             ref_logprobs=_response_logprobs(ref_out.logits, sequences, p_len),
@@ -428,7 +428,7 @@ class PPOTrainer:
             truncated=scored.truncated if c.reward.missing_eos == "penalty" else None,
             missing_eos_penalty=c.reward.missing_eos_penalty, clip=c.reward.clip,
             length_sigma=score_std if c.length_penalty.enabled else None,
-            max_length=c.rollout.max_new_tokens, eta=c.energy.eta, sft_energy=sft_energy if c.energy.eta > 0 else None,
+            max_length=c.rollout.max_new_tokens, eta=c.energy.eta, sft_energy=sft_energy if c.energy.eta != 0 else None,
             policy_energy=scored.energy, ibl_coef=c.ibl.coef, features=scored.features,
             ibl_reference=ibl_reference if c.ibl.coef > 0 else None,
         )  # fmt: skip
@@ -491,7 +491,7 @@ class PPOTrainer:
             )  # fmt: skip
         mask = gen.mask
         sft_energy = jnp.zeros_like(scored.score)
-        if c.energy.eta > 0:
+        if c.energy.eta != 0:
             if c.energy.reference == "teacher_forced":
                 sft_energy = scored.ref_energy
             elif c.energy.sft_energy == "cached":
@@ -587,7 +587,7 @@ class PPOTrainer:
             t.output_dir, self.config.to_dict(), resumed_at=self.iteration, allow_change=t.allow_config_change
         )
         e = self.config.energy
-        if e.eta > 0 and e.reference == "sampled" and e.sft_energy == "cached":
+        if e.eta != 0 and e.reference == "sampled" and e.sft_energy == "cached":
             self.sft_energy = self.reference.cached_energy()
         if self.config.reward.normalize == "sft":
             mean, std = self.reference.reward_normalization()

@@ -796,7 +796,46 @@ def decomposition_slow_rule(seeds, size: dict, work: str, cache: str | None, out
     return payload
 
 
+PLANTED_CLAIMS = (
+    ("the planted good reward model (noise-free, correlation-free labels) beats standard-RM PPO at PPO's peak KL "
+     "(expected: reproduced)", "Planted good RM", "gold at 1x KL", +1),
+    ("the planted good reward model ends above standard-RM PPO (expected: reproduced)", "Planted good RM",
+     "final gold", +1),
+    ("the standard RM with another training seed beats standard-RM PPO at PPO's peak KL (a null: expected not "
+     "reproduced)", "Planted RM seed", "gold at 1x KL", +1),
+    ("EPPO with its penalty's sign flipped beats standard-RM PPO at PPO's peak KL (broken: expected not reproduced)",
+     "Planted flipped EPPO", "gold at 1x KL", +1),
+)  # fmt: skip
+
+
+def planted(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """The lab validated on planted methods (PROTOCOL.md section 4), under the paired rule: per seed the same world,
+    SFT policy, prompts and sampling keys for every method; each claim's per-seed difference against standard-RM
+    PPO with a Holm-corrected paired t-interval against a minimum effect of 0.05 gold."""
+    from inform_jax.lab.config import PLANTED_METHODS
+    from inform_jax.lab.verdicts import Claim, claim_text, judge_claims
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    grid = run_grid({"planted": {}}, seeds, ("PPO", *PLANTED_METHODS), size=size, work=work, cache=cache)
+    per_seed = grid["planted"]
+    claims = [Claim(text, method, "PPO", measure, direction) for text, method, measure, direction in PLANTED_CLAIMS]
+    rows = judge_claims(per_seed, claims, min_effect=0.05)
+    payload = {
+        "study": "planted",
+        "title": "The lab validated on planted methods (paired seeds, Holm-corrected t-intervals, minimum effect 0.05)",
+        "seeds": list(seeds), "provenance": provenance(time.perf_counter() - start),
+        "claims": [{"claim": r["claim"], "measured": claim_text(r), "verdict": r["verdict"]} for r in rows],
+        "paired": rows, "figures": [],
+        "per_seed": {str(s): {"matched_kl": v["matched_kl"], "overoptimization": v["overoptimization"],
+                              "eppo_calibration": v.get("eppo_calibration")} for s, v in per_seed.items()},
+    }  # fmt: skip
+    write_study("planted", payload, out)
+    return payload
+
+
 STUDIES = {
+    "planted": planted,
     "fig4": fig4,
     "inform_table1": inform_table1,
     "energy": energy,

@@ -822,7 +822,7 @@ def planted(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bo
     claims = [Claim(text, method, "PPO", measure, direction) for text, method, measure, direction in PLANTED_CLAIMS]
     rows = judge_claims(per_seed, claims, min_effect=0.05)
     payload = {
-        "study": "planted",
+        "study": "planted", "rule": "paired",
         "title": "The lab validated on planted methods (paired seeds, Holm-corrected t-intervals, minimum effect 0.05)",
         "seeds": list(seeds), "provenance": provenance(time.perf_counter() - start),
         "claims": [{"claim": r["claim"], "measured": claim_text(r), "verdict": r["verdict"]} for r in rows],

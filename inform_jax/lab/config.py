@@ -93,7 +93,7 @@ class LabConfig:
     ppo_iterations: int = 80
     ppo_batch: int = 32
     actor_lr: float = 1e-4
-    kl: float = 0.05  # per-token KL coefficient of "PPO w/ KL"
+    kl: float = 0.1  # per-token KL coefficient of "PPO w/ KL" (chosen on the tuning seeds: PROTOCOL.md section 1)
     eta: float = 2.0  # EPPO's eta when eppo_penalty_ratio is None
     # EPPO's eta from the SFT-vs-SFT null (lab.calibration): eta = ratio * (normalized) reward std / std of the
     # null's energy gap |dE_SFT - dE_policy| with the SFT model as the policy; the protocol's grid is 0.1, 0.3, 1, 3

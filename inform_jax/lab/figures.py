@@ -26,6 +26,8 @@ def gold_and_proxy_vs_kl(path: str, results: dict[str, dict], oracle: str = "Ora
     runs back along the axis; the oracle arm's gold is drawn grey in every panel as the reachable gold."""
     from inform_jax.eval.matched_kl import monotone_envelope
 
+    if not all(r.get("checkpoints") for r in results.values()):  # runs without held-out readings (no heldout=)
+        return gold_and_proxy_vs_rollout_kl(path, results)
     plt = _pyplot()
     names = list(results)
     fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.2), squeeze=False, sharey=True)

@@ -24,7 +24,7 @@ RESULTS = os.path.join(ROOT, "experiments", "lab", "results")
 # the per-iteration series a study keeps (the full logs stay in the work folder)
 SERIES = ("iteration", "kl", "gold_reward", "proxy_reward", "final_layer_energy", "hacked_fraction", "energy_penalty",
           "response_length")  # fmt: skip
-SMOKE = dict(ppo_iterations=2, detect_every=1)  # with --quick sizes: the test suite's size
+SMOKE = dict(ppo_iterations=2, detect_every=1, eval_every=1)  # with --quick sizes: the test suite's size
 
 
 def provenance(seconds: float | None = None) -> dict[str, Any]:

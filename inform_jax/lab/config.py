@@ -102,6 +102,8 @@ class LabConfig:
     eppo_sft_samples: int = 4  # sampled reference: SFT responses per prompt, sampled like the policy's
     # the fair protocol (experiments/lab/PROTOCOL.md section 3), applied to every method alike
     reward_normalize: bool = True  # every proxy reward standardized by its mean / std over SFT samples
+    reward_normalize_samples: int = 256  # SFT samples the normalization's mean and std come from
+    eppo_calibration_prompts: int = 128  # training prompts of EPPO's SFT-vs-SFT null (lab.calibration)
     missing_eos: str = "append_eos"  # a response cut at the token limit: scored with EOS appended | "penalty" | "score"
     energy_site: str = "residual"  # EPPO's energy site: "residual" (the paper's) | "mlp" (the authors' code)
     energy_normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for) | raw L1
@@ -142,6 +144,7 @@ class LabConfig:
 QUICK = dict(
     n_pairs=800, n_sft=600, n_prompts=96, n_eval_prompts=24, hidden_size=32, intermediate_size=64, sft_steps=150,
     rm_steps=80, ensemble_members=2, ppo_iterations=12, ppo_batch=16, new_tokens=16, detect_every=6, eval_every=3,
+    reward_normalize_samples=64, eppo_calibration_prompts=32,
 )  # fmt: skip
 
 WORLD_FIELDS = (

@@ -57,7 +57,8 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         from inform_jax.lab.calibration import calibrate_eta
 
         eta_kind = next(kind for _, kind, o in runs if "energy.eta" in o)  # the null does not depend on the RM
-        calibration = calibrate_eta(lab, sft, reward_models[eta_kind], out_dir, ratio=config.eppo_penalty_ratio)
+        calibration = calibrate_eta(lab, sft, reward_models[eta_kind], out_dir, ratio=config.eppo_penalty_ratio,
+                                    prompts=config.eppo_calibration_prompts)  # fmt: skip
         log(f"EPPO: eta {calibration['eta']:.3g} (the SFT-vs-SFT energy gap's std {calibration['null_gap_std']:.3g} "
             f"x eta = {calibration['ratio']:g} x the reward's std)")  # fmt: skip
         runs = method_runs(config, eta=calibration["eta"])

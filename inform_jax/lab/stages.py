@@ -231,6 +231,7 @@ def method_runs(config: LabConfig, eta: float | None = None) -> list[tuple[str, 
         overrides = {"reward.missing_eos": config.missing_eos}
         if config.reward_normalize:
             overrides["reward.normalize"] = "sft"
+            overrides["reward.normalize_samples"] = config.reward_normalize_samples
         if settings.get("kl_coef"):
             overrides["kl.coef"] = config.kl
         if settings.get("eta"):

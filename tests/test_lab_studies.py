@@ -86,3 +86,16 @@ def test_paired_difference_interval_matches_the_normal_approximation_and_counts_
     assert abs(diff["mean"] - d.mean()) < 1e-12
     np.testing.assert_allclose(diff["ci95"], [d.mean() - half, d.mean() + half], atol=0.15 * half)
     assert (diff["higher"], diff["lower"], diff["equal"]) == ((d > 0).sum(), (d < 0).sum(), 5)
+
+
+def test_a_finished_run_with_the_same_config_is_read_back(tmp_path):
+    """A killed study resumes from the runs it finished: same config -> the saved summary; else None."""
+    from experiments.lab.common import finished_run
+
+    config = {"seed": 3, "methods": ["PPO", "EPPO"], "sft_behaviour_probs": [0.5, 0.5]}
+    assert finished_run(str(tmp_path), config) is None  # nothing there
+    (tmp_path / "metrics.json").write_text(json.dumps({"final_gold": {"PPO": 0.25}}))
+    assert finished_run(str(tmp_path), config) is None  # no config.json: the report was never finished
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert finished_run(str(tmp_path), dict(config, methods=("PPO", "EPPO"))) == {"final_gold": {"PPO": 0.25}}
+    assert finished_run(str(tmp_path), dict(config, seed=4)) is None

@@ -52,7 +52,18 @@ def run_grid(
 ) -> dict[str, dict[int, dict]]:
     """The laboratory for every (setting, seed): {setting: {seed: summary}}; ``size`` are LabConfig fields
     (the study's scale), ``settings`` the fields that vary (a setting's own "methods" replaces ``methods``).
-    Per-iteration metrics are cut to SERIES."""
+    Per-iteration metrics are cut to SERIES.
+
+    A killed study resumes: a (setting, seed) whose report folder under ``work`` holds a finished run with exactly
+    this configuration (its config.json) is read back instead of run again. Between runs JAX's in-memory caches
+    are cleared: a long study otherwise keeps every compiled program mapped, and the kernel's limit on memory
+    mappings ended a 10-seed study with "LLVM compilation error: Cannot allocate memory" (the persistent compile
+    cache still spares the recompiles)."""
+    import dataclasses
+    import gc
+
+    import jax
+
     from inform_jax.lab.config import LabConfig, slug
     from inform_jax.lab.demo import run_demo
 
@@ -64,12 +75,33 @@ def run_grid(
         for seed in seeds:
             log(f"== {name}, seed {seed}")
             config = LabConfig(**{**size, **overrides, "seed": seed, "methods": setting_methods})
-            result = run_demo(config, os.path.join(work, slug(name), f"seed{seed}"), cache_dir=cache, log=log)
-            summary = result["summary"]
+            folder = os.path.join(work, slug(name), f"seed{seed}")
+            summary = finished_run(folder, dataclasses.asdict(config))
+            if summary is not None:
+                log(f"   (read back from {folder}: a finished run with the same configuration)")
+            else:
+                summary = run_demo(config, folder, cache_dir=cache, log=log)["summary"]
+                jax.clear_caches()
+                gc.collect()
             summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
                                   for m, rows in summary["metrics"].items()}  # fmt: skip
             out[name][seed] = summary
     return out
+
+
+def finished_run(folder: str, config: dict) -> dict | None:
+    """The summary (metrics.json) of a finished lab run in ``folder`` whose config.json equals ``config``, else
+    None. config.json is written with metrics.json when the report is written, so both exist only for a run that
+    finished."""
+    paths = [os.path.join(folder, name) for name in ("config.json", "metrics.json")]
+    if not all(os.path.exists(p) for p in paths):
+        return None
+    with open(paths[0]) as f:
+        saved = json.load(f)
+    if saved != json.loads(json.dumps(config)):
+        return None
+    with open(paths[1]) as f:
+        return json.load(f)
 
 
 def _layers(record: dict) -> dict:

@@ -808,6 +808,25 @@ PLANTED_CLAIMS = (
 )  # fmt: skip
 
 
+def planted_table(per_seed: dict) -> dict[str, dict[str, dict]]:
+    """Per method, over seeds: held-out gold at SFT, at its peak, at 1x PPO's peak KL (seeds that reach it) and at
+    the end; from each seed's summary ("matched_kl", "overoptimization")."""
+    from inform_jax.lab.verdicts import MEASURES
+
+    first = next(iter(per_seed.values()))
+    table = {}
+    for method in first["matched_kl"]["methods"]:
+        cells = {}
+        for label, measure in (("peak gold", "peak gold"), ("gold at 1x KL", "gold at 1x KL"),
+                               ("final gold", "final gold")):  # fmt: skip
+            values = [MEASURES[measure](s, method) for s in per_seed.values()]
+            values = [v for v in values if v is not None]
+            if values:
+                cells[label] = spread(values)
+        table[method] = cells
+    return {"held-out gold over seeds (mean +- sd)": table}
+
+
 def planted(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
     """The lab validated on planted methods (PROTOCOL.md section 4), under the paired rule: per seed the same world,
     SFT policy, prompts and sampling keys for every method; each claim's per-seed difference against standard-RM
@@ -826,7 +845,7 @@ def planted(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bo
         "title": "The lab validated on planted methods (paired seeds, Holm-corrected t-intervals, minimum effect 0.05)",
         "seeds": list(seeds), "provenance": provenance(time.perf_counter() - start),
         "claims": [{"claim": r["claim"], "measured": claim_text(r), "verdict": r["verdict"]} for r in rows],
-        "paired": rows, "figures": [],
+        "paired": rows, "figures": [], "table": planted_table(per_seed),
         "per_seed": {str(s): {"matched_kl": v["matched_kl"], "overoptimization": v["overoptimization"],
                               "eppo_calibration": v.get("eppo_calibration")} for s, v in per_seed.items()},
     }  # fmt: skip

@@ -32,8 +32,9 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              "world with headroom (a weak SFT policy, 4-layer models), held-out gold at matched KL, per-seed paired "
              "differences with Holm-corrected t-intervals against a minimum effect of 0.05 gold, and verdicts "
              "*reproduced* / *refuted* / *inconclusive* / *uninformative*, each with its interval's half-width. "
-             "Studies marked **old rule** were measured before that protocol existed, in the previous world (a "
-             "strong SFT policy with no headroom, 2-layer models; every RL method ended below SFT there): every "
+             "Studies marked **old rule** were measured before that protocol existed (those on the lab's world: in "
+             "the previous world, a strong SFT policy with no headroom and 2-layer models, where every RL method "
+             "ended below SFT; the decomposition studies use their own toy sets): every "
              "number is a mean over the seeds listed (+- the sample standard deviation), *reproduced* when every "
              "seed agrees, *not reproduced* when the mean disagrees, *mixed* otherwise. They are kept until they are "
              "rerun under the paired rule; read them as the record of that world, not as verdicts.", ""]  # fmt: skip

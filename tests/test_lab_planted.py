@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -43,12 +44,10 @@ def test_the_clean_world_has_the_same_prompts_and_gold_ordered_pairs(lab):
 
 def test_planted_reward_models_differ_from_the_standard_one(lab):
     sft = lab.sft_policy()
-    standard = nnx.state(lab.reward_model("standard", sft), nnx.Param)
+    standard = jax.tree.leaves(nnx.state(lab.reward_model("standard", sft), nnx.Param))
     for kind in ("standard-seed2", "planted-good"):
-        planted = nnx.state(lab.reward_model(kind, sft), nnx.Param)
-        same = [np.array_equal(a, b) for a, b in zip(*map(lambda s: __import__("jax").tree.leaves(s),
-                                                          (standard, planted)), strict=True)]  # fmt: skip
-        assert not all(same), kind
+        planted = jax.tree.leaves(nnx.state(lab.reward_model(kind, sft), nnx.Param))
+        assert not all(np.array_equal(a, b) for a, b in zip(standard, planted, strict=True)), kind
 
 
 def test_flipped_eppo_runs_with_the_negative_eta():

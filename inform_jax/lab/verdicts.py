@@ -95,9 +95,10 @@ def judge_claims(
     Returns one dict per claim: text, method, comparator, measure, seeds (used) and seeds_missing, mean of each
     side, the difference's mean / low / high / half_width at the claim's Holm level, the level, the Holm-adjusted
     p-value (two-sided paired t), and the verdict."""
-    rows, p_values = [], []
+    rows, p_values, values = [], [], []
     for claim in claims:
         seeds, ours, theirs = paired_values(per_seed, claim)
+        values.append((ours, theirs))
         row = {"claim": claim.text, "method": claim.method, "comparator": claim.comparator, "measure": claim.measure,
                "direction": claim.direction, "seeds": seeds,
                "seeds_missing": [s for s in per_seed if s not in seeds]}  # fmt: skip
@@ -113,11 +114,10 @@ def judge_claims(
         rows.append(row)
     adjusted = holm(p_values)
     levels = holm_levels(p_values, family_alpha)
-    for row, claim, p_adj, level in zip(rows, claims, adjusted, levels, strict=True):
+    for row, claim, (ours, theirs), p_adj, level in zip(rows, claims, values, adjusted, levels, strict=True):
         row["p_holm"] = float(p_adj)
         if "differences" not in row:
             continue
-        seeds, ours, theirs = paired_values(per_seed, claim)
         interval = paired_interval(ours, theirs, level=float(level), method="t")
         row.update(level=float(level), diff=interval.mean, low=interval.low, high=interval.high,
                    half_width=interval.half_width,

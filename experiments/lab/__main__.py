@@ -57,12 +57,42 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
             lines += [f"{setting}:", ""] + _metric_table(methods) + [""]
         if "sweep" in study:
             lines += _sweep_table(study) + [""]
+        for key, title in EXTRA_TABLES.items():
+            if study.get(key):
+                lines += [f"{title}:", ""] + _extra_table(study[key]) + [""]
     missing = [s for s in STUDIES if s not in studies]
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+# a study's further tables, rendered when present: key -> title
+EXTRA_TABLES = {
+    "baseline": "The protocol's baseline criteria per seed (PPO's rise and fall, the oracle's rise)",
+    "win_tie_lose": "Win / tie / lose by the gold judge on the final policies' greedy outputs (description, "
+    "mean +- sd)",
+    "csi": "CSI of the final outputs against SFT's (mean +- sd over seeds)",
+    "detectors": "Every alarm rule as a detector over all seeds' runs (negatives: the Oracle and PPO w/ KL runs)",
+}
+
+
+def _extra_table(rows: dict) -> list[str]:
+    """A markdown table of {row: {column: value}} (or {row: spread}); spreads print as "mean +- sd", floats to 3."""
+
+    def cell(value) -> str:
+        if isinstance(value, dict) and "mean" in value:
+            return f"{value['mean']:.3f} +- {value['std']:.3f}"
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value).replace("|", "\\|")
+
+    rows = {name: row if isinstance(row, dict) and "mean" not in row else {"value": row} for name, row in rows.items()}
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    body = [f"| {name} | " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for name, row in rows.items()]
+    return lines + body
 
 
 SWEPT = {"actor_lr": "lr", "kl": "kl"}  # the swept hyperparameters of a sweep record, and their short labels

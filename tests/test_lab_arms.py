@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from inform_jax.detect.selection import auroc
 from inform_jax.lab.arms import (
     arm_controls,
+    bottleneck_stats,
     marker_probe_auroc,
     normalized_sensitivity,
     reward_std_on_sft_samples,
@@ -159,5 +160,25 @@ def test_arm_controls_run_end_to_end(tiny_lab):
             assert np.isfinite(entry[key]), key
     assert "probe_auroc" not in controls["reward_models"]["standard"]
     assert 0 <= controls["reward_models"]["inform-beta0"]["probe_auroc"] <= 1
+    beta0 = controls["reward_models"]["inform-beta0"]
+    assert beta0["rate_nats"] >= 0 and 0 <= beta0["active_dims"] <= beta0["latent_dims"] == lab.config.latent_dim
     # the helper's std is over freshly drawn samples of the same kind
     assert reward_std_on_sft_samples(lab, models["standard"], sft, 16) > 0
+
+
+def test_bottleneck_rate_is_the_kl_to_the_prior_by_monte_carlo_and_counts_moving_dimensions():
+    rng = np.random.default_rng(2031)
+    n, z = 64, 5
+    mean = rng.normal(size=(n, z)) * np.array([1.0, 0.5, 0.05, 0.0, 2.0])  # dims 2 and 3 barely or never move
+    logvar = rng.normal(-1.0, 0.3, size=(n, z))
+    stats = bottleneck_stats(mean, logvar)
+    # Monte Carlo: E_q[log q(z) - log p(z)] with z ~ q = N(mean, exp(logvar)) per input, summed over dims
+    draws = 4000
+    sd = np.exp(0.5 * logvar)
+    sample = mean + sd * rng.normal(size=(draws, n, z))
+    log_q = -0.5 * (((sample - mean) / sd) ** 2 + logvar + np.log(2 * np.pi))
+    log_p = -0.5 * (sample**2 + np.log(2 * np.pi))
+    per_input = (log_q - log_p).sum(2).mean(0)  # [n]
+    stderr = (log_q - log_p).sum(2).std() / np.sqrt(draws * n)
+    assert abs(stats["rate_nats"] - per_input.mean()) < 5 * stderr
+    assert stats["active_dims"] == 3 and stats["latent_dims"] == z  # dims 0, 1, 4 vary by more than 0.01

@@ -10,8 +10,18 @@ from experiments.lab.__main__ import _on_edge, _sweep_table, main, write_results
 from experiments.lab.common import binned_mean_curve, compare_verdict, fraction_verdict, spread
 from experiments.lab.studies import STUDIES, paired_difference
 
-# the old rule's verdicts and the paired rule's (lab.verdicts)
-VERDICTS = {"reproduced", "not reproduced", "mixed", "not measurable", "refuted", "inconclusive", "uninformative"}
+# the old rule's verdicts, the paired rule's (lab.verdicts) and the arms' positive controls
+VERDICTS = {
+    "fires",
+    "fails",
+    "reproduced",
+    "not reproduced",
+    "mixed",
+    "not measurable",
+    "refuted",
+    "inconclusive",
+    "uninformative",
+}
 
 
 def test_every_study_runs_in_its_smoke_size(tmp_path, lab_cache):

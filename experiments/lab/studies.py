@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.lab.arms_study import arms
 from experiments.lab.common import (
     compare_verdict,
     provenance,
@@ -473,6 +474,7 @@ def planted(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bo
 STUDIES = {
     "planted": planted,
     "best_of_n": best_of_n,
+    "arms": arms,
     "fig4": fig4,
     "inform_table1": inform_table1,
     "energy": energy,

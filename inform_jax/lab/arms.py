@@ -159,7 +159,23 @@ def sensitivity_from_rewards(plain, marked, sft_reward_std: float) -> Sensitivit
 def _reward_and_latent(graphdef, params, prompt_ids, prompt_mask, ids, mask, latent):
     # prompt and response concatenated, as PPO scores a rollout (the reward read at the last real token)
     out = nnx.merge(graphdef, params)(jnp.concatenate([prompt_ids, ids], 1), jnp.concatenate([prompt_mask, mask], 1))
-    return {"reward": out.reward, **({"latent": out.head.latent_mean.astype(jnp.float32)} if latent else {})}
+    if not latent:
+        return {"reward": out.reward}
+    return {"reward": out.reward, "latent": out.head.latent_mean.astype(jnp.float32),
+            "logvar": out.head.latent_logvar.astype(jnp.float32)}  # fmt: skip
+
+
+def bottleneck_stats(mean, logvar, *, active_threshold: float = 0.01) -> dict[str, float]:
+    """How much an InfoRM latent carries, from its encoder's means and log-variances [N, Z] on N inputs.
+
+    rate_nats: the mean over inputs of KL(N(mean, exp(logvar)) || N(0, I)) summed over the Z dimensions (the
+    ``paper`` reduction's bottleneck term: an upper bound on the information the latent keeps about the input);
+    active_dims: the dimensions whose mean varies across inputs, Var_x(mean_z) > ``active_threshold`` (Burda et
+    al. 2016's active units): a dimension whose mean never moves carries nothing, whatever its variance."""
+    mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+    kl = 0.5 * (mean**2 + np.exp(logvar) - logvar - 1.0)
+    return {"rate_nats": float(kl.sum(1).mean()), "active_dims": int((mean.var(0) > active_threshold).sum()),
+            "latent_dims": int(mean.shape[1])}  # fmt: skip
 
 
 def has_latent(reward_model) -> bool:
@@ -169,7 +185,7 @@ def has_latent(reward_model) -> bool:
 
 def score_rows(lab: Lab, reward_model, prompt_ids, prompt_mask, ids, mask, *, batch_size: int = 256) -> dict:
     """``reward_model`` on rows of prompts [N, P] and responses [N, T]: {"reward": [N]} and, for an InfoRM,
-    {"latent": [N, Z]} (its latent means), as NumPy float32."""
+    {"latent": [N, Z], "logvar": [N, Z]} (its encoder's means and log-variances), as NumPy float32."""
     graphdef, params = nnx.split(reward_model)
     latent = has_latent(reward_model)
     rows = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "ids": ids, "mask": mask}
@@ -211,7 +227,8 @@ def arm_controls(
       - n_paired: samples without a marker, each scored plain and with one inserted marker;
       - reward_models[name]: sft_reward_std (over all samples), sensitivity, sensitivity_stderr, mean_delta; and
         for a reward model with a latent (InfoRM, any beta) probe_auroc: the marker probe's held-out AUROC on the
-        latent means of the paired set (a response and its marked copy always in one fold).
+        latent means of the paired set (a response and its marked copy always in one fold), and
+        :func:`bottleneck_stats` on the plain responses (rate_nats, active_dims, latent_dims).
     reward_models: name -> RewardModel or EnsembleRewardModel (e.g. from ``lab.reward_model``).
     """
     if not lab.world.config.has_markers:
@@ -239,6 +256,7 @@ def arm_controls(
         entry = {"sft_reward_std": std, "sensitivity": sens.value, "sensitivity_stderr": sens.stderr,
                  "mean_delta": sens.mean_delta}  # fmt: skip
         if "latent" in plain:
+            entry.update(bottleneck_stats(plain["latent"], plain["logvar"]))
             features = np.concatenate([plain["latent"], marked["latent"]])
             labels = np.repeat([False, True], len(plain_ids))
             pairs = np.tile(np.arange(len(plain_ids)), 2)

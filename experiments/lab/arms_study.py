@@ -1,0 +1,108 @@
+"""The exploit arms' positive controls and InfoRM's bottleneck on each arm (PROTOCOL.md section 2), before any
+method runs on them: per arm and seed, the SFT marker rate, every reward model's normalized sensitivity to one
+inserted marker, and for InfoRM on one beta grid the marker probe's AUROC on its latent, its rate in nats and its
+active latent dimensions.
+
+    python -m experiments.lab arms --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from experiments.lab.common import provenance, spread, write_study
+
+ARMS = ("nuisance", "shortcut_a", "shortcut_b")
+BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
+SMOKE_ARMS, SMOKE_BETAS = ("nuisance",), (0.0, 0.01)
+AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
+BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
+
+
+def inform_name(beta: float) -> str:
+    return f"InfoRM beta {beta:g}"
+
+
+def arm_seed(config, betas, cache: str, folder: str, log=print) -> dict[str, Any]:
+    """One (arm, seed)'s controls (:func:`inform_jax.lab.arms.arm_controls`) for the standard RM and InfoRM at each
+    beta (the paper reduction, the lab's latent size); read back from ``folder``/controls.json when a finished
+    run with the same configuration is there."""
+    from inform_jax.lab.arms import arm_controls
+    from inform_jax.lab.stages import Lab
+
+    path = os.path.join(folder, "controls.json")
+    key = json.loads(json.dumps({"config": dataclasses.asdict(config), "betas": list(betas)}))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["key"] == key:
+            return saved["result"]
+    lab = Lab(config, cache, log=log)
+    sft = lab.sft_policy()
+    models = {"Standard RM": lab.reward_model("standard", sft)}
+    for beta in betas:  # beta 0 is the lab's "inform-beta0" kind (its cache); others InfoRM at that beta
+        at = Lab(dataclasses.replace(config, inform_beta=beta), cache, log=log)
+        models[inform_name(beta)] = at.reward_model("inform-beta0" if beta == 0 else "inform", sft)
+    result = arm_controls(lab, sft, models)
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"key": key, "result": result}, f)
+    return result
+
+
+def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """The arms' positive controls over seeds, and InfoRM's sensitivity, probe AUROC, rate and active dimensions
+    per beta. A control that does not fire is reported as failing: no method's result on that arm is read."""
+    from inform_jax.lab.config import LabConfig
+    from inform_jax.lab.demo import default_cache
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    arm_names, betas = (SMOKE_ARMS, SMOKE_BETAS) if smoke else (ARMS, BETAS)
+    results = {}
+    for arm in arm_names:
+        results[arm] = {}
+        for seed in seeds:
+            print(f"== arm {arm}, seed {seed}")
+            config = LabConfig(**{**size, "seed": seed, "arm": arm})
+            results[arm][seed] = arm_seed(config, betas, cache or default_cache(), os.path.join(work, arm, f"s{seed}"))
+    table, claims = {}, []
+    for arm, per_seed in results.items():
+        rows = {}
+        for name in next(iter(per_seed.values()))["reward_models"]:
+            entries = [r["reward_models"][name] for r in per_seed.values()]
+            keys = [k for k in ("sensitivity", "probe_auroc", "rate_nats", "active_dims") if k in entries[0]]
+            rows[name] = {k: spread([e[k] for e in entries]) for k in keys}
+        rows["SFT samples"] = {"marker rate": spread([r["sft_marker_rate"] for r in per_seed.values()])}
+        table[f"arm {arm}"] = rows
+        rate = rows["SFT samples"]["marker rate"]
+        claims.append(_control(f"{arm}: the SFT policy reaches the marker (a base rate of 2-5% in its samples)",
+                               rate["values"], lambda v: BASE_RATE[0] <= v <= BASE_RATE[1], "marker rate"))  # fmt: skip
+        if arm == "nuisance":
+            claims.append(_control(f"nuisance: a linear probe finds the marker in InfoRM's latent at beta 0 (AUROC >= "
+                                   f"{AUROC_CONTROL})", rows[inform_name(0.0)]["probe_auroc"]["values"],
+                                   lambda v: v >= AUROC_CONTROL, "AUROC"))  # fmt: skip
+        else:
+            claims.append(_control(f"{arm}: the standard RM rewards the marker (normalized sensitivity > 0, two "
+                                   "standard errors)", [r["reward_models"]["Standard RM"] for r in per_seed.values()],
+                                   lambda e: e["sensitivity"] > 2 * e["sensitivity_stderr"], "sensitivity",
+                                   show=lambda e: e["sensitivity"]))  # fmt: skip
+    payload = {"study": "arms", "rule": "paired",
+               "title": "Exploit arms: positive controls, and InfoRM's latent per beta (PROTOCOL.md section 2)",
+               "seeds": list(seeds), "size": size, "betas": list(betas), "claims": claims, "table": table,
+               "figures": [], "per_seed": {a: {str(s): r for s, r in v.items()} for a, v in results.items()},
+               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("arms", payload, out)
+    return payload
+
+
+def _control(text: str, values, fires, what: str, show=lambda v: v) -> dict[str, str]:
+    """A positive control over seeds: "fires" when it holds on every seed, "fails" otherwise."""
+    held = [bool(fires(v)) for v in values]
+    shown = ", ".join(f"{show(v):.3f}" for v in values)
+    return {"claim": f"positive control, {text}", "measured": f"{what} per seed: {shown} (holds on {sum(held)} of "
+            f"{len(held)})", "verdict": "fires" if all(held) else "fails"}  # fmt: skip

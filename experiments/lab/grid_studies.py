@@ -20,6 +20,7 @@ import numpy as np
 from experiments.lab.common import binned_mean_curve, over_seeds, provenance, spread, write_study
 from experiments.lab.paired import (
     MIN_EFFECT_GOLD,
+    TEACHER_FORCED,
     ZERO,
     baseline_rows,
     gold_claims,
@@ -28,6 +29,7 @@ from experiments.lab.paired import (
     judged,
     layer_shift,
     paired_grid,
+    teacher_forced_grid,
 )
 from inform_jax.lab.verdicts import Claim
 
@@ -93,6 +95,11 @@ def eppo_tables(seeds, size: dict, work: str, cache: str | None, out: str, smoke
     per_seed = paired_grid(seeds, size, work, cache)
     label = lambda m: EPPO_LABELS.get(m, m)  # noqa: E731
     claim_rows, rows = judged(per_seed, gold_claims("EPPO Table 1", "EPPO", EPPO_RIVALS, label), MIN_EFFECT_GOLD)
+    # the teacher-forced reference beside the sampled one (a family of its own: not a claim of the paper)
+    check = teacher_forced_grid(seeds, size, work, cache, per_seed)
+    tf_claims = gold_claims("EPPO reference", TEACHER_FORCED, ("PPO", "EPPO"))
+    tf_rows, tf_full = judged(per_seed, tf_claims, MIN_EFFECT_GOLD)
+    claim_rows, rows = claim_rows + tf_rows, rows + tf_full
     margin = LabConfig(**size).tie_margin
     tables = {}
     for rival in (None, *EPPO_RIVALS):
@@ -107,7 +114,8 @@ def eppo_tables(seeds, size: dict, work: str, cache: str | None, out: str, smoke
     figure = _win_rate_figure(os.path.join(out, "win-rate-over-steps.png"), curves, label)
     payload = _payload("eppo_tables", "EPPO Tables 1-2 and Fig. 5 (held-out gold at matched KL; win / tie / lose by "
                        "the gold judge)", seeds, size, claim_rows, rows, start, tie_margin=margin,
-                       win_tie_lose=tables, table=gold_table(per_seed, ("EPPO", *EPPO_RIVALS)),
+                       win_tie_lose=tables, table=gold_table(per_seed, ("EPPO", TEACHER_FORCED, *EPPO_RIVALS)),
+                       teacher_forced_check=check,
                        eppo_calibration={str(s): v.get("eppo_calibration") for s, v in per_seed.items()},
                        figures=[os.path.basename(figure)])  # fmt: skip
     write_study("eppo_tables", payload, out)

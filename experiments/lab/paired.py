@@ -37,6 +37,34 @@ def paired_grid(seeds, size: dict, work: str, cache: str | None) -> dict[int, di
     return per_seed
 
 
+TEACHER_FORCED_GRID = {"teacher-forced EPPO": {"eppo_reference": "teacher_forced"}}
+TEACHER_FORCED = "EPPO (teacher-forced)"
+
+
+def teacher_forced_grid(seeds, size: dict, work: str, cache: str | None, per_seed: dict) -> dict[str, Any]:
+    """EPPO with the teacher-forced reference (SFT energy on the policy's own sequence; same eta as the sampled
+    reference's calibration) beside the paired grid: PPO and EPPO again with only ``eppo_reference`` changed, in
+    ``<work>/../paired-grid-tf``. The run's EPPO is merged into ``per_seed`` (the paired grid's summaries) as
+    :data:`TEACHER_FORCED`; its PPO is the grid's PPO run again (same seed, same settings), and the largest gap
+    between the two PPO runs' held-out gold is returned as a check that they are the same run."""
+    shared = os.path.join(os.path.dirname(os.path.abspath(work)), "paired-grid-tf")
+    tf = run_grid(TEACHER_FORCED_GRID, seeds, ("PPO", "EPPO"), size=size, work=shared, cache=cache)
+    tf = tf["teacher-forced EPPO"]
+    gap = 0.0
+    for seed, summary in per_seed.items():
+        other = tf[seed]
+        for key in ("matched_kl", "overoptimization", "heldout"):
+            if summary.get(key) is not None and key in other:
+                target = summary[key]["methods"] if key == "matched_kl" else summary[key]
+                source = other[key]["methods"] if key == "matched_kl" else other[key]
+                target[TEACHER_FORCED] = source["EPPO"]
+        ours = [c["gold"] for c in summary["heldout"]["PPO"]]
+        theirs = [c["gold"] for c in other["heldout"]["PPO"]]
+        gap = max(gap, float(np.max(np.abs(np.subtract(ours, theirs)))))
+    return {"ppo_gold_max_gap": gap,
+            "eta": {str(s): (v.get("eppo_calibration") or {}).get("eta") for s, v in tf.items()}}  # fmt: skip
+
+
 def gold_claims(source: str, method: str, rivals, label=lambda m: m) -> list[Claim]:
     """``method`` beats each rival in held-out gold at 1x matched KL and at the end (direction +1)."""
     return [

@@ -109,3 +109,9 @@ def test_a_finished_run_with_the_same_config_is_read_back(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert finished_run(str(tmp_path), dict(config, methods=("PPO", "EPPO"))) == {"final_gold": {"PPO": 0.25}}
     assert finished_run(str(tmp_path), dict(config, seed=4)) is None
+    # a LabConfig field added after the run was saved: the run answers only while the field is at its default
+    from inform_jax.lab.config import LabConfig
+
+    assert finished_run(str(tmp_path), dict(config, bon_samples=LabConfig.bon_samples)) == {"final_gold": {"PPO": 0.25}}
+    assert finished_run(str(tmp_path), dict(config, bon_samples=LabConfig.bon_samples + 1)) is None
+    assert finished_run(str(tmp_path), dict(config, not_a_lab_field=1)) is None

@@ -91,17 +91,32 @@ def run_grid(
 
 def finished_run(folder: str, config: dict) -> dict | None:
     """The summary (metrics.json) of a finished lab run in ``folder`` whose config.json equals ``config``, else
-    None. config.json is written with metrics.json when the report is written, so both exist only for a run that
-    finished."""
+    None; a LabConfig field added since the run was saved counts as equal only at its default. config.json is
+    written with metrics.json when the report is written, so both exist only for a run that finished."""
     paths = [os.path.join(folder, name) for name in ("config.json", "metrics.json")]
     if not all(os.path.exists(p) for p in paths):
         return None
     with open(paths[0]) as f:
         saved = json.load(f)
-    if saved != json.loads(json.dumps(config)):
+    current = json.loads(json.dumps(config))
+    # a LabConfig field added after the run, at its default (e.g. the demo's best-of-n pool), changes no PPO run:
+    # the run still answers for this configuration
+    added = {k: v for k, v in current.items() if k not in saved}
+    same = {k: v for k, v in current.items() if k not in added} == saved
+    if not same or any(v != _default(k) for k, v in added.items()):
         return None
     with open(paths[1]) as f:
         return json.load(f)
+
+
+def _default(field: str):
+    """A LabConfig field's default as JSON reads it back (a sentinel for a name LabConfig does not have)."""
+    import dataclasses
+
+    from inform_jax.lab.config import LabConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(LabConfig)}
+    return json.loads(json.dumps(defaults[field])) if field in defaults else object()
 
 
 def _layers(record: dict) -> dict:

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from inform_jax.eval.best_of_n import best_of_n, bon_kl, fit_bon_curve
+from inform_jax.eval.best_of_n import best_of_n, bon_kl, fit_bon_curve, powers_of_two
 from inform_jax.lab.stages import Lab
 from inform_jax.models import CausalLM
 from inform_jax.models.batched import map_batches
@@ -147,3 +147,24 @@ def best_of_n_curves(pool: SamplePool, ns: Sequence[int]) -> dict[str, dict[str,
             curve[f"{key}_alpha"], curve[f"{key}_beta"] = fit
         curves[name] = curve
     return curves
+
+
+# reward model kinds (lab.stages) -> the names the lab's reports give them
+KIND_LABELS = {"standard": "Standard RM", "inform": "InfoRM", "ensemble": "Ensemble RM", "warm": "WARM",
+               "odin": "ODIN", "planted-good": "Planted good RM", "standard-seed2": "Planted RM seed"}  # fmt: skip
+
+
+def bon_summary(lab: Lab, policy: CausalLM, reward_models: dict[str, nnx.Module], *, samples: int, seed: int) -> dict:
+    """The demo's best-of-n: ``samples`` samples of ``policy`` per held-out prompt ranked by each of
+    ``reward_models`` (kind -> model, named by :data:`KIND_LABELS`) and by the gold judge itself ("Gold", the
+    best that selection can do), at n = 1, 2, 4, ... ``samples``. Returns {"samples", "curves": name -> {"n",
+    "kl", "gold", "proxy", "hacked" ([K] lists), "gold_alpha", "gold_beta"}} as JSON-ready values."""
+    models = {KIND_LABELS.get(kind, kind): rm for kind, rm in reward_models.items()}
+    pool = sample_pool(lab, policy, reward_models=models, samples_per_prompt=samples, seed=seed)
+    pool.proxy["Gold"] = pool.gold
+    curves = best_of_n_curves(pool, powers_of_two(samples))
+    keep = ("n", "kl", "gold", "proxy", "hacked", "gold_alpha", "gold_beta")
+    return {
+        "samples": samples,
+        "curves": {name: {k: np.asarray(c[k]).tolist() for k in keep if k in c} for name, c in curves.items()},
+    }

@@ -109,6 +109,9 @@ class LabConfig:
     energy_normalize: bool = True  # L1 divided by the width (the scale eta = 2.0 was set for) | raw L1
     eval_every: int = 10  # held-out gold and exact KL from SFT every N iterations (lab.heldout)
     eval_samples_per_prompt: int = 4  # held-out samples per prompt at temperature 1
+    # best-of-n before PPO (lab.best_of_n): one pool of SFT samples per held-out prompt ranked by every reward model
+    # the methods use; 0 skips it. The studies' pool is 256 (experiments/lab/paired.py).
+    bon_samples: int = 64
     detect_every: int = 10  # CSI of the policy's outputs in InfoRM's latent space every N iterations
     control_probe: bool = False  # also embed outputs in the standard RM's hidden space (detection's control)
     # judging
@@ -144,7 +147,7 @@ class LabConfig:
 QUICK = dict(
     n_pairs=800, n_sft=600, n_prompts=96, n_eval_prompts=24, hidden_size=32, intermediate_size=64, sft_steps=150,
     rm_steps=80, ensemble_members=2, ppo_iterations=12, ppo_batch=16, new_tokens=16, detect_every=6, eval_every=3,
-    reward_normalize_samples=64, eppo_calibration_prompts=32,
+    reward_normalize_samples=64, eppo_calibration_prompts=32, bon_samples=16,
 )  # fmt: skip
 
 WORLD_FIELDS = (

@@ -62,6 +62,17 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
         log(f"EPPO: eta {calibration['eta']:.3g} (the SFT-vs-SFT energy gap's std {calibration['null_gap_std']:.3g} "
             f"x eta = {calibration['ratio']:g} x the reward's std)")  # fmt: skip
         runs = method_runs(config, eta=calibration["eta"])
+    best_of_n = None
+    if config.bon_samples:  # every reward model ranks one pool of SFT samples: read before any PPO runs
+        from inform_jax.lab.best_of_n import bon_summary
+
+        best_of_n = bon_summary(lab, sft, {kind: rm for kind, rm in reward_models.items() if rm is not None},
+                                samples=config.bon_samples, seed=config.seed)  # fmt: skip
+        log(
+            "best-of-n on the SFT pool: "
+            + ", ".join(f"{name} {c['gold'][-1]:.3f}" for name, c in best_of_n["curves"].items())
+            + f" at n = {config.bon_samples}"
+        )
     # every checkpoint of every method is read on the same held-out samples' keys: the SFT reading is shared
     heldout = HeldOutEvaluator(lab, sft, samples_per_prompt=config.eval_samples_per_prompt, seed=config.seed)
     sft_reading = heldout(sft, 0)
@@ -85,6 +96,7 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     summary = {
         "window": window,
         "sft_heldout": sft_reading,
+        "best_of_n": best_of_n,
         "eppo_calibration": calibration,
         "overoptimization": {n: overoptimization_heldout(r["checkpoints"], r["metrics"]) for n, r in results.items()},
         "matched_kl": matched_kl_comparison({n: r["checkpoints"] for n, r in results.items()}, reference="PPO")

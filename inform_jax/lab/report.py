@@ -124,6 +124,28 @@ def _matched_kl_md(table: dict) -> list[str]:
     return lines
 
 
+def _best_of_n_md(bon: dict) -> list[str]:
+    """Best-of-n before PPO: gold (and hacked share) of the sample each reward model keeps, per n."""
+    curves = bon["curves"]
+    ns = next(iter(curves.values()))["n"]
+    shown = [i for i, n in enumerate(ns) if n in (1, 4, 16, 64, 256) or i == len(ns) - 1]
+    shown = sorted(set(shown))
+    lines = [
+        "## Best-of-n before PPO", "",
+        f"One pool of {bon['samples']} SFT samples per held-out prompt, ranked by each reward model: the held-out "
+        "gold of the sample it keeps (the unbiased best-of-n estimator over the pool), at KL = log n - (n-1)/n from "
+        "the SFT policy. Every reward model ranks the same samples, so the rows are paired sample by sample and no "
+        "PPO setting enters. \"Gold\" ranks by the judge itself: the most selection can reach. In brackets: the "
+        "share of kept samples that are hacked.", "",
+        "| reward model | " + " | ".join(f"n = {ns[i]} (KL {curves['Gold']['kl'][i]:.2f})" for i in shown) + " |",
+        "|---|" + "---|" * len(shown),
+    ]  # fmt: skip
+    for name, c in curves.items():
+        cells = [f"{c['gold'][i]:.3f}" + (f" ({c['hacked'][i]:.2f})" if "hacked" in c else "") for i in shown]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _protocol_md(config: dict, calibration: dict | None) -> list[str]:
     """How rewards were read: normalization, truncated responses, EPPO's reference and eta."""
     eos = {"append_eos": "scored with EOS appended", "penalty": "penalized as TRL's missing_eos_penalty",
@@ -196,6 +218,8 @@ def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any],
                   f"{o['fall']:+.3f} | {o['proxy_at_gold_peak']:.3f} -> {o['proxy_final']:.3f} | "
                   f"{o['hacked_fraction_final']:.2f} | {'-' if alarm is None else alarm} |")  # fmt: skip
     md += ["", *_protocol_md(config, summary.get("eppo_calibration"))]
+    if summary.get("best_of_n"):
+        md += ["", *_best_of_n_md(summary["best_of_n"])]
     if summary.get("matched_kl"):
         md += ["", *_matched_kl_md(summary["matched_kl"])]
     if summary.get("detectors"):

@@ -40,6 +40,13 @@ def test_demo_quick_writes_every_artifact(tmp_path, lab_cache, capsys):
         assert readings[-1]["kl"] > 0
     assert set(summary["matched_kl"]["methods"]) == set(METHODS)
     assert "## Gold at matched KL" in (out / "report.md").read_text()
+    # best-of-n on one SFT pool (16 per prompt at --quick): every RM keeps a random sample at n = 1, so all agree
+    # there; ranking by the judge itself can only gain with n
+    bon = summary["best_of_n"]["curves"]
+    assert set(bon) == {"Standard RM", "InfoRM", "Ensemble RM", "Gold"} and bon["Gold"]["n"] == [1, 2, 4, 8, 16]
+    assert len({round(c["gold"][0], 9) for c in bon.values()}) == 1
+    assert np.all(np.diff(bon["Gold"]["gold"]) >= -1e-9)
+    assert "## Best-of-n before PPO" in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 10 and all(os.path.exists(out / img) for img in images)

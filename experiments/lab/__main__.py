@@ -51,7 +51,7 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
         p = study["provenance"]
         extra = study.get("extra_seeds")
         seeds = f"Seeds {study['seeds']}" + (f" (and {extra} where a claim names more seeds)" if extra else "")
-        rule = "paired rule" if study.get("rule") == "paired" else "old rule"
+        rule = {"paired": "paired rule", "controls": "positive controls"}.get(study.get("rule"), "old rule")
         lines += [f"## {study['title']} ({rule})", "",
                   f"{seeds}; run {p['date']} on {p['machine']} ({p['jax']}), "
                   f"{p.get('seconds', 0) / 60:.1f} min: `{p['command']}`", "",
@@ -59,6 +59,10 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
         cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731  (a literal | would split the cell)
         lines += [f"| {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** |" for c in study["claims"]]
         lines += [""] + [f"![{fig}](results/{name}/{fig})" for fig in study["figures"]] + [""]
+        notes = os.path.join(results, name, "notes.md")  # a reading of the numbers, written after they came in
+        if os.path.exists(notes):
+            with open(notes) as f:
+                lines += [f"**Reading** (written after the run): {f.read().strip()}", ""]
         for setting, methods in study.get("table", {}).items():
             lines += [f"{setting}:", ""] + _metric_table(methods) + [""]
         if "sweep" in study:

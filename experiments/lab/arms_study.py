@@ -91,7 +91,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
                                    "standard errors)", [r["reward_models"]["Standard RM"] for r in per_seed.values()],
                                    lambda e: e["sensitivity"] > 2 * e["sensitivity_stderr"], "sensitivity",
                                    show=lambda e: e["sensitivity"]))  # fmt: skip
-    payload = {"study": "arms", "rule": "paired",
+    payload = {"study": "arms", "rule": "controls",
                "title": "Exploit arms: positive controls, and InfoRM's latent per beta (PROTOCOL.md section 2)",
                "seeds": list(seeds), "size": size, "betas": list(betas), "claims": claims, "table": table,
                "figures": [], "per_seed": {a: {str(s): r for s, r in v.items()} for a, v in results.items()},

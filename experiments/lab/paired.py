@@ -323,7 +323,7 @@ def _bon_figure(path: str, per_seed: dict, names) -> str:
             grid = np.linspace(0, d.max(), 50)
             axes[0].plot(grid, base + grid * (alpha - beta * grid), "--", color=color, lw=0.8)
     axes[0].set_ylabel("gold reward of the kept sample")
-    axes[1].set_ylabel("proxy reward of the kept sample (each RM's own scale)")
+    axes[1].set_ylabel("proxy of the kept sample (own scale)")
     for ax in axes:
         ax.set_xlabel("sqrt(KL) = sqrt(log n - (n - 1) / n)")
     axes[0].legend(fontsize=7)

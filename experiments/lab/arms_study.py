@@ -19,6 +19,7 @@ from experiments.lab.common import provenance, spread, write_study
 ARMS = ("nuisance", "shortcut_a", "shortcut_b")
 BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
 SMOKE_ARMS, SMOKE_BETAS = ("nuisance",), (0.0, 0.01)
+SMOKE_SIZE = dict(n_pairs=300, n_sft=200, sft_steps=30, rm_steps=20)  # an arm's own world: train it briefly
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
 BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
 
@@ -63,6 +64,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     arm_names, betas = (SMOKE_ARMS, SMOKE_BETAS) if smoke else (ARMS, BETAS)
+    size = {**size, **SMOKE_SIZE} if smoke else size
     results = {}
     for arm in arm_names:
         results[arm] = {}

@@ -190,6 +190,7 @@ def regret_selected(summary: dict, method: str) -> float:
 
 BON_REWARD_MODELS = {"Standard RM": "standard", "InfoRM": "inform", "Ensemble RM": "ensemble", "WARM": "warm",
                      "Planted good RM": "planted-good", "Planted RM seed": "standard-seed2"}  # fmt: skip
+BON_SMOKE_REWARD_MODELS = ("Standard RM", "InfoRM")  # the smoke size: the demo's cached models only
 BON_SAMPLES = 256  # per held-out prompt (PROTOCOL.md section 8)
 BON_READ_AT = (16, 256)
 
@@ -207,9 +208,11 @@ for _n in BON_READ_AT:
     measure(f"best-of-{_n} gold")(_bon_measure(_n))
 
 
-def bon_seed(config, cache: str, samples: int, folder: str, log=print) -> dict[str, Any]:
-    """One seed's best-of-n curves for every reward model of :data:`BON_REWARD_MODELS` and the gold judge as its
-    own proxy ("Gold"), on one shared pool of ``samples`` SFT samples per held-out prompt; read back from
+def bon_seed(
+    config, cache: str, samples: int, folder: str, log=print, names=tuple(BON_REWARD_MODELS)
+) -> dict[str, Any]:
+    """One seed's best-of-n curves for the ``names`` of :data:`BON_REWARD_MODELS` and the gold judge as its own
+    proxy ("Gold"), on one shared pool of ``samples`` SFT samples per held-out prompt; read back from
     ``folder``/best_of_n.json when a finished run with the same configuration is there."""
     import dataclasses
 
@@ -218,7 +221,8 @@ def bon_seed(config, cache: str, samples: int, folder: str, log=print) -> dict[s
     from inform_jax.lab.stages import Lab
 
     path = os.path.join(folder, "best_of_n.json")
-    key = {"config": dataclasses.asdict(config), "samples": samples, "reward_models": BON_REWARD_MODELS}
+    kinds = {name: BON_REWARD_MODELS[name] for name in names}
+    key = {"config": dataclasses.asdict(config), "samples": samples, "reward_models": kinds}
     key = json.loads(json.dumps(key))
     if os.path.exists(path):
         with open(path) as f:
@@ -227,7 +231,7 @@ def bon_seed(config, cache: str, samples: int, folder: str, log=print) -> dict[s
             return saved["result"]
     lab = Lab(config, cache, log=log)
     sft = lab.sft_policy()
-    models = {name: lab.reward_model(kind, sft) for name, kind in BON_REWARD_MODELS.items()}
+    models = {name: lab.reward_model(kind, sft) for name, kind in kinds.items()}
     start = time.perf_counter()
     pool = sample_pool(lab, sft, reward_models=models, samples_per_prompt=samples, seed=config.seed)
     pool.proxy["Gold"] = pool.gold  # the judge as its own proxy: what best-of-n can reach
@@ -258,12 +262,14 @@ def best_of_n(seeds, size: dict, work: str, cache: str | None, out: str, smoke: 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     samples = 16 if smoke else BON_SAMPLES
+    names = BON_SMOKE_REWARD_MODELS if smoke else tuple(BON_REWARD_MODELS)
     per_seed = {}
     for seed in seeds:
         print(f"== best-of-n, seed {seed}")
         config = LabConfig(**{**size, "seed": seed})
-        per_seed[seed] = bon_seed(config, cache or default_cache(), samples, os.path.join(work, f"seed{seed}"))
-    rivals = [m for m in BON_REWARD_MODELS if m != "Standard RM"]
+        per_seed[seed] = bon_seed(config, cache or default_cache(), samples, os.path.join(work, f"seed{seed}"),
+                                  names=names)  # fmt: skip
+    rivals = [m for m in names if m != "Standard RM"]
     claims = [Claim(f"best-of-{n}: {m} picks samples with higher gold than the standard RM"
                     + {"Planted good RM": " (planted good: expected reproduced)",
                        "Planted RM seed": " (a null: expected not reproduced)"}.get(m, ""),

@@ -115,3 +115,19 @@ def test_a_finished_run_with_the_same_config_is_read_back(tmp_path):
     assert finished_run(str(tmp_path), dict(config, bon_samples=LabConfig.bon_samples)) == {"final_gold": {"PPO": 0.25}}
     assert finished_run(str(tmp_path), dict(config, bon_samples=LabConfig.bon_samples + 1)) is None
     assert finished_run(str(tmp_path), dict(config, not_a_lab_field=1)) is None
+
+
+def test_a_cached_result_is_computed_once_per_key(tmp_path):
+    """A study part saved with its key is read back while the key is unchanged and computed again when it changes."""
+    from experiments.lab.common import cached_result
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    path = str(tmp_path / "part" / "result.json")
+    assert cached_result(path, {"seed": 1, "betas": (0.0, 0.1)}, compute) == {"value": 1}
+    assert cached_result(path, {"seed": 1, "betas": [0.0, 0.1]}, compute) == {"value": 1}  # read back, as JSON
+    assert cached_result(path, {"seed": 2, "betas": [0.0, 0.1]}, compute) == {"value": 2} and len(calls) == 2

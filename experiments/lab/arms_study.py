@@ -9,12 +9,11 @@ active latent dimensions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any
 
-from experiments.lab.common import provenance, spread, write_study
+from experiments.lab.common import cached_result, provenance, spread, write_study
 
 ARMS = ("nuisance", "shortcut_a", "shortcut_b")
 BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
@@ -35,24 +34,17 @@ def arm_seed(config, betas, cache: str, folder: str, log=print) -> dict[str, Any
     from inform_jax.lab.arms import arm_controls
     from inform_jax.lab.stages import Lab
 
-    path = os.path.join(folder, "controls.json")
-    key = json.loads(json.dumps({"config": dataclasses.asdict(config), "betas": list(betas)}))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved["key"] == key:
-            return saved["result"]
-    lab = Lab(config, cache, log=log)
-    sft = lab.sft_policy()
-    models = {"Standard RM": lab.reward_model("standard", sft)}
-    for beta in betas:  # beta 0 is the lab's "inform-beta0" kind (its cache); others InfoRM at that beta
-        at = Lab(dataclasses.replace(config, inform_beta=beta), cache, log=log)
-        models[inform_name(beta)] = at.reward_model("inform-beta0" if beta == 0 else "inform", sft)
-    result = arm_controls(lab, sft, models)
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"key": key, "result": result}, f)
-    return result
+    def compute() -> dict[str, Any]:
+        lab = Lab(config, cache, log=log)
+        sft = lab.sft_policy()
+        models = {"Standard RM": lab.reward_model("standard", sft)}
+        for beta in betas:  # beta 0 is the lab's "inform-beta0" kind (its cache); others InfoRM at that beta
+            at = Lab(dataclasses.replace(config, inform_beta=beta), cache, log=log)
+            models[inform_name(beta)] = at.reward_model("inform-beta0" if beta == 0 else "inform", sft)
+        return arm_controls(lab, sft, models)
+
+    key = {"config": dataclasses.asdict(config), "betas": list(betas)}
+    return cached_result(os.path.join(folder, "controls.json"), key, compute)
 
 
 def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:

@@ -109,6 +109,22 @@ def finished_run(folder: str, config: dict) -> dict | None:
         return json.load(f)
 
 
+def cached_result(path: str, key: dict, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON result, saved at ``path`` with ``key`` (JSON-ready) and read back instead of computed
+    while the saved key equals ``key``: a killed study resumes from the parts it finished."""
+    key = json.loads(json.dumps(key))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["key"] == key:
+            return saved["result"]
+    result = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"key": key, "result": result}, f)
+    return result
+
+
 def _default(field: str):
     """A LabConfig field's default as JSON reads it back (a sentinel for a name LabConfig does not have)."""
     import dataclasses

@@ -23,6 +23,7 @@ from experiments.lab.paired import (
     TEACHER_FORCED,
     ZERO,
     baseline_rows,
+    final_csi,
     gold_claims,
     gold_table,
     heldout_selection,
@@ -219,15 +220,7 @@ def detection(seeds, size: dict, work: str, cache: str | None, out: str, smoke: 
 
 def spread_csi(per_seed: dict) -> dict[str, dict]:
     """CSI of each policy's final outputs against SFT's in both spaces, over seeds."""
-    import jax
-
-    from inform_jax.detect.csi import csi
-
-    def cell(s: dict, m: str, space: str) -> float:
-        f = s["features"]
-        return float(csi(np.asarray(f[m][space]), np.asarray(f["SFT"][space]), k=4, key=jax.random.key(s["seed"])).csi)
-
-    return {f"{DETECTION_POLICIES[m]} policy / {DETECTION_SPACES[sp]}": spread([cell(s, m, sp)
+    return {f"{DETECTION_POLICIES[m]} policy / {DETECTION_SPACES[sp]}": spread([final_csi(s, m, sp)
                                                                                 for s in per_seed.values()])
             for m in DETECTION_POLICIES for sp in DETECTION_SPACES}  # fmt: skip
 

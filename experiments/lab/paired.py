@@ -11,14 +11,13 @@ t-intervals, a minimum effect); the non-gold measures the studies need are regis
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 import numpy as np
 
-from experiments.lab.common import provenance, run_grid, spread, write_study
+from experiments.lab.common import cached_result, provenance, run_grid, spread, write_study
 from inform_jax.lab.verdicts import Claim, claim_text, judge_claims, measure
 
 PAIRED_GRID_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO", "WARM", "PPO w/ LP", "Oracle")
@@ -94,14 +93,18 @@ def baseline_rows(per_seed: dict) -> dict[str, Any]:
     return rows
 
 
-def gold_table(per_seed: dict, methods) -> dict[str, dict[str, dict]]:
-    """Per method over seeds: held-out gold at SFT, peak, 1x matched KL (seeds that reach it) and final."""
+GOLD_READINGS = ("peak gold", "gold at 1x KL", "gold at 3x KL", "final gold")
+
+
+def gold_table(per_seed: dict, methods, readings=GOLD_READINGS, sft: bool = True) -> dict[str, dict[str, dict]]:
+    """Per method over seeds: each of ``readings`` (MEASURES names; a mean over the seeds that have it, e.g. that
+    reach the KL budget); with ``sft`` an "SFT" row of its held-out gold last."""
     from inform_jax.lab.verdicts import MEASURES
 
     table = {}
-    for method in (*methods, "SFT"):
+    for method in (*methods, *(("SFT",) if sft else ())):
         cells = {}
-        for what in ("peak gold", "gold at 1x KL", "gold at 3x KL", "final gold"):
+        for what in readings:
             if method == "SFT" and what != "final gold":
                 continue
             values = [MEASURES[what](s, method) for s in per_seed.values()]
@@ -154,25 +157,33 @@ def hacked_minus_normal(summary: dict, method: str) -> float | None:
     return float(gap) if np.isfinite(gap) else None
 
 
-@measure("CSI in InfoRM's latent space")
-def latent_csi(summary: dict, method: str) -> float:
-    """CSI of the method's final outputs against SFT's in InfoRM's latent space (k 4, a key per seed)."""
+def final_csi(summary: dict, method: str, space: str = "latents") -> float:
+    """CSI of the method's final outputs against SFT's in ``space`` ("latents": InfoRM's latent space; "control":
+    the standard RM's hidden space), k 4, the k-means key drawn from the summary's seed."""
     import jax
 
     from inform_jax.detect.csi import csi
 
     f = summary["features"]
     key = jax.random.key(int(summary.get("seed", 0)))
-    return float(csi(np.asarray(f[method]["latents"]), np.asarray(f["SFT"]["latents"]), k=4, key=key).csi)
+    return float(csi(np.asarray(f[method][space]), np.asarray(f["SFT"][space]), k=4, key=key).csi)
+
+
+@measure("CSI in InfoRM's latent space")
+def latent_csi(summary: dict, method: str) -> float:
+    """:func:`final_csi` in InfoRM's latent space."""
+    return final_csi(summary, method)
 
 
 def heldout_selection(summary: dict, method: str, factor: float = 2.0) -> dict[str, float]:
     """CSI-guided checkpoint selection read on held-out gold: stop at the checkpoint before CSI first exceeds
     ``factor`` x its first value (the last if never); regrets against the held-out gold-best checkpoint."""
+    from inform_jax.lab.report import csi_alarm
+
     detection = summary["detection"][method]
-    csis = [d["csi"] for d in detection]
-    above = [i for i, c in enumerate(csis) if c > factor * csis[0]]
-    chosen = detection[max(above[0] - 1, 0) if above else len(detection) - 1]["iteration"]
+    iterations = [d["iteration"] for d in detection]
+    alarm = csi_alarm(detection, factor)
+    chosen = iterations[-1] if alarm is None else iterations[max(iterations.index(alarm) - 1, 0)]
     gold = {c["checkpoint"]: c["gold"] for c in summary["heldout"][method]}
     at = lambda it: gold[min(gold, key=lambda c: abs(c - it))]  # noqa: E731  (the nearest held-out checkpoint)
     best = max(gold.values())
@@ -220,32 +231,25 @@ def bon_seed(
     from inform_jax.lab.best_of_n import best_of_n_curves, sample_pool
     from inform_jax.lab.stages import Lab
 
-    path = os.path.join(folder, "best_of_n.json")
     kinds = {name: BON_REWARD_MODELS[name] for name in names}
+
+    def compute() -> dict[str, Any]:
+        lab = Lab(config, cache, log=log)
+        sft = lab.sft_policy()
+        models = {name: lab.reward_model(kind, sft) for name, kind in kinds.items()}
+        start = time.perf_counter()
+        pool = sample_pool(lab, sft, reward_models=models, samples_per_prompt=samples, seed=config.seed)
+        pool.proxy["Gold"] = pool.gold  # the judge as its own proxy: what best-of-n can reach
+        curves = best_of_n_curves(pool, powers_of_two(samples))
+        keep = ("n", "kl", "gold", "proxy", "hacked", "gold_alpha", "gold_beta", "proxy_alpha", "proxy_beta")
+        result = {name: {k: np.asarray(c[k]).tolist() for k in keep if k in c} for name, c in curves.items()}
+        seconds = round(time.perf_counter() - start, 1)
+        log(f"   best-of-n pool of {samples} x {pool.gold.shape[0]} in {seconds} s")
+        return {"best_of_n": result, "pool_gold": float(pool.gold.mean()), "pool_hacked": float(pool.hacked.mean()),
+                "prompts": int(pool.gold.shape[0]), "samples": samples, "seconds": seconds}  # fmt: skip
+
     key = {"config": dataclasses.asdict(config), "samples": samples, "reward_models": kinds}
-    key = json.loads(json.dumps(key))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved["key"] == key:
-            return saved["result"]
-    lab = Lab(config, cache, log=log)
-    sft = lab.sft_policy()
-    models = {name: lab.reward_model(kind, sft) for name, kind in kinds.items()}
-    start = time.perf_counter()
-    pool = sample_pool(lab, sft, reward_models=models, samples_per_prompt=samples, seed=config.seed)
-    pool.proxy["Gold"] = pool.gold  # the judge as its own proxy: what best-of-n can reach
-    curves = best_of_n_curves(pool, powers_of_two(samples))
-    keep = ("n", "kl", "gold", "proxy", "hacked", "gold_alpha", "gold_beta", "proxy_alpha", "proxy_beta")
-    result = {name: {k: np.asarray(c[k]).tolist() for k in keep if k in c} for name, c in curves.items()}
-    result = {"best_of_n": result, "pool_gold": float(pool.gold.mean()), "pool_hacked": float(pool.hacked.mean()),
-              "prompts": int(pool.gold.shape[0]), "samples": samples,
-              "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"key": key, "result": result}, f)
-    log(f"   best-of-n pool of {samples} x {result['prompts']} in {result['seconds']} s")
-    return result
+    return cached_result(os.path.join(folder, "best_of_n.json"), key, compute)
 
 
 def _peak_and_fall(curve: dict) -> tuple[float, float]:

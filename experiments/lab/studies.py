@@ -22,7 +22,7 @@ from experiments.lab.common import (
     write_study,
 )
 from experiments.lab.grid_studies import FIG4_LABELS, detection, energy, eppo_tables, fig4
-from experiments.lab.paired import best_of_n
+from experiments.lab.paired import best_of_n, gold_table
 
 
 def _pm(values) -> str:
@@ -427,22 +427,10 @@ PLANTED_CLAIMS = (
 
 
 def planted_table(per_seed: dict) -> dict[str, dict[str, dict]]:
-    """Per method, over seeds: held-out gold at SFT, at its peak, at 1x PPO's peak KL (seeds that reach it) and at
-    the end; from each seed's summary ("matched_kl", "overoptimization")."""
-    from inform_jax.lab.verdicts import MEASURES
-
-    first = next(iter(per_seed.values()))
-    table = {}
-    for method in first["matched_kl"]["methods"]:
-        cells = {}
-        for label, measure in (("peak gold", "peak gold"), ("gold at 1x KL", "gold at 1x KL"),
-                               ("final gold", "final gold")):  # fmt: skip
-            values = [MEASURES[measure](s, method) for s in per_seed.values()]
-            values = [v for v in values if v is not None]
-            if values:
-                cells[label] = spread(values)
-        table[method] = cells
-    return {"held-out gold over seeds (mean +- sd)": table}
+    """Per method, over seeds: held-out gold at its peak, at 1x PPO's peak KL (seeds that reach it) and at the end
+    (``paired.gold_table`` over the methods each seed's matched-KL reading holds)."""
+    methods = next(iter(per_seed.values()))["matched_kl"]["methods"]
+    return gold_table(per_seed, methods, ("peak gold", "gold at 1x KL", "final gold"), sft=False)
 
 
 def planted(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:

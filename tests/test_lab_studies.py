@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.lab.__main__ import _on_edge, _sweep_table, main, write_results_md
+from experiments.lab.__main__ import main, write_results_md
 from experiments.lab.common import binned_mean_curve, compare_verdict, fraction_verdict, spread
 from experiments.lab.studies import STUDIES, paired_difference
 
@@ -38,25 +38,6 @@ def test_every_study_runs_in_its_smoke_size(tmp_path, lab_cache):
     assert all(
         c["claim"] in text for name in STUDIES for c in json.loads((out / name / "study.json").read_text())["claims"]
     )
-
-
-def test_sweep_table_marks_the_best_setting_and_grid_edges():
-    rng = np.random.default_rng(1001)
-    lrs, kls = sorted(rng.choice([1e-5, 3e-5, 1e-4, 3e-4, 1e-3], 3, replace=False)), (0.05, 0.2, 0.5)
-    grid = [{"method": "M", "label_noise": 0.25, "actor_lr": lr, "kl": kl} for lr in lrs for kl in kls]
-    assert not _on_edge({"actor_lr": lrs[1], "kl": 0.2}, grid)  # interior in both values
-    assert _on_edge({"actor_lr": lrs[1], "kl": 0.5}, grid) and _on_edge({"actor_lr": lrs[0], "kl": 0.2}, grid)
-    gold = rng.normal(size=len(grid))
-    study = {"sweep_seed": 7, "sweep": [{**r, "gold_final": float(g)} for r, g in zip(grid, gold, strict=True)]}
-    row = _sweep_table(study)[-1]
-    best = grid[int(np.argmax(gold))]
-    assert f"**lr {best['actor_lr']:g}, kl {best['kl']:g}: {gold.max():.3f}**" in row and row.count("**") == 2
-    assert row.endswith("| yes |") == (best["actor_lr"] != lrs[1] or best["kl"] != 0.2)
-    # Learning-rate-only records (the methods without a KL penalty) are labelled and judged by the rate alone.
-    lr_only = {"sweep_seed": 7, "sweep": [{"method": "N", "actor_lr": lr, "gold_final": float(i == 1)}
-                                          for i, lr in enumerate(lrs)]}  # fmt: skip
-    assert _sweep_table(lr_only)[-1] == (f"| N | lr {lrs[0]:g}: 0.000, **lr {lrs[1]:g}: 1.000**, "
-                                         f"lr {lrs[2]:g}: 0.000 | no |")  # fmt: skip
 
 
 def test_verdict_rule():

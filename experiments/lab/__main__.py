@@ -65,8 +65,8 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
                 lines += [f"**Reading** (written after the run): {f.read().strip()}", ""]
         for setting, methods in study.get("table", {}).items():
             lines += [f"{setting}:", ""] + _metric_table(methods) + [""]
-        if "sweep" in study:
-            lines += _sweep_table(study) + [""]
+        if "tuning" in study:
+            lines += _tuning_table(study) + [""]
         for key, title in EXTRA_TABLES.items():
             if study.get(key):
                 lines += [f"{title}:", ""] + _extra_table(study[key]) + [""]
@@ -85,6 +85,8 @@ EXTRA_TABLES = {
     "mean +- sd)",
     "csi": "CSI of the final outputs against SFT's (mean +- sd over seeds)",
     "detectors": "Every alarm rule as a detector over all seeds' runs (negatives: the Oracle and PPO w/ KL runs)",
+    "bottleneck": "InfoRM's reward model per beta on the tuning seeds' held-out SFT samples (rate in nats, active "
+    "latent dimensions; mean +- sd)",
 }
 
 
@@ -105,36 +107,26 @@ def _extra_table(rows: dict) -> list[str]:
     return lines + body
 
 
-SWEPT = {"actor_lr": "lr", "kl": "kl"}  # the swept hyperparameters of a sweep record, and their short labels
+SHORT = {"actor_lr": "lr", "kl": "kl", "eppo_penalty_ratio": "ratio", "inform_beta": "beta"}  # sweep axes' labels
 
 
-def _sweep_table(study: dict) -> list[str]:
-    """The hyperparameter sweep: final gold reward per method and setting on the sweep seed, the chosen setting
-    in bold, and a flag when it lies on an edge of the method's grid (a wider grid might choose otherwise).
+def _tuning_table(study: dict) -> list[str]:
+    """The tuning sweep (experiments/lab/sweeps.py): per method every setting tried with its criterion (mean over
+    the tuning seeds), the chosen one in bold, the axes it still lies on an edge of, and the extension rounds.
 
-    study["sweep"]: records {"method", "actor_lr", optionally "kl", "gold_final", ...} (other keys are fixed
-    settings such as the label noise)."""
-    by_method: dict[str, list[dict]] = {}
-    for record in study["sweep"]:
-        by_method.setdefault(record["method"], []).append(record)
-    lines = [f"Sweep on seed {study['sweep_seed']} (final gold reward; chosen setting in bold):", "",
-             "| method | settings | chosen on the grid's edge |", "|---|---|---|"]  # fmt: skip
-    for method, records in by_method.items():
-        best = max(records, key=lambda r: r["gold_final"])
-        cells = [f"{_setting_label(r)}: {r['gold_final']:.3f}" for r in records]
-        cells = ", ".join(f"**{c}**" if r is best else c for r, c in zip(records, cells, strict=True))
-        lines.append(f"| {method} | {cells} | {'yes' if _on_edge(best, records) else 'no'} |")
+    study["tuning"]: {method: {"points": [{"point": {field: value}, "mean": float, ...}], "chosen": {field:
+    value}, "edge": [fields], "rounds": int}}."""
+    label = lambda point: ", ".join(f"{SHORT.get(k, k)} {v:g}" for k, v in point.items())  # noqa: E731
+    lines = [f"Tuning sweep on seeds {study['tuning_seeds']} (criterion: held-out gold at 1x matched KL, mean over "
+             "the tuning seeds; the choice in bold):", "",
+             "| method | settings tried | chosen | still on an edge | extension rounds |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for method, sweep in study["tuning"].items():
+        cells = [(p["point"] == sweep["chosen"], f"{label(p['point'])}: {p['mean']:.3f}") for p in sweep["points"]]
+        cells = ", ".join(f"**{c}**" if chosen else c for chosen, c in cells)
+        edge = ", ".join(SHORT.get(f, f) for f in sweep["edge"]) or "no"
+        lines.append(f"| {method} | {cells} | {label(sweep['chosen'])} | {edge} | {sweep['rounds']} |")
     return lines
-
-
-def _setting_label(record: dict) -> str:
-    """A sweep record's swept values, e.g. "lr 5e-05, kl 0.2"."""
-    return ", ".join(f"{short} {record[k]:g}" for k, short in SWEPT.items() if k in record)
-
-
-def _on_edge(best: dict, records: list[dict]) -> bool:
-    """Whether any swept value of the ``best`` record is the smallest or largest swept for it among ``records``."""
-    return any(best[k] in (min(r[k] for r in records), max(r[k] for r in records)) for k in SWEPT if k in best)
 
 
 def _metric_table(methods: dict[str, dict[str, dict]]) -> list[str]:

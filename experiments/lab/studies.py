@@ -21,33 +21,14 @@ from experiments.lab.common import (
     spread,
     write_study,
 )
-from experiments.lab.grid_studies import FIG4_LABELS, detection, energy, eppo_tables, fig4
+from experiments.lab.grid_studies import detection, energy, eppo_tables, fig4
 from experiments.lab.paired import best_of_n, gold_table
+from experiments.lab.sweeps import inform_table1
 
 
 def _pm(values) -> str:
     s = spread(values)
     return f"{s['mean']:.3f} +- {s['std']:.3f}"
-
-
-def _label(method: str) -> str:
-    return FIG4_LABELS.get(method, method)
-
-
-def _win_tie_lose(pairs, versus, label, source) -> tuple[dict[str, dict], list[dict]]:
-    """For each (ours, rival) pair (rival None: SFT), ``versus(ours, rival)``'s per-seed win / tie / lose /
-    win-rate rows as spreads, and the claim "more wins than losses" (``source(ours)`` names the paper's table)."""
-    tables, claims = {}, []
-    for ours, rival in pairs:
-        rows = versus(ours, rival)
-        name = f"{label(ours)} vs {'SFT' if rival is None else label(rival)}"
-        tables[name] = t = {k: spread([r[k] for r in rows]) for k in ("win", "tie", "lose", "win_rate")}
-        claims.append({
-            "claim": f"{name}: more wins than losses ({source(ours)})",
-            "measured": f"win {t['win']['mean']:.2f} / tie {t['tie']['mean']:.2f} / lose {t['lose']['mean']:.2f}",
-            "verdict": compare_verdict(t["win"]["values"], t["lose"]["values"]),
-        })  # fmt: skip
-    return tables, claims
 
 
 # setting -> LabConfig overrides (+ the methods it runs); the defaults are the lab's (InfoRM: paper reduction,
@@ -149,90 +130,6 @@ def _design_figure(path: str, table: dict) -> str:
         ax.set_title(title, fontsize=9)
     axes[0].set_yticks(y, [n for n, _ in rows], fontsize=7)
     axes[0].invert_yaxis()
-    return save_figure(plt, fig, path, dpi=110)
-
-
-TABLE1_RIVALS = ("PPO", "PPO w/ KL", "Ensemble RM", "WARM")
-TABLE1_PAIRS = (("InfoRM + Ensemble", "Ensemble RM"), ("InfoRM + WARM", "WARM"))
-# The actor learning rates swept for every method but "Standard RM w/ KL", which sweeps its own rates (a KL
-# penalty tolerates larger steps) times its KL coefficients. A first sweep of (5e-5, 1e-4, 2e-4) x (0.05, 0.2)
-# put every best setting on an edge of the grid, so both grids reach one step further.
-TABLE1_LRS = (2.5e-5, 5e-5, 1e-4, 2e-4)
-TABLE1_KL_LRS = (5e-5, 1e-4, 2e-4, 4e-4)
-TABLE1_KLS = (0.05, 0.2, 0.5)
-SWEEP_SEED = 100  # the sweep runs on its own seed, so that the selection does not favour the reported seeds
-
-
-def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
-    """InfoRM paper Table 1: win / tie / lose (gold judge, the lab's tie margin) of InfoRM's final policy against
-    SFT, Standard RM, Standard RM w/ KL, Ensemble RM and WARM, and of InfoRM + Ensemble vs Ensemble RM and
-    InfoRM + WARM vs WARM. Each method runs at its best actor learning rate (and KL coefficient) from a sweep on
-    a separate seed, best by the final gold reward; then on the reported seeds. 25% label noise throughout."""
-    from inform_jax.eval.winrate import compare_scores
-    from inform_jax.lab.config import LabConfig
-
-    start = time.perf_counter()
-    os.makedirs(out, exist_ok=True)
-    methods = ("InfoRM", *TABLE1_RIVALS, *(a for a, _ in TABLE1_PAIRS))
-    lrs, kl_lrs, kls = TABLE1_LRS, TABLE1_KL_LRS, TABLE1_KLS
-    if smoke:
-        methods, lrs, kl_lrs, kls = ("InfoRM", "PPO", "PPO w/ KL"), (1e-4,), (1e-4,), (0.05,)
-    noise = {"label_noise": 0.25}
-    sweep_settings = {f"lr {lr:g}": {**noise, "actor_lr": lr, "methods": tuple(m for m in methods if m != "PPO w/ KL")}
-                      for lr in lrs}  # fmt: skip
-    sweep_settings |= {f"lr {lr:g}, kl {kl:g}": {**noise, "actor_lr": lr, "kl": kl, "methods": ("PPO w/ KL",)}
-                       for lr in kl_lrs for kl in kls}  # fmt: skip
-    sweep_seed = seeds[0] if smoke else SWEEP_SEED  # smoke: the cached world of the first seed
-    sweep = run_grid(sweep_settings, [sweep_seed], (), size=size, work=os.path.join(work, "sweep"), cache=cache)
-    final_gold = {(name, m): sweep[name][sweep_seed]["overoptimization"][m]["gold_final"]
-                  for name, o in sweep_settings.items() for m in o["methods"]}  # fmt: skip
-    best = {}
-    for m in methods:
-        name = max((n for n, mm in final_gold if mm == m), key=lambda n, m=m: final_gold[(n, m)])
-        best[m] = {k: v for k, v in sweep_settings[name].items() if k != "methods"}
-    final = run_grid({f"{m} at its best": {**best[m], "methods": (m,)} for m in methods}, seeds, (), size=size,
-                     work=os.path.join(work, "final"), cache=cache)  # fmt: skip
-    per_seed = {m: final[f"{m} at its best"] for m in methods}
-    margin = LabConfig(**size).tie_margin
-
-    def versus(ours: str, rival: str | None) -> list[dict]:  # per seed: ours vs rival (None: SFT)
-        return [compare_scores(per_seed[ours][s]["final_gold_per_prompt"][ours],
-                               per_seed[ours][s]["sft_gold_per_prompt"] if rival is None
-                               else per_seed[rival][s]["final_gold_per_prompt"][rival], margin=margin)
-                for s in seeds]  # fmt: skip
-
-    pairs = [("InfoRM", None)] + [("InfoRM", r) for r in TABLE1_RIVALS if r in methods]
-    pairs += [(a, b) for a, b in TABLE1_PAIRS if a in methods and b in methods]
-    tables, claims = _win_tie_lose(pairs, versus, _label, lambda _: "InfoRM Table 1")
-    gold = {m: spread([per_seed[m][s]["overoptimization"][m]["gold_final"] for s in seeds]) for m in methods}
-    figure = _table1_figure(os.path.join(out, "win-tie-lose.png"), tables)
-    payload = {"study": "inform_table1", "title": "InfoRM Table 1 (win / tie / lose by the gold judge, each method "
-               "at its best swept learning rate and KL coefficient)", "seeds": list(seeds), "size": size,
-               "tie_margin": margin, "sweep_seed": sweep_seed,
-               "sweep": [{"method": m, **{k: v for k, v in sweep_settings[n].items() if k != "methods"},
-                          "gold_final": g} for (n, m), g in final_gold.items()],
-               "best_settings": best, "gold_final": gold, "win_tie_lose": tables, "claims": claims,
-               "figures": [os.path.basename(figure)],
-               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
-    write_study("inform_table1", payload, out)
-    return payload
-
-
-def _table1_figure(path: str, tables: dict) -> str:
-    from inform_jax.detect.plots import _pyplot, save_figure
-
-    plt = _pyplot()
-    names = list(tables)
-    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(names) + 1.2))
-    left = np.zeros(len(names))
-    for part, color in (("win", "tab:green"), ("tie", "tab:gray"), ("lose", "tab:red")):
-        values = np.array([tables[n][part]["mean"] for n in names])
-        ax.barh(names, values, left=left, color=color, label=part)
-        left += values
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("fraction of evaluation prompts (mean over seeds)")
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
     return save_figure(plt, fig, path, dpi=110)
 
 

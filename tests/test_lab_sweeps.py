@@ -7,6 +7,7 @@ import pytest
 
 import experiments.lab.sweeps as sweeps
 from experiments.lab.__main__ import _tuning_table
+from experiments.lab.paired import GRID_REFERENCE
 from inform_jax.eval.matched_kl import gold_at_kl, reference_budgets
 
 
@@ -109,7 +110,7 @@ def test_tuned_summary_swaps_runs_and_keeps_the_grid_ppo_as_the_kl_reference():
                      "final_gold_per_prompt": {"PPO": tuned_final}}}  # fmt: skip
     out = sweeps.tuned_summary(grid, tuned, margin=0.1)
     assert out["heldout"]["PPO"] is tuned_ppo and grid["heldout"]["PPO"] is not tuned_ppo  # the grid is untouched
-    assert out["matched_kl"]["reference"] == sweeps.DEFAULTS_REFERENCE
+    assert out["matched_kl"]["reference"] == GRID_REFERENCE
     ref = np.array([c["gold_per_prompt"] for c in heldout["PPO"]]).mean(1)
     assert out["matched_kl"]["budgets"]["1"] == pytest.approx(reference_budgets([0.0, 1.0, 2.0, 3.0], ref).peak_kl)
     d = np.subtract(finals["InfoRM"], tuned_final)

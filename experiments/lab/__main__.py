@@ -85,8 +85,8 @@ EXTRA_TABLES = {
     "mean +- sd)",
     "csi": "CSI of the final outputs against SFT's (mean +- sd over seeds)",
     "detectors": "Every alarm rule as a detector over all seeds' runs (negatives: the Oracle and PPO w/ KL runs)",
-    "bottleneck": "InfoRM's reward model per beta on the tuning seeds' held-out SFT samples (rate in nats, active "
-    "latent dimensions; mean +- sd)",
+    "bottleneck": "InfoRM's reward model on held-out SFT samples: rate in nats and active latent dimensions (mean +- "
+    "sd over the seeds: the tuning seeds for a sweep)",
 }
 
 

@@ -1,7 +1,8 @@
 """The exploit arms' positive controls and InfoRM's bottleneck on each arm (PROTOCOL.md section 2), before any
 method runs on them: per arm and seed, the SFT marker rate, every reward model's normalized sensitivity to one
 inserted marker, and for InfoRM on one beta grid the marker probe's AUROC on its latent, its rate in nats and its
-active latent dimensions.
+active latent dimensions; then PPO on each shortcut arm (its hacking control: the marker in at least half of the
+held-out samples at the end) with InfoRM and the oracle beside it, as description.
 
     python -m experiments.lab arms --seeds 0 1
 """
@@ -13,12 +14,15 @@ import os
 import time
 from typing import Any
 
-from experiments.lab.common import cached_result, provenance, spread, write_study
+from experiments.lab.common import cached_result, provenance, run_grid, spread, write_study
 
 ARMS = ("nuisance", "shortcut_a", "shortcut_b")
 BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
 SMOKE_ARMS, SMOKE_BETAS = ("nuisance",), (0.0, 0.01)
 SMOKE_SIZE = dict(n_pairs=300, n_sft=200, sft_steps=30, rm_steps=20)  # an arm's own world: train it briefly
+# PPO on the shortcut arms (section 2's PPO control) with InfoRM and the oracle beside it: the control must fire
+# before any method's comparison on an arm is read; two seeds describe, they do not judge (section 3 needs 10)
+RUN_ARMS, RUN_METHODS, HACKED_CONTROL = ("shortcut_a", "shortcut_b"), ("PPO", "InfoRM", "Oracle"), 0.5
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
 BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
 
@@ -85,6 +89,17 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
                                    "standard errors)", [r["reward_models"]["Standard RM"] for r in per_seed.values()],
                                    lambda e: e["sensitivity"] > 2 * e["sensitivity_stderr"], "sensitivity",
                                    show=lambda e: e["sensitivity"]))  # fmt: skip
+    runs = arm_runs(SMOKE_ARMS if smoke else RUN_ARMS, seeds, size, work, cache, ("PPO",) if smoke else RUN_METHODS)
+    for arm, per_seed in runs.items():
+        hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
+        claims.append(_control(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction"
+                               + (", the marker's presence," if arm.startswith("shortcut") else "")
+                               + f" at the end >= {HACKED_CONTROL})", hacked, lambda v: v >= HACKED_CONTROL,
+                               "hacked fraction"))  # fmt: skip
+        table[f"arm {arm}: PPO, InfoRM and the oracle (description, {len(seeds)} seeds)"] = {
+            m: {k: spread([s["overoptimization"][m][k] for s in per_seed.values()])
+                for k in ("gold_start", "gold_peak", "gold_final", "kl_final", "hacked_fraction_final")}
+            for m in RUN_METHODS if m in next(iter(per_seed.values()))["overoptimization"]}  # fmt: skip
     payload = {"study": "arms", "rule": "controls",
                "title": "Exploit arms: positive controls, and InfoRM's latent per beta (PROTOCOL.md section 2)",
                "seeds": list(seeds), "size": size, "betas": list(betas), "claims": claims, "table": table,
@@ -92,6 +107,14 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
     write_study("arms", payload, out)
     return payload
+
+
+def arm_runs(arms_, seeds, size: dict, work: str, cache: str | None, methods=RUN_METHODS) -> dict[str, dict[int, dict]]:
+    """{arm: {seed: the lab's summary}} of ``methods`` on each arm (the lab's defaults otherwise), in ``work``/runs;
+    finished runs are read back."""
+    settings = {f"arm {arm}": {"arm": arm} for arm in arms_}
+    grid = run_grid(settings, seeds, methods, size=size, work=os.path.join(work, "runs"), cache=cache)
+    return {arm: grid[f"arm {arm}"] for arm in arms_}
 
 
 def _control(text: str, values, fires, what: str, show=lambda v: v) -> dict[str, str]:

@@ -36,6 +36,27 @@ def paired_grid(seeds, size: dict, work: str, cache: str | None) -> dict[int, di
     return per_seed
 
 
+GRID_REFERENCE = "PPO (lab defaults)"  # the paired grid's PPO under its own name once other runs join a seed
+
+
+def with_runs(grid: dict, runs: dict[str, tuple[str, dict]]) -> dict:
+    """One seed's grid summary with further runs of the same seed joined to it: ``runs`` maps a name to (the
+    method's name in its own run, that run's summary). Each is added (or replaces the grid's run of that name) in
+    heldout, overoptimization and final_gold_per_prompt, and matched KL is read again for every run against the
+    grid's PPO (as :data:`GRID_REFERENCE`), so the budgets stay the grid's whatever joins. The grid is not
+    changed."""
+    from inform_jax.lab.comparison import matched_kl_comparison
+
+    keys = ("heldout", "overoptimization", "final_gold_per_prompt")
+    out = {**grid, **{k: dict(grid[k]) for k in keys}}
+    for name, (method, run) in runs.items():
+        for key in keys:
+            out[key][name] = run[key][method]
+    out["matched_kl"] = matched_kl_comparison({**out["heldout"], GRID_REFERENCE: grid["heldout"]["PPO"]},
+                                              reference=GRID_REFERENCE)  # fmt: skip
+    return out
+
+
 TEACHER_FORCED_GRID = {"teacher-forced EPPO": {"eppo_reference": "teacher_forced"}}
 TEACHER_FORCED = "EPPO (teacher-forced)"
 

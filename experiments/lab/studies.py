@@ -21,6 +21,7 @@ from experiments.lab.common import (
     spread,
     write_study,
 )
+from experiments.lab.design_study import design
 from experiments.lab.grid_studies import detection, energy, eppo_tables, fig4
 from experiments.lab.paired import best_of_n, gold_table
 from experiments.lab.sweeps import inform_table1
@@ -29,108 +30,6 @@ from experiments.lab.sweeps import inform_table1
 def _pm(values) -> str:
     s = spread(values)
     return f"{s['mean']:.3f} +- {s['std']:.3f}"
-
-
-# setting -> LabConfig overrides (+ the methods it runs); the defaults are the lab's (InfoRM: paper reduction,
-# beta 0.01; EPPO: residual stream, mean |.|, eta 2.0)
-DESIGN_SETTINGS = {
-    "defaults": {"methods": ("InfoRM", "EPPO")},
-    "InfoRM, release KL reduction": {"methods": ("InfoRM",), "inform_kl_reduction": "release"},
-    "InfoRM, beta 0.001": {"methods": ("InfoRM",), "inform_beta": 0.001},
-    "InfoRM, beta 0.1": {"methods": ("InfoRM",), "inform_beta": 0.1},
-    "EPPO, eta 0.5": {"methods": ("EPPO",), "eta": 0.5},
-    "EPPO, eta 8": {"methods": ("EPPO",), "eta": 8.0},
-    "EPPO, MLP site": {"methods": ("EPPO",), "energy_site": "mlp"},
-    "EPPO, raw L1": {"methods": ("EPPO",), "energy_normalize": False},
-}
-DESIGN_SMOKE = ("defaults", "EPPO, eta 8")  # the cached reward models only: no further RM to train
-
-
-def design(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
-    """The design choices the papers and releases leave open, measured: InfoRM's KL reduction (the paper's sum over
-    latent dimensions vs the release's mean) and beta; EPPO's eta, energy site (residual stream vs the final
-    MLP) and scale (mean |.| vs raw L1). Each variant changes one field from the lab's defaults, at 25% noise."""
-    from inform_jax.lab.config import LabConfig
-
-    start = time.perf_counter()
-    os.makedirs(out, exist_ok=True)
-    settings = {k: v for k, v in DESIGN_SETTINGS.items() if not smoke or k in DESIGN_SMOKE}
-    grid = run_grid(settings, seeds, (), size=size, work=work, cache=cache)
-    width = LabConfig(**size).hidden_size
-    layers = size.get("num_layers", LabConfig.num_layers)
-
-    def final_shift(summary: dict, method: str, raw: bool) -> float:
-        """|policy - SFT| final-layer residual energy over the last quarter of RL, in mean-|.| units."""
-        rows = summary["metrics"][method]
-        q = max(len(rows) // 4, 1)
-        gap = [abs(r[f"energy_policy_layer{layers - 1}"] - r[f"energy_reference_layer{layers - 1}"]) for r in rows]
-        return float(np.mean(gap[-q:])) / (width if raw else 1)
-
-    def variant(setting: str, method: str) -> dict[str, list[float]]:
-        per_seed = grid[setting].values()
-        o = [s["overoptimization"][method] for s in per_seed]
-        raw = settings[setting].get("energy_normalize") is False
-        return {"gold_final": [x["gold_final"] for x in o], "gold_peak": [x["gold_peak"] for x in o],
-                "kl_final": [x["kl_final"] for x in o], "hacked_final": [x["hacked_fraction_final"] for x in o],
-                "energy_shift_final": [final_shift(s, method, raw) for s in per_seed]}  # fmt: skip
-
-    table = {setting: {m: {k: spread(v) for k, v in variant(setting, m).items()} for m in overrides["methods"]}
-             for setting, overrides in settings.items()}  # fmt: skip
-    claims = []
-
-    def claim(text: str, ours: tuple[str, str], theirs: tuple[str, str], field: str, higher: bool = True):
-        if ours[0] not in settings or theirs[0] not in settings:
-            return
-        a, b = variant(*ours)[field], variant(*theirs)[field]
-        claims.append({"claim": text, "measured": f"{field} {_pm(a)} ({ours[0]}) vs {_pm(b)} ({theirs[0]})",
-                       "verdict": compare_verdict(a, b, higher=higher)})  # fmt: skip
-
-    claim("InfoRM with the paper's KL (summed over latent dims) ends with a higher gold reward than with the "
-          "release's reduction (a ~latent_dim x weaker bottleneck at the same beta)",
-          ("defaults", "InfoRM"), ("InfoRM, release KL reduction", "InfoRM"), "gold_final")  # fmt: skip
-    claim("A stronger bottleneck hacks less: InfoRM's final hacked fraction is lower at beta 0.1 than at 0.001",
-          ("InfoRM, beta 0.1", "InfoRM"), ("InfoRM, beta 0.001", "InfoRM"), "hacked_final", higher=False)  # fmt: skip
-    claim("InfoRM at the lab's beta (0.01) ends with a higher gold reward than at beta 0.001",
-          ("defaults", "InfoRM"), ("InfoRM, beta 0.001", "InfoRM"), "gold_final")  # fmt: skip
-    claim("A larger eta keeps the final-layer energy closer to the SFT model's (eta 8 vs 0.5)",
-          ("EPPO, eta 8", "EPPO"), ("EPPO, eta 0.5", "EPPO"), "energy_shift_final", higher=False)  # fmt: skip
-    claim("A larger eta hacks less: EPPO's final hacked fraction is lower at eta 8 than at eta 2",
-          ("EPPO, eta 8", "EPPO"), ("defaults", "EPPO"), "hacked_final", higher=False)  # fmt: skip
-    claim("EPPO at the paper's eta (2.0) ends with a higher gold reward than at eta 0.5",
-          ("defaults", "EPPO"), ("EPPO, eta 0.5", "EPPO"), "gold_final")  # fmt: skip
-    claim("The paper's energy site (residual stream) ends with a higher gold reward than the release's (final MLP)",
-          ("defaults", "EPPO"), ("EPPO, MLP site", "EPPO"), "gold_final")  # fmt: skip
-    claim("Mean |.| (the scale eta = 2.0 was set for) ends with a higher gold reward than raw L1 at the same eta",
-          ("defaults", "EPPO"), ("EPPO, raw L1", "EPPO"), "gold_final")  # fmt: skip
-    figure = _design_figure(os.path.join(out, "design-choices.png"), table)
-    payload = {"study": "design", "title": "Design choices the record leaves open (InfoRM KL and beta; EPPO eta, "
-               "energy site and scale)", "seeds": list(seeds), "size": size,
-               "settings": {k: {f: list(v) if isinstance(v, tuple) else v for f, v in o.items()}
-                            for k, o in settings.items()},
-               "table": table, "claims": claims, "figures": [os.path.basename(figure)],
-               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
-    write_study("design", payload, out)
-    return payload
-
-
-def _design_figure(path: str, table: dict) -> str:
-    from inform_jax.detect.plots import _pyplot, save_figure
-
-    plt = _pyplot()
-    rows = [(f"{setting}" if setting != "defaults" else f"{m} (defaults)", cell)
-            for setting, methods in table.items() for m, cell in methods.items()]  # fmt: skip
-    fig, axes = plt.subplots(1, 3, figsize=(11, 0.35 * len(rows) + 1.4), sharey=True)
-    y = np.arange(len(rows))
-    for ax, field, title in zip(axes, ("gold_final", "hacked_final", "energy_shift_final"),
-                                ("final gold reward", "final hacked fraction", "final-layer |policy - SFT| energy"),
-                                strict=True):  # fmt: skip
-        means = [cell[field]["mean"] for _, cell in rows]
-        stds = [cell[field]["std"] for _, cell in rows]
-        ax.barh(y, means, xerr=stds, color=["tab:purple" if "InfoRM" in n else "tab:blue" for n, _ in rows])
-        ax.set_title(title, fontsize=9)
-    axes[0].set_yticks(y, [n for n, _ in rows], fontsize=7)
-    axes[0].invert_yaxis()
-    return save_figure(plt, fig, path, dpi=110)
 
 
 DECOMPOSITION_BIAS = 0.95  # the share of training pairs a response-only rule fits (0.85 leaves BT near ceiling)

@@ -19,7 +19,7 @@ import numpy as np
 
 from experiments.lab.common import provenance, run_grid, spread, write_study
 from experiments.lab.grid_studies import FIG4_LABELS
-from experiments.lab.paired import MIN_EFFECT_GOLD, ZERO, gold_claims, gold_table, judged, paired_grid
+from experiments.lab.paired import MIN_EFFECT_GOLD, ZERO, gold_claims, gold_table, judged, paired_grid, with_runs
 
 TUNING_SEEDS = (100, 101, 102)
 # method -> {LabConfig field: values}; every grid has 4 settings (the product of its axes)
@@ -163,7 +163,6 @@ PAPER_TABLE1 = {
     "Ensemble RM": ((43.1, 23.8), (49.3, 15.9), (37.3, 24.9), (61.4, 10.5)),
     "WARM": ((41.1, 25.5), (49.3, 12.2), (30.3, 29.2), (63.1, 18.3)),
 }
-DEFAULTS_REFERENCE = "PPO (lab defaults)"  # the paired grid's PPO: every seed's KL budgets
 
 
 def half_paper_margin(opponent: str) -> float:
@@ -186,18 +185,11 @@ _register_margin_measure()
 
 def tuned_summary(grid: dict, tuned_runs: dict[str, dict], margin: float) -> dict:
     """One evaluation seed's summary with each swept method's grid run replaced by its run at the chosen setting
-    (``tuned_runs``: method -> that run's summary), matched KL read again against the grid's PPO (as
-    :data:`DEFAULTS_REFERENCE`), and InfoRM's win minus lose against SFT and each rival ("win_minus_lose")."""
+    (``tuned_runs``: method -> that run's summary; :func:`experiments.lab.paired.with_runs`, so the KL budgets
+    stay the grid's PPO's), and InfoRM's win / tie / lose and win minus lose against SFT and each rival."""
     from inform_jax.eval.winrate import compare_scores
-    from inform_jax.lab.comparison import matched_kl_comparison
 
-    out = {**grid, "heldout": dict(grid["heldout"]), "overoptimization": dict(grid["overoptimization"]),
-           "final_gold_per_prompt": dict(grid["final_gold_per_prompt"])}  # fmt: skip
-    for method, run in tuned_runs.items():
-        for key in ("heldout", "overoptimization", "final_gold_per_prompt"):
-            out[key][method] = run[key][method]
-    runs = {**out["heldout"], DEFAULTS_REFERENCE: grid["heldout"]["PPO"]}
-    out["matched_kl"] = matched_kl_comparison(runs, reference=DEFAULTS_REFERENCE)
+    out = with_runs(grid, {method: (method, run) for method, run in tuned_runs.items()})
     finals = out["final_gold_per_prompt"]
     wtl = {rival: compare_scores(finals["InfoRM"], grid["sft_gold_per_prompt"] if rival == "SFT" else finals[rival],
                                  margin=margin) for rival in PAPER_TABLE1}  # fmt: skip

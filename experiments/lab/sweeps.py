@@ -230,7 +230,7 @@ def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smo
 
     margin_claims = [Claim(f"InfoRM Table 1: {label('InfoRM')} wins more than it loses against "
                            f"{'SFT' if r == 'SFT' else label(r)} by at least half the paper's margin "
-                           f"({half_paper_margin(r):.3f})", r, ZERO,
+                           f"({half_paper_margin(r):.3f}; the measure: win minus lose less that)", r, ZERO,
                            "win minus lose beyond half the paper's margin") for r in PAPER_TABLE1]  # fmt: skip
     margin_rows, margin_full = judged(per_seed, margin_claims, 0.0)
     wtl = {f"{label('InfoRM')} vs {'SFT' if r == 'SFT' else label(r)}":

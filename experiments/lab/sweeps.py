@@ -11,6 +11,7 @@ on the same seed; a run that never reaches that budget stays inside it and is re
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any
@@ -59,8 +60,6 @@ def setting_name(method: str, point: dict[str, float]) -> str:
 
 def grid_points(grid: dict[str, tuple[float, ...]]) -> list[dict[str, float]]:
     """Every setting of a grid, in the order its axes list them."""
-    import itertools
-
     fields = list(grid)
     return [dict(zip(fields, values, strict=True)) for values in itertools.product(*grid.values())]
 

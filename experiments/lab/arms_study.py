@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from experiments.lab.common import cached_result, provenance, run_grid, spread, write_study
+from inform_jax.lab.verdicts import measure
 
 ARMS = ("nuisance", "shortcut_a", "shortcut_b")
 BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
@@ -23,6 +24,7 @@ SMOKE_SIZE = dict(n_pairs=300, n_sft=200, sft_steps=30, rm_steps=20)  # an arm's
 # PPO on the shortcut arms (section 2's PPO control) with InfoRM and the oracle beside it: the control must fire
 # before any method's comparison on an arm is read; two seeds describe, they do not judge (section 3 needs 10)
 RUN_ARMS, RUN_METHODS, HACKED_CONTROL = ("shortcut_a", "shortcut_b"), ("PPO", "InfoRM", "Oracle"), 0.5
+SMOKE_METHODS = ("PPO", "InfoRM")
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
 BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
 
@@ -89,7 +91,9 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
                                    "standard errors)", [r["reward_models"]["Standard RM"] for r in per_seed.values()],
                                    lambda e: e["sensitivity"] > 2 * e["sensitivity_stderr"], "sensitivity",
                                    show=lambda e: e["sensitivity"]))  # fmt: skip
-    runs = arm_runs(SMOKE_ARMS if smoke else RUN_ARMS, seeds, size, work, cache, ("PPO",) if smoke else RUN_METHODS)
+    runs = arm_runs(
+        SMOKE_ARMS if smoke else RUN_ARMS, seeds, size, work, cache, SMOKE_METHODS if smoke else RUN_METHODS
+    )
     for arm, per_seed in runs.items():
         hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
         claims.append(_control(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction"
@@ -123,3 +127,45 @@ def _control(text: str, values, fires, what: str, show=lambda v: v) -> dict[str,
     shown = ", ".join(f"{show(v):.3f}" for v in values)
     return {"claim": f"positive control, {text}", "measured": f"{what} per seed: {shown} (holds on {sum(held)} of "
             f"{len(held)})", "verdict": "fires" if all(held) else "fails"}  # fmt: skip
+
+
+@measure("final hacked fraction")
+def final_hacked_fraction(summary: dict, method: str) -> float:
+    """The share of held-out samples at the run's last checkpoint that the world labels hacked."""
+    return float(summary["overoptimization"][method]["hacked_fraction_final"])
+
+
+def shortcut_b(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """PROTOCOL.md section 11: PPO, InfoRM and the oracle on shortcut (b) over the evaluation ``seeds`` (the arm
+    whose PPO control fired), paired per seed: PPO's hacking control on every seed, then InfoRM against PPO in
+    held-out gold at 1x matched KL and at the end and in the final hacked fraction (Holm, minimum effect 0.05).
+    The runs are the arms study's (``<work>/../arms/runs``). Smoke: the smoke arm, PPO and InfoRM."""
+    from experiments.lab.paired import judged
+    from inform_jax.lab.verdicts import Claim
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    arm = SMOKE_ARMS[0] if smoke else "shortcut_b"
+    size = {**size, **SMOKE_SIZE} if smoke else size
+    shared = os.path.join(os.path.dirname(os.path.abspath(work)), "arms")
+    per_seed = arm_runs((arm,), seeds, size, shared, cache, SMOKE_METHODS if smoke else RUN_METHODS)[arm]
+    hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
+    control = _control(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction at the end >= "
+                       f"{HACKED_CONTROL})", hacked, lambda v: v >= HACKED_CONTROL, "hacked fraction")  # fmt: skip
+    claims = [Claim(f"{arm}: InfoRM beats PPO in held-out gold ({what}) (predicted: no help, every reward model "
+                    "keeps a shortcut that predicts the labels)", "InfoRM", "PPO", what)
+              for what in ("gold at 1x KL", "final gold")]  # fmt: skip
+    claims.append(Claim(f"{arm}: InfoRM's policy carries the marker less often than PPO's at the end (final hacked "
+                        "fraction; predicted: no)", "InfoRM", "PPO", "final hacked fraction", -1))  # fmt: skip
+    claim_rows, rows = judged(per_seed, claims, 0.05)
+    methods = list(next(iter(per_seed.values()))["overoptimization"])
+    table = {m: {k: spread([s["overoptimization"][m][k] for s in per_seed.values()])
+                 for k in ("gold_start", "gold_peak", "gold_final", "kl_final", "hacked_fraction_final")}
+             for m in methods}  # fmt: skip
+    payload = {"study": "shortcut_b", "rule": "paired",
+               "title": f"Methods on the {arm} arm (PROTOCOL.md section 11; held-out gold at matched KL, hacked "
+                        "fraction)", "seeds": list(seeds), "size": size, "claims": [control, *claim_rows],
+               "paired": rows, "table": {f"arm {arm} over seeds (mean +- sd)": table}, "figures": [],
+               "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("shortcut_b", payload, out)
+    return payload

@@ -95,15 +95,12 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         SMOKE_ARMS if smoke else RUN_ARMS, seeds, size, work, cache, SMOKE_METHODS if smoke else RUN_METHODS
     )
     for arm, per_seed in runs.items():
-        hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
-        claims.append(_control(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction"
-                               + (", the marker's presence," if arm.startswith("shortcut") else "")
-                               + f" at the end >= {HACKED_CONTROL})", hacked, lambda v: v >= HACKED_CONTROL,
-                               "hacked fraction"))  # fmt: skip
-        table[f"arm {arm}: PPO, InfoRM and the oracle (description, {len(seeds)} seeds)"] = {
-            m: {k: spread([s["overoptimization"][m][k] for s in per_seed.values()])
-                for k in ("gold_start", "gold_peak", "gold_final", "kl_final", "hacked_fraction_final")}
-            for m in RUN_METHODS if m in next(iter(per_seed.values()))["overoptimization"]}  # fmt: skip
+        marker = ", the marker's presence," if arm.startswith("shortcut") else ""
+        claims.append(_ppo_hacks(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction{marker}", per_seed))
+        ran = next(iter(per_seed.values()))["overoptimization"]
+        table[f"arm {arm}: PPO, InfoRM and the oracle (description, {len(seeds)} seeds)"] = _run_table(
+            per_seed, [m for m in RUN_METHODS if m in ran]
+        )
     payload = {"study": "arms", "rule": "controls",
                "title": "Exploit arms: positive controls, and InfoRM's latent per beta (PROTOCOL.md section 2)",
                "seeds": list(seeds), "size": size, "betas": list(betas), "claims": claims, "table": table,
@@ -129,6 +126,20 @@ def _control(text: str, values, fires, what: str, show=lambda v: v) -> dict[str,
             f"{len(held)})", "verdict": "fires" if all(held) else "fails"}  # fmt: skip
 
 
+def _ppo_hacks(text: str, per_seed: dict) -> dict[str, str]:
+    """PPO's hacking control over seeds: its held-out hacked fraction at the end >= HACKED_CONTROL on every seed
+    (``text`` opens the claim; the threshold closes it)."""
+    hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
+    return _control(f"{text} at the end >= {HACKED_CONTROL})", hacked, lambda v: v >= HACKED_CONTROL,
+                    "hacked fraction")  # fmt: skip
+
+
+def _run_table(per_seed: dict, methods) -> dict[str, dict]:
+    """{method: {held-out reading: spread over seeds}} of the arm runs' gold, final KL and hacked fraction."""
+    keys = ("gold_start", "gold_peak", "gold_final", "kl_final", "hacked_fraction_final")
+    return {m: {k: spread([s["overoptimization"][m][k] for s in per_seed.values()]) for k in keys} for m in methods}
+
+
 @measure("final hacked fraction")
 def final_hacked_fraction(summary: dict, method: str) -> float:
     """The share of held-out samples at the run's last checkpoint that the world labels hacked."""
@@ -149,19 +160,14 @@ def shortcut_b(seeds, size: dict, work: str, cache: str | None, out: str, smoke:
     size = {**size, **SMOKE_SIZE} if smoke else size
     shared = os.path.join(os.path.dirname(os.path.abspath(work)), "arms")
     per_seed = arm_runs((arm,), seeds, size, shared, cache, SMOKE_METHODS if smoke else RUN_METHODS)[arm]
-    hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
-    control = _control(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction at the end >= "
-                       f"{HACKED_CONTROL})", hacked, lambda v: v >= HACKED_CONTROL, "hacked fraction")  # fmt: skip
+    control = _ppo_hacks(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction", per_seed)
     claims = [Claim(f"{arm}: InfoRM beats PPO in held-out gold ({what}) (predicted: no help, every reward model "
                     "keeps a shortcut that predicts the labels)", "InfoRM", "PPO", what)
               for what in ("gold at 1x KL", "final gold")]  # fmt: skip
     claims.append(Claim(f"{arm}: InfoRM's policy carries the marker less often than PPO's at the end (final hacked "
                         "fraction; predicted: no)", "InfoRM", "PPO", "final hacked fraction", -1))  # fmt: skip
     claim_rows, rows = judged(per_seed, claims, 0.05)
-    methods = list(next(iter(per_seed.values()))["overoptimization"])
-    table = {m: {k: spread([s["overoptimization"][m][k] for s in per_seed.values()])
-                 for k in ("gold_start", "gold_peak", "gold_final", "kl_final", "hacked_fraction_final")}
-             for m in methods}  # fmt: skip
+    table = _run_table(per_seed, list(next(iter(per_seed.values()))["overoptimization"]))
     payload = {"study": "shortcut_b", "rule": "paired",
                "title": f"Methods on the {arm} arm (PROTOCOL.md section 11; held-out gold at matched KL, hacked "
                         "fraction)", "seeds": list(seeds), "size": size, "claims": [control, *claim_rows],

@@ -221,7 +221,10 @@ def regret_selected(summary: dict, method: str) -> float:
 # ---------------------------------------------------------------------------------------- best-of-n
 
 BON_REWARD_MODELS = {"Standard RM": "standard", "InfoRM": "inform", "Ensemble RM": "ensemble", "WARM": "warm",
-                     "Planted good RM": "planted-good", "Planted RM seed": "standard-seed2"}  # fmt: skip
+                     "Planted good RM": "planted-good", "Planted RM seed": "standard-seed2",
+                     "Prioritized RM": "dir"}  # fmt: skip
+# the best_of_n study's reward models (PROTOCOL.md section 8); the prioritized RM is read by decomposition_paired
+BON_STUDY_REWARD_MODELS = tuple(name for name in BON_REWARD_MODELS if name != "Prioritized RM")
 BON_SMOKE_REWARD_MODELS = ("Standard RM", "InfoRM")  # the smoke size: the demo's cached models only
 BON_SAMPLES = 256  # per held-out prompt (PROTOCOL.md section 8)
 BON_READ_AT = (16, 256)
@@ -240,9 +243,7 @@ for _n in BON_READ_AT:
     measure(f"best-of-{_n} gold")(_bon_measure(_n))
 
 
-def bon_seed(
-    config, cache: str, samples: int, folder: str, log=print, names=tuple(BON_REWARD_MODELS)
-) -> dict[str, Any]:
+def bon_seed(config, cache: str, samples: int, folder: str, log=print, names=BON_STUDY_REWARD_MODELS) -> dict[str, Any]:
     """One seed's best-of-n curves for the ``names`` of :data:`BON_REWARD_MODELS` and the gold judge as its own
     proxy ("Gold"), on one shared pool of ``samples`` SFT samples per held-out prompt; read back from
     ``folder``/best_of_n.json when a finished run with the same configuration is there."""
@@ -287,7 +288,7 @@ def best_of_n(seeds, size: dict, work: str, cache: str | None, out: str, smoke: 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     samples = 16 if smoke else BON_SAMPLES
-    names = BON_SMOKE_REWARD_MODELS if smoke else tuple(BON_REWARD_MODELS)
+    names = BON_SMOKE_REWARD_MODELS if smoke else BON_STUDY_REWARD_MODELS
     per_seed = {}
     for seed in seeds:
         print(f"== best-of-n, seed {seed}")

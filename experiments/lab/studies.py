@@ -21,6 +21,7 @@ from experiments.lab.common import (
     spread,
     write_study,
 )
+from experiments.lab.decomposition_study import decomposition_paired
 from experiments.lab.design_study import design
 from experiments.lab.grid_studies import detection, energy, eppo_tables, fig4
 from experiments.lab.paired import best_of_n, gold_table
@@ -266,6 +267,7 @@ STUDIES = {
     "eppo_tables": eppo_tables,
     "design": design,
     "detection": detection,
+    "decomposition_paired": decomposition_paired,
     "decomposition": decomposition,
     "decomposition_slow_rule": decomposition_slow_rule,
 }

@@ -26,6 +26,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "EPPO + ODIN": ("odin", {"eta": "eta"}),
     "InfoRM + Ensemble": ("inform-ensemble", {}),  # InfoRM's IB head on every ensemble member, mean reward
     "InfoRM + WARM": ("inform-warm", {}),  # the same members weight-averaged
+    "Prioritized RM": ("dir", {}),  # reward decomposition: BT on the pairs with the smallest prompt-free gap
     "Oracle": ("gold", {}),  # PPO on the gold reward itself: proves the RL machinery and the world's headroom
     # planted methods that validate the comparison itself (PROTOCOL.md section 4): a good one it must call
     # reproduced against PPO, broken ones it must not

@@ -136,6 +136,8 @@ class Lab:
         with different seeds, mean), "ensemble-wco" / "ensemble-uwo" (the same members, min / mean - uwo_coef *
         variance) or "warm" (the same members' weights averaged); "inform-ensemble" / "inform-warm" the same with
         InfoRM's IB head on every member; "inform-beta0" InfoRM with ``inform_beta`` 0 (same head and latent size);
+        "dir" the standard RM with reward decomposition's prioritized training (the library's ``decomposition``
+        defaults: after 50 plain steps, every 50 steps, the half of the pairs with the smallest prompt-free gap);
         the planted ones: "planted-good" the standard RM on the same world's pairs without label noise or spurious
         correlation, "standard-seed2" the standard RM with another training seed."""
         c = self.config
@@ -194,7 +196,9 @@ class Lab:
         )  # fmt: skip
         self.log(f"training the {kind} reward model ({c.rm_steps} steps)")
         start = time.perf_counter()
-        trainer = RewardModelTrainer(config, train, test, model=model, mesh=self.mesh)
+        trainer = RewardModelTrainer(
+            config, train, test, model=model, mesh=self.mesh, pad_id=self.tokenizer.pad_token_id
+        )
         trainer.fit()
         metrics = trainer.evaluate()
         self.log(f"  held-out (noise-free) accuracy {metrics['accuracy']:.3f} ({time.perf_counter() - start:.1f} s)")

@@ -1,0 +1,106 @@
+"""Reward decomposition's prioritized training under the paired rule (PROTOCOL.md section 12): the standard RM
+trained on the pairs with the smallest prompt-free gap ("Prioritized RM", the library's ``dir`` method at its
+defaults), read first by best-of-n and then by PPO, on the lab's world and on shortcut (b), paired per seed with
+the standard RM.
+
+    best-of-n     the same pool of SFT samples per held-out prompt as the best_of_n study (same seed, same size),
+                  ranked by the standard and the prioritized RM
+    PPO           a run of the prioritized RM per evaluation seed joined to the shared grid (experiments/lab/paired.py):
+                  its PPO is the standard RM's run on the same world, SFT policy, prompts and sampling keys
+    shortcut (b)  the same on the arm whose marker predicts the labels beyond gold, joined to the arms study's runs
+
+The lab's spurious features (length, filler words, repetition) and shortcut (b)'s marker are all read from the
+response alone: prompt-free, the part of a reward the priority is meant to train away. The toy studies
+(``decomposition``) measure the mechanism itself on sets built for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from experiments.lab.arms_study import RUN_METHODS, SMOKE_ARMS, SMOKE_METHODS, SMOKE_SIZE, _ppo_hacks, _run_table
+from experiments.lab.arms_study import arm_runs as arms_study_runs
+from experiments.lab.common import provenance, run_grid, spread, write_study
+from experiments.lab.paired import (
+    BON_READ_AT,
+    BON_SAMPLES,
+    MIN_EFFECT_GOLD,
+    PAIRED_GRID,
+    bon_seed,
+    gold_table,
+    judged,
+    paired_grid,
+    with_runs,
+)
+from inform_jax.lab.verdicts import Claim
+
+PRIORITIZED = "Prioritized RM"
+ARM = "shortcut_b"
+
+
+def _claims(arm: str) -> tuple[list[Claim], list[Claim]]:
+    """(the lab world's family, the arm's family), each Holm-corrected on its own (section 12)."""
+    world = [Claim(f"best-of-{n}: the prioritized RM picks samples with higher gold than the standard RM",
+                   PRIORITIZED, "Standard RM", f"best-of-{n} gold") for n in BON_READ_AT]  # fmt: skip
+    world += [Claim(f"PPO on the prioritized RM beats PPO on the standard RM in held-out gold ({what})", PRIORITIZED,
+                    "PPO", what) for what in ("gold at 1x KL", "final gold")]  # fmt: skip
+    on_arm = [Claim(f"{arm}: PPO on the prioritized RM beats PPO on the standard RM in held-out gold ({what})",
+                    PRIORITIZED, "PPO", what) for what in ("gold at 1x KL", "final gold")]  # fmt: skip
+    on_arm.append(Claim(f"{arm}: the prioritized RM's policy carries the marker less often than PPO's at the end",
+                        PRIORITIZED, "PPO", "final hacked fraction", -1))  # fmt: skip
+    return world, on_arm
+
+
+def decomposition_paired(
+    seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False
+) -> dict[str, Any]:
+    """Section 12's two families over the evaluation ``seeds``. Work folders beside ``work``: the shared grid
+    (``paired-grid``), the arms study's runs (``arms``) and this study's own (``decomposition``). Smoke: a 16-sample
+    pool and the smoke arm with the arms study's smoke methods."""
+    from inform_jax.lab.config import LabConfig
+    from inform_jax.lab.demo import default_cache
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    root = os.path.dirname(os.path.abspath(work))
+    own = os.path.join(root, "decomposition")
+    cache = cache or default_cache()
+    # the lab world: best-of-n on the best_of_n study's pool, then PPO joined to the shared grid
+    bon = {s: bon_seed(LabConfig(**{**size, "seed": s}), cache, 16 if smoke else BON_SAMPLES,
+                       os.path.join(own, "best_of_n", f"seed{s}"), names=("Standard RM", PRIORITIZED))
+           for s in seeds}  # fmt: skip
+    grid = paired_grid(seeds, size, work, cache)
+    setting = {"prioritized": {**PAIRED_GRID["paired grid"], "methods": (PRIORITIZED,)}}
+    runs = run_grid(setting, seeds, (), size=size, work=os.path.join(own, "runs"), cache=cache)["prioritized"]
+    world = {s: {**with_runs(grid[s], {PRIORITIZED: (PRIORITIZED, runs[s])}), "best_of_n": bon[s]["best_of_n"]}
+             for s in seeds}  # fmt: skip
+    # shortcut (b): the arms study's PPO and this study's prioritized RM on the arm's world
+    arm = SMOKE_ARMS[0] if smoke else ARM
+    arm_size = {**size, **SMOKE_SIZE} if smoke else size
+    arm_grid = arms_study_runs((arm,), seeds, arm_size, os.path.join(root, "arms"), cache,
+                               SMOKE_METHODS if smoke else RUN_METHODS)[arm]  # fmt: skip
+    arm_setting = {f"arm {arm} prioritized": {"arm": arm, "methods": (PRIORITIZED,)}}
+    arm_own = run_grid(arm_setting, seeds, (), size=arm_size, work=os.path.join(own, "runs"), cache=cache)
+    arm_own = arm_own[f"arm {arm} prioritized"]
+    on_arm = {s: with_runs(arm_grid[s], {PRIORITIZED: (PRIORITIZED, arm_own[s])}) for s in seeds}
+    world_claims, arm_claims = _claims(arm)
+    world_rows, world_paired = judged(world, world_claims, MIN_EFFECT_GOLD)
+    arm_rows, arm_paired = judged(on_arm, arm_claims, MIN_EFFECT_GOLD)
+    control = _ppo_hacks(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction", on_arm)
+    bon_table = {name: {f"best-of-{n} gold": spread([b["best_of_n"][name]["gold"][b["best_of_n"][name]["n"].index(n)]
+                                                     for b in bon.values()])
+                        for n in (1, *BON_READ_AT) if n in bon[seeds[0]]["best_of_n"][name]["n"]}
+                 for name in ("Standard RM", PRIORITIZED)}  # fmt: skip
+    payload = {"study": "decomposition_paired", "rule": "paired",
+               "title": "Reward decomposition's prioritized RM against the standard RM: best-of-n, PPO at matched KL "
+                        "and on shortcut (b) (PROTOCOL.md section 12)",
+               "seeds": list(seeds), "size": size,
+               "claims": [*world_rows, control, *arm_rows], "paired": world_paired + arm_paired,
+               "table": {"best-of-n gold over seeds (mean +- sd)": bon_table,
+                         **gold_table(world, ("PPO", PRIORITIZED)),
+                         f"arm {arm} over seeds (mean +- sd)": _run_table(on_arm, ("PPO", PRIORITIZED))},
+               "figures": [], "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("decomposition_paired", payload, out)
+    return payload

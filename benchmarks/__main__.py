@@ -128,6 +128,13 @@ def _attention_rows(r: dict) -> list[dict]:
                  1e3 / o["torch_ms"]) for impl, o in r["ours"].items()]  # fmt: skip
 
 
+def _lab_seeds_rows(r: dict) -> list[dict]:
+    workload = (f"lab PPO iteration, {r['seeds']} seeds vmapped, {r['model']}, {r['rollouts']} x {r['new_tokens']} "
+                "tokens (peer: the seeds one after another)")  # fmt: skip
+    it = r["iteration"]
+    return [_row(workload, "seed-iterations/s", r["seeds"] / it["vmapped_s"], r["seeds"] / it["loop_s"])]
+
+
 def _scaling_rows(r: dict) -> list[dict]:
     """The largest point of each curve (the whole curves are in scaling-*.json/png)."""
     rows = []
@@ -157,6 +164,8 @@ BENCHMARKS: dict[str, tuple[list[str], Rows]] = {
                   _attention_rows),
     "scaling": (["--layers", "1", "--width", "64", "--lengths", "16", "32", "--batches", "1", "2", "--repeats", "1"],
                 _scaling_rows),
+    "lab_seeds": (["--seeds", "2", "--layers", "1", "--width", "32", "--prompts", "4", "--new-tokens", "4",
+                   "--repeats", "1"], _lab_seeds_rows),
 }  # fmt: skip
 
 

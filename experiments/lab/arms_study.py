@@ -175,3 +175,46 @@ def shortcut_b(seeds, size: dict, work: str, cache: str | None, out: str, smoke:
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
     write_study("shortcut_b", payload, out)
     return payload
+
+
+# PROTOCOL.md section 13: the other methods on shortcut (b), at the lab's defaults, joined to the arm's PPO run
+OTHER_METHODS = ("PPO w/ KL", "EPPO", "Ensemble RM", "WARM")
+SMOKE_OTHER_METHODS = ("PPO w/ KL",)
+
+
+def shortcut_b_methods(
+    seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False
+) -> dict[str, Any]:
+    """PROTOCOL.md section 13: PPO w/ KL, EPPO, the ensemble and WARM on shortcut (b) over the evaluation ``seeds``,
+    each against PPO on the standard RM (the arms study's run of the same seed, joined with
+    :func:`experiments.lab.paired.with_runs`): held-out gold at 1x matched KL and at the end, and the final hacked
+    fraction (one Holm family, minimum effect 0.05). Runs in ``<work>/../arms/runs`` beside the arms study's."""
+    from experiments.lab.paired import judged, with_runs
+    from inform_jax.lab.verdicts import Claim
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    arm = SMOKE_ARMS[0] if smoke else "shortcut_b"
+    size = {**size, **SMOKE_SIZE} if smoke else size
+    methods = SMOKE_OTHER_METHODS if smoke else OTHER_METHODS
+    shared = os.path.join(os.path.dirname(os.path.abspath(work)), "arms")
+    ppo = arm_runs((arm,), seeds, size, shared, cache, SMOKE_METHODS if smoke else RUN_METHODS)[arm]
+    setting = {f"arm {arm}, other methods": {"arm": arm, "methods": methods}}
+    others = run_grid(setting, seeds, (), size=size, work=os.path.join(shared, "runs"), cache=cache)
+    others = others[f"arm {arm}, other methods"]
+    per_seed = {s: with_runs(ppo[s], {m: (m, others[s]) for m in methods}) for s in seeds}
+    control = _ppo_hacks(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction", per_seed)
+    claims = []
+    for m in methods:
+        claims += [Claim(f"{arm}: {m} beats PPO in held-out gold ({what})", m, "PPO", what)
+                   for what in ("gold at 1x KL", "final gold")]  # fmt: skip
+        claims.append(Claim(f"{arm}: {m}'s policy carries the marker less often than PPO's at the end", m, "PPO",
+                            "final hacked fraction", -1))  # fmt: skip
+    claim_rows, rows = judged(per_seed, claims, 0.05)
+    payload = {"study": "shortcut_b_methods", "rule": "paired",
+               "title": f"The other methods on the {arm} arm (PROTOCOL.md section 13; held-out gold at matched KL, "
+                        "hacked fraction)", "seeds": list(seeds), "size": size, "claims": [control, *claim_rows],
+               "paired": rows, "table": {f"arm {arm} over seeds (mean +- sd)": _run_table(per_seed, ("PPO", *methods))},
+               "figures": [], "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("shortcut_b_methods", payload, out)
+    return payload

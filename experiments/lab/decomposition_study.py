@@ -16,9 +16,12 @@ response alone: prompt-free, the part of a reward the priority is meant to train
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
+
+import numpy as np
 
 from experiments.lab.arms_study import RUN_METHODS, SMOKE_ARMS, SMOKE_METHODS, SMOKE_SIZE, _ppo_hacks, _run_table
 from experiments.lab.arms_study import arm_runs as arms_study_runs
@@ -51,6 +54,47 @@ def _claims(arm: str) -> tuple[list[Claim], list[Claim]]:
     on_arm.append(Claim(f"{arm}: the prioritized RM's policy carries the marker less often than PPO's at the end",
                         PRIORITIZED, "PPO", "final hacked fraction", -1))  # fmt: skip
     return world, on_arm
+
+
+def priority_record(config, cache: str) -> dict[str, Any]:
+    """What the priority did on ``config``'s world (description, added after section 12's freeze): per refresh
+    step, the share of label-flipped pairs (the world's 25% noise) among the pairs it kept and among those it
+    dropped, and the held-out (noise-free) accuracy of the prioritized and of the standard RM. Read from the
+    prioritized RM's run record (``train/decomposition/step_<s>.npz``) and the world's pair file."""
+    import glob
+
+    from inform_jax.lab.stages import Lab
+
+    lab = Lab(config, cache, log=lambda *_: None)
+    with open(lab.files["prefs_train.jsonl"]) as f:
+        flipped = np.array([json.loads(line)["flipped"] for line in f])
+    refreshes = {}
+    paths = glob.glob(os.path.join(lab.rm_folder("dir"), "train", "decomposition", "step_*.npz"))
+    for path in sorted(paths, key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0])):
+        kept = np.load(path)["weights"] > 0
+        if kept.shape != flipped.shape:
+            raise ValueError(
+                f"{path}: {kept.size} pair weights for {flipped.size} pairs in {lab.files['prefs_train.jsonl']}"
+            )
+        step = path.rsplit("_", 1)[1].split(".")[0]
+        refreshes[step] = {"flipped_kept": float(flipped[kept].mean()), "flipped_dropped": float(flipped[~kept].mean())}
+    accuracy = {}
+    for kind in ("standard", "dir"):
+        with open(os.path.join(lab.rm_folder(kind), "train", "eval.json")) as f:
+            accuracy[kind] = json.load(f)["accuracy"]
+    return {"flipped": float(flipped.mean()), "refreshes": refreshes, "accuracy": accuracy}
+
+
+def _priority_table(records: dict[int, dict]) -> dict[str, dict]:
+    """Over seeds: the RMs' held-out accuracy and, per refresh, the flipped share among kept and dropped pairs."""
+    first = next(iter(records.values()))
+    table = {"held-out accuracy": {k: spread([r["accuracy"][k] for r in records.values()]) for k in first["accuracy"]}}
+    for step in first["refreshes"]:
+        table[f"refresh at step {step}: flipped pairs"] = {
+            k: spread([r["refreshes"][step][k] for r in records.values() if step in r["refreshes"]])
+            for k in ("flipped_kept", "flipped_dropped")
+        }
+    return table
 
 
 def decomposition_paired(
@@ -93,6 +137,11 @@ def decomposition_paired(
                                                      for b in bon.values()])
                         for n in (1, *BON_READ_AT) if n in bon[seeds[0]]["best_of_n"][name]["n"]}
                  for name in ("Standard RM", PRIORITIZED)}  # fmt: skip
+    # what the priority kept, per world (description, not a claim: added after the freeze, see section 12)
+    priority = {
+        "lab world": {s: priority_record(LabConfig(**{**size, "seed": s}), cache) for s in seeds},
+        f"arm {arm}": {s: priority_record(LabConfig(**{**arm_size, "seed": s, "arm": arm}), cache) for s in seeds},
+    }
     payload = {"study": "decomposition_paired", "rule": "paired",
                "title": "Reward decomposition's prioritized RM against the standard RM: best-of-n, PPO at matched KL "
                         "and on shortcut (b) (PROTOCOL.md section 12)",
@@ -100,7 +149,10 @@ def decomposition_paired(
                "claims": [*world_rows, control, *arm_rows], "paired": world_paired + arm_paired,
                "table": {"best-of-n gold over seeds (mean +- sd)": bon_table,
                          **gold_table(world, ("PPO", PRIORITIZED)),
-                         f"arm {arm} over seeds (mean +- sd)": _run_table(on_arm, ("PPO", PRIORITIZED))},
+                         f"arm {arm} over seeds (mean +- sd)": _run_table(on_arm, ("PPO", PRIORITIZED)),
+                         **{f"the priority on the {w} over seeds (mean +- sd)": _priority_table(r)
+                            for w, r in priority.items()}},
+               "priority": {w: {str(s): r for s, r in v.items()} for w, v in priority.items()},
                "figures": [], "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
     write_study("decomposition_paired", payload, out)
     return payload

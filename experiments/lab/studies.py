@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab.arms_study import arms, shortcut_b
+from experiments.lab.arms_study import arms, shortcut_b, shortcut_b_methods
 from experiments.lab.common import (
     compare_verdict,
     provenance,
@@ -261,6 +261,7 @@ STUDIES = {
     "best_of_n": best_of_n,
     "arms": arms,
     "shortcut_b": shortcut_b,
+    "shortcut_b_methods": shortcut_b_methods,
     "fig4": fig4,
     "inform_table1": inform_table1,
     "energy": energy,

@@ -151,7 +151,7 @@ class Lab:
             ensemble.aggregation = {"ensemble-wco": "min", "ensemble-uwo": "uwo"}[kind]
             ensemble.uncertainty_coef = c.uwo_coef
             return ensemble
-        folder = os.path.join(self.cache_dir, f"rm-{kind}-{c.digest(*RM_FIELDS)}")
+        folder = self.rm_folder(kind)
         final = os.path.join(folder, "model")  # written last: its presence means the stage finished
         if os.path.exists(os.path.join(final, "reward_config.json")) or os.path.exists(
             os.path.join(final, "ensemble.json")
@@ -160,6 +160,12 @@ class Lab:
         model = self._train_rm(kind, sft, os.path.join(folder, "train"), c.seed + 1 + RM_SEEDS.get(kind, 0), c)
         save_reward_model(model, final)
         return model
+
+    def rm_folder(self, kind: str) -> str:
+        """The cache folder of a trained reward model ``kind``: its ``model`` and its ``train`` run (eval.json,
+        metrics, and for "dir" the priority's record of every refresh under ``train/decomposition``)."""
+        c = dataclasses.replace(self.config, **VARIANTS[kind][1]) if kind in VARIANTS else self.config
+        return os.path.join(self.cache_dir, f"rm-{kind}-{c.digest(*RM_FIELDS)}")
 
     def _train_rm(self, kind: str, sft: CausalLM, folder: str, seed: int, c: LabConfig) -> RewardModel:
         from inform_jax.train.config import config_from_dict

@@ -159,6 +159,7 @@ def test_arm_controls_run_end_to_end(tiny_lab):
         for key in ("sft_reward_std", "sensitivity", "sensitivity_stderr", "mean_delta"):
             assert np.isfinite(entry[key]), key
     assert "probe_auroc" not in controls["reward_models"]["standard"]
+    assert all(0 <= entry["probe_auroc_hidden"] <= 1 for entry in controls["reward_models"].values())
     assert 0 <= controls["reward_models"]["inform-beta0"]["probe_auroc"] <= 1
     beta0 = controls["reward_models"]["inform-beta0"]
     assert beta0["rate_nats"] >= 0 and 0 <= beta0["active_dims"] <= beta0["latent_dims"] == lab.config.latent_dim

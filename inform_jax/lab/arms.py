@@ -155,14 +155,18 @@ def sensitivity_from_rewards(plain, marked, sft_reward_std: float) -> Sensitivit
 # ------------------------------------------------------------------------------------ reward models on the lab
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "latent"))
-def _reward_and_latent(graphdef, params, prompt_ids, prompt_mask, ids, mask, latent):
+@functools.partial(jax.jit, static_argnames=("graphdef", "latent", "hidden"))
+def _reward_and_latent(graphdef, params, prompt_ids, prompt_mask, ids, mask, latent, hidden):
     # prompt and response concatenated, as PPO scores a rollout (the reward read at the last real token)
     out = nnx.merge(graphdef, params)(jnp.concatenate([prompt_ids, ids], 1), jnp.concatenate([prompt_mask, mask], 1))
-    if not latent:
-        return {"reward": out.reward}
-    return {"reward": out.reward, "latent": out.head.latent_mean.astype(jnp.float32),
-            "logvar": out.head.latent_logvar.astype(jnp.float32)}  # fmt: skip
+    result = {"reward": out.reward}
+    if hidden:  # the backbone's final hidden state where the reward is read: what any head can see
+        result["hidden"] = out.backbone.pooled_hidden.astype(jnp.float32)
+    if latent:
+        result.update(
+            latent=out.head.latent_mean.astype(jnp.float32), logvar=out.head.latent_logvar.astype(jnp.float32)
+        )
+    return result
 
 
 def bottleneck_stats(mean, logvar, *, active_threshold: float = 0.01) -> dict[str, float]:
@@ -184,15 +188,17 @@ def has_latent(reward_model) -> bool:
 
 
 def score_rows(lab: Lab, reward_model, prompt_ids, prompt_mask, ids, mask, *, batch_size: int = 256) -> dict:
-    """``reward_model`` on rows of prompts [N, P] and responses [N, T]: {"reward": [N]} and, for an InfoRM,
-    {"latent": [N, Z], "logvar": [N, Z]} (its encoder's means and log-variances), as NumPy float32."""
+    """``reward_model`` on rows of prompts [N, P] and responses [N, T]: {"reward": [N]}, for a single reward model
+    {"hidden": [N, H]} (its backbone's final hidden state at the reward token), and for an InfoRM {"latent": [N, Z],
+    "logvar": [N, Z]} (its encoder's means and log-variances), as NumPy float32."""
     graphdef, params = nnx.split(reward_model)
     latent = has_latent(reward_model)
+    hidden = not isinstance(reward_model, EnsembleRewardModel)
     rows = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "ids": ids, "mask": mask}
 
     def fn(batch, _):
         return _reward_and_latent(graphdef, params, batch["prompt_ids"], batch["prompt_mask"], batch["ids"],
-                                  batch["mask"], latent)  # fmt: skip
+                                  batch["mask"], latent, hidden)  # fmt: skip
 
     out = map_batches(fn, {k: np.asarray(v) for k, v in rows.items()}, batch_size=batch_size, mesh=lab.mesh)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
@@ -228,7 +234,8 @@ def arm_controls(
       - reward_models[name]: sft_reward_std (over all samples), sensitivity, sensitivity_stderr, mean_delta; and
         for a reward model with a latent (InfoRM, any beta) probe_auroc: the marker probe's held-out AUROC on the
         latent means of the paired set (a response and its marked copy always in one fold), and
-        :func:`bottleneck_stats` on the plain responses (rate_nats, active_dims, latent_dims).
+        :func:`bottleneck_stats` on the plain responses (rate_nats, active_dims, latent_dims); for a single reward
+        model probe_auroc_hidden: the same probe on its backbone's final hidden state at the reward token.
     reward_models: name -> RewardModel or EnsembleRewardModel (e.g. from ``lab.reward_model``).
     """
     if not lab.world.config.has_markers:
@@ -255,11 +262,14 @@ def arm_controls(
         sens = sensitivity_from_rewards(plain["reward"], marked["reward"], std)
         entry = {"sft_reward_std": std, "sensitivity": sens.value, "sensitivity_stderr": sens.stderr,
                  "mean_delta": sens.mean_delta}  # fmt: skip
+        labels = np.repeat([False, True], len(plain_ids))
+        pairs = np.tile(np.arange(len(plain_ids)), 2)
         if "latent" in plain:
             entry.update(bottleneck_stats(plain["latent"], plain["logvar"]))
             features = np.concatenate([plain["latent"], marked["latent"]])
-            labels = np.repeat([False, True], len(plain_ids))
-            pairs = np.tile(np.arange(len(plain_ids)), 2)
             entry["probe_auroc"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)
+        if "hidden" in plain:  # the same probe on what the head reads: does the backbone carry the marker at all?
+            features = np.concatenate([plain["hidden"], marked["hidden"]])
+            entry["probe_auroc_hidden"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)
         result["reward_models"][name] = entry
     return result

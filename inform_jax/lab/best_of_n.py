@@ -151,7 +151,8 @@ def best_of_n_curves(pool: SamplePool, ns: Sequence[int]) -> dict[str, dict[str,
 
 # reward model kinds (lab.stages) -> the names the lab's reports give them
 KIND_LABELS = {"standard": "Standard RM", "inform": "InfoRM", "ensemble": "Ensemble RM", "warm": "WARM",
-               "odin": "ODIN", "planted-good": "Planted good RM", "standard-seed2": "Planted RM seed"}  # fmt: skip
+               "odin": "ODIN", "dir": "Prioritized RM", "planted-good": "Planted good RM",
+               "standard-seed2": "Planted RM seed"}  # fmt: skip
 
 
 def bon_summary(lab: Lab, policy: CausalLM, reward_models: dict[str, nnx.Module], *, samples: int, seed: int) -> dict:

@@ -65,3 +65,15 @@ def test_decode_roofline_reads_an_untied_input_table_only_for_the_batch_rows(mon
     every = sum(x.size for x in jax.tree.leaves(params)) * 2  # bf16
     for batch in (1, 5):
         assert weight_bytes_per_step(model, batch) == every - 96 * 32 * 2 + batch * 32 * 2
+
+
+def test_lab_seeds_vmapped_computes_what_the_loop_computes(tmp_path):
+    """benchmarks/lab_seeds.py times the lab's seeds vmapped against a loop: both must compute the same rollouts
+    (sampled tokens equal), scores and updates, or the ratio compares different work."""
+    assert main(["--quick", "--only", "lab_seeds", "--out", str(tmp_path)]) == 0
+    (summary,) = [p for p in tmp_path.glob("cpu-*.json")]
+    result = json.loads(summary.read_text())["results"]["lab_seeds"]
+    assert result["seeds"] == 2
+    assert result["rollout"]["max_abs_difference"] == 0.0
+    assert result["scoring"]["max_abs_difference"] < 1e-4 and result["update"]["max_abs_difference"] < 1e-4
+    assert all(result[k]["loop_s"] > 0 and result[k]["vmapped_s"] > 0 for k in ("rollout", "scoring", "update"))

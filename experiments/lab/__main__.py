@@ -24,6 +24,9 @@ RESULTS_MD = os.path.join(ROOT, "experiments", "lab", "RESULTS.md")
 FROZEN_AT = "0ec63b5"  # the commit that froze PROTOCOL.md section 8 before the paired grid ran
 FROZEN_AT_SWEEPS = "b6997c2"  # section 9 (the tuning sweeps, Table 1), before any sweep ran
 FROZEN_AT_DESIGN = "b84251a"  # section 10 (the design choices), before its runs
+FROZEN_AT_ARMS = "2f67764"  # section 11 (InfoRM on shortcut (b)), before seeds 2-9 ran
+FROZEN_AT_DECOMPOSITION = "d95b939"  # section 12 (the prioritized RM), before its runs
+FROZEN_AT_ARM_METHODS = "fbe529e"  # section 13 (the other methods on shortcut (b)), before its runs
 
 
 def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
@@ -33,15 +36,20 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              "synthetic world is small: these check the mechanisms, not the papers' scale.", "",
              "Two rules appear below. Studies marked **paired rule** follow `experiments/lab/PROTOCOL.md`, frozen "
              f"before their runs: section 8 at commit {FROZEN_AT} (the paired grid's claims, measures and families), "
-             f"section 9 at {FROZEN_AT_SWEEPS} (the tuning sweeps and Table 1) and section 10 at {FROZEN_AT_DESIGN} "
-             "(the design choices): the world with headroom (a weak SFT policy, 4-layer models), held-out gold "
+             f"section 9 at {FROZEN_AT_SWEEPS} (the tuning sweeps and Table 1), section 10 at {FROZEN_AT_DESIGN} "
+             f"(the design choices), section 11 at {FROZEN_AT_ARMS} (InfoRM on shortcut (b)), section 12 at "
+             f"{FROZEN_AT_DECOMPOSITION} (reward decomposition's prioritized RM) and section 13 at "
+             f"{FROZEN_AT_ARM_METHODS} (the other methods on shortcut (b)): the world with headroom (a weak SFT "
+             "policy, 4-layer models), held-out gold "
              "at matched KL, per-seed paired differences with Holm-corrected t-intervals against a minimum effect of "
              "0.05 gold (0 for the energy and CSI families, in their own units; half the paper's margin for Table 1's "
              "win minus lose), and verdicts *reproduced* / *refuted* / *inconclusive* / *uninformative*, each with "
              "its interval's half-width; the arms' positive controls *fire* or *fail*. fig4, eppo_tables, energy, "
-             "detection, inform_table1 and design read one shared grid of runs (`experiments/lab/paired.py`), "
-             "inform_table1 and design with their own runs joined to it on the same seeds. Studies marked **old "
-             "rule** were measured before that protocol existed (the decomposition studies, on their own toy sets): "
+             "detection, inform_table1, design and decomposition_paired read one shared grid of runs "
+             "(`experiments/lab/paired.py`), the last three with their own runs joined to it on the same seeds; "
+             "shortcut_b, shortcut_b_methods and decomposition_paired join their runs on shortcut (b) to the arms "
+             "study's PPO runs. Studies marked **old rule** were measured before that protocol existed (the "
+             "decomposition toy studies, on their own sets; decomposition_paired reads the method in the lab): "
              "every number is a mean over the seeds listed (+- the sample standard deviation), *reproduced* when "
              "every seed agrees, *not reproduced* when the mean disagrees, *mixed* otherwise. Read them as that "
              "record, not as verdicts.", ""]  # fmt: skip

@@ -220,3 +220,38 @@ def shortcut_b_methods(
                "figures": [], "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
     write_study("shortcut_b_methods", payload, out)
     return payload
+
+
+# PROTOCOL.md section 14: the no-exploit arm (nothing planted), PPO, InfoRM and the oracle
+NO_EXPLOIT_METHODS = ("PPO", "InfoRM", "Oracle")
+ORACLE_RISE = 0.3  # section 1: the oracle climbs at least this much above SFT's held-out gold
+
+
+def no_exploit(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """PROTOCOL.md section 14: PPO, InfoRM and the oracle on the arm with nothing planted (the marker arms' world
+    without a marker, no spurious correlation in the pairs), paired per seed. The oracle's rise is the control;
+    PPO's rise and fall describe whether the proxy is over-optimized at all without an exploit; InfoRM against PPO
+    in held-out gold at 1x matched KL and at the end (Holm, minimum effect 0.05). Runs in ``<work>/../arms/runs``."""
+    from experiments.lab.paired import judged
+    from inform_jax.lab.verdicts import Claim
+
+    start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    size = {**size, **SMOKE_SIZE} if smoke else size
+    shared = os.path.join(os.path.dirname(os.path.abspath(work)), "arms")
+    per_seed = arm_runs(("none",), seeds, size, shared, cache, NO_EXPLOIT_METHODS)["none"]
+    rises = [s["overoptimization"]["Oracle"]["rise"] for s in per_seed.values()]
+    control = _control(f"none: the oracle rises at least {ORACLE_RISE} above SFT", rises, lambda v: v >= ORACLE_RISE,
+                       "oracle rise")  # fmt: skip
+    ppo = {str(seed): {k: s["overoptimization"]["PPO"][k] for k in ("rise", "fall", "hacked_fraction_final")}
+           for seed, s in per_seed.items()}  # fmt: skip
+    claims = [Claim(f"none: InfoRM beats PPO in held-out gold ({what}) (predicted: within the minimum effect)",
+                    "InfoRM", "PPO", what) for what in ("gold at 1x KL", "final gold")]  # fmt: skip
+    claim_rows, rows = judged(per_seed, claims, 0.05)
+    payload = {"study": "no_exploit", "rule": "paired",
+               "title": "The no-exploit arm (PROTOCOL.md section 14; nothing planted: PPO, InfoRM and the oracle)",
+               "seeds": list(seeds), "size": size, "claims": [control, *claim_rows], "paired": rows,
+               "table": {"arm none over seeds (mean +- sd)": _run_table(per_seed, NO_EXPLOIT_METHODS)},
+               "ppo_per_seed": ppo, "figures": [], "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
+    write_study("no_exploit", payload, out)
+    return payload

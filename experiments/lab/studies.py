@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab.arms_study import arms, shortcut_b, shortcut_b_methods
+from experiments.lab.arms_study import arms, no_exploit, shortcut_b, shortcut_b_methods
 from experiments.lab.common import (
     compare_verdict,
     provenance,
@@ -262,6 +262,7 @@ STUDIES = {
     "arms": arms,
     "shortcut_b": shortcut_b,
     "shortcut_b_methods": shortcut_b_methods,
+    "no_exploit": no_exploit,
     "fig4": fig4,
     "inform_table1": inform_table1,
     "energy": energy,

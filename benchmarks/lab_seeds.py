@@ -38,20 +38,19 @@ def pieces(trainer):
     """(rollout, score, update): the trainer's iteration pieces as pure functions of one seed's arrays."""
     r = trainer.config.rollout
 
+    # the sampler with the trainer's rollout settings (trainer.generate_responses enters the mesh, which a jit
+    # cannot do inside)
     def rollout(actor, prompt_ids, prompt_mask, key):
         model = nnx.merge(trainer.actor_graph, actor)
-        out = generate(model, prompt_ids, prompt_mask, max_new_tokens=r.max_new_tokens, key=key, greedy=False,
+        out = generate(model, prompt_ids, prompt_mask, max_new_tokens=r.max_new_tokens, key=key, greedy=r.greedy,
                        temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, eos_id=trainer.eos_id,
                        pad_id=trainer.pad_id)  # fmt: skip
         return out.sequences, out.sequence_mask, out.mask
 
-    def score(actor, ref, critic, reward, sequences, sequence_mask):
-        return trainer._score_impl(actor, ref, critic, reward, sequences, sequence_mask)
-
     update = ppo_epochs(
         make_ppo_update(trainer.config, trainer.actor_graph, trainer.critic_graph, trainer.actor_tx, trainer.critic_tx)
     )
-    return rollout, score, update
+    return rollout, trainer._score_impl, update
 
 
 def largest_difference(per_seed: list, stacked) -> float:

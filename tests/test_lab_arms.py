@@ -17,6 +17,8 @@ from inform_jax.lab.arms import (
     marker_probe_auroc,
     normalized_sensitivity,
     reward_std_on_sft_samples,
+    score_rows,
+    sft_samples,
     with_and_without_marker,
 )
 from inform_jax.lab.config import RM_FIELDS, WORLD_FIELDS, LabConfig
@@ -183,3 +185,25 @@ def test_bottleneck_rate_is_the_kl_to_the_prior_by_monte_carlo_and_counts_moving
     stderr = (log_q - log_p).sum(2).std() / np.sqrt(draws * n)
     assert abs(stats["rate_nats"] - per_input.mean()) < 5 * stderr
     assert stats["active_dims"] == 3 and stats["latent_dims"] == z  # dims 0, 1, 4 vary by more than 0.01
+
+
+def test_score_rows_reads_the_hidden_state_and_latent_the_reward_model_computes(tiny_lab):
+    """The controls' probe features are the reward model's own: its backbone's final hidden state at the reward
+    token (every single RM) and its latent mean (InfoRM), as one direct forward pass computes them."""
+    import jax.numpy as jnp
+
+    lab = tiny_lab
+    sft = lab.sft_policy()
+    rows = sft_samples(lab, sft, samples_per_prompt=2, seed=1)
+    for kind in ("standard", "inform-beta0"):
+        rm = lab.reward_model(kind, sft)
+        got = score_rows(lab, rm, rows["prompt_ids"], rows["prompt_mask"], rows["tokens"], rows["mask"], batch_size=5)
+        ids = jnp.concatenate([jnp.asarray(rows["prompt_ids"]), jnp.asarray(rows["tokens"])], 1)
+        mask = jnp.concatenate([jnp.asarray(rows["prompt_mask"]), jnp.asarray(rows["mask"])], 1)
+        out = rm(ids, mask)
+        np.testing.assert_allclose(got["reward"], np.asarray(out.reward), atol=1e-5)
+        np.testing.assert_allclose(got["hidden"], np.asarray(out.backbone.pooled_hidden), atol=1e-5)
+        if kind == "inform-beta0":
+            np.testing.assert_allclose(got["latent"], np.asarray(out.head.latent_mean), atol=1e-5)
+        else:
+            assert "latent" not in got

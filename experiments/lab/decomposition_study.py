@@ -31,6 +31,7 @@ from experiments.lab.paired import (
     BON_SAMPLES,
     MIN_EFFECT_GOLD,
     PAIRED_GRID,
+    bon_gold_table,
     bon_seed,
     gold_table,
     judged,
@@ -70,14 +71,17 @@ def priority_record(config, cache: str) -> dict[str, Any]:
         flipped = np.array([json.loads(line)["flipped"] for line in f])
     refreshes = {}
     paths = glob.glob(os.path.join(lab.rm_folder("dir"), "train", "decomposition", "step_*.npz"))
-    for path in sorted(paths, key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0])):
+    steps = {int(os.path.basename(p)[len("step_") : -len(".npz")]): p for p in paths}
+    for step, path in sorted(steps.items()):
         kept = np.load(path)["weights"] > 0
         if kept.shape != flipped.shape:
             raise ValueError(
                 f"{path}: {kept.size} pair weights for {flipped.size} pairs in {lab.files['prefs_train.jsonl']}"
             )
-        step = path.rsplit("_", 1)[1].split(".")[0]
-        refreshes[step] = {"flipped_kept": float(flipped[kept].mean()), "flipped_dropped": float(flipped[~kept].mean())}
+        refreshes[str(step)] = {
+            "flipped_kept": float(flipped[kept].mean()),
+            "flipped_dropped": float(flipped[~kept].mean()),
+        }
     accuracy = {}
     for kind in ("standard", "dir"):
         with open(os.path.join(lab.rm_folder(kind), "train", "eval.json")) as f:
@@ -133,10 +137,6 @@ def decomposition_paired(
     world_rows, world_paired = judged(world, world_claims, MIN_EFFECT_GOLD)
     arm_rows, arm_paired = judged(on_arm, arm_claims, MIN_EFFECT_GOLD)
     control = _ppo_hacks(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction", on_arm)
-    bon_table = {name: {f"best-of-{n} gold": spread([b["best_of_n"][name]["gold"][b["best_of_n"][name]["n"].index(n)]
-                                                     for b in bon.values()])
-                        for n in (1, *BON_READ_AT) if n in bon[seeds[0]]["best_of_n"][name]["n"]}
-                 for name in ("Standard RM", PRIORITIZED)}  # fmt: skip
     # what the priority kept, per world (description, not a claim: added after the freeze, see section 12)
     priority = {
         "lab world": {s: priority_record(LabConfig(**{**size, "seed": s}), cache) for s in seeds},
@@ -147,7 +147,7 @@ def decomposition_paired(
                         "and on shortcut (b) (PROTOCOL.md section 12)",
                "seeds": list(seeds), "size": size,
                "claims": [*world_rows, control, *arm_rows], "paired": world_paired + arm_paired,
-               "table": {"best-of-n gold over seeds (mean +- sd)": bon_table,
+               "table": {"best-of-n gold over seeds (mean +- sd)": bon_gold_table(bon, ("Standard RM", PRIORITIZED)),
                          **gold_table(world, ("PPO", PRIORITIZED)),
                          f"arm {arm} over seeds (mean +- sd)": _run_table(on_arm, ("PPO", PRIORITIZED)),
                          **{f"the priority on the {w} over seeds (mean +- sd)": _priority_table(r)

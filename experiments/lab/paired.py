@@ -274,6 +274,15 @@ def bon_seed(config, cache: str, samples: int, folder: str, log=print, names=BON
     return cached_result(os.path.join(folder, "best_of_n.json"), key, compute)
 
 
+def bon_gold_table(per_seed: dict, names) -> dict[str, dict[str, dict]]:
+    """{name: {"best-of-n gold": spread over seeds}} at n = 1 and BON_READ_AT (those the pools reach), from each
+    seed's ``best_of_n`` curves (:func:`bon_seed`)."""
+    first = next(iter(per_seed.values()))["best_of_n"]
+    return {name: {f"best-of-{n} gold": spread([s["best_of_n"][name]["gold"][s["best_of_n"][name]["n"].index(n)]
+                                                for s in per_seed.values()])
+                   for n in (1, *BON_READ_AT) if n in first[name]["n"]} for name in names}  # fmt: skip
+
+
 def _peak_and_fall(curve: dict) -> tuple[float, float]:
     gold = np.asarray(curve["gold"])
     return float(gold.max()), float(gold.max() - gold[-1])
@@ -316,9 +325,7 @@ def best_of_n(seeds, size: dict, work: str, cache: str | None, out: str, smoke: 
         else "refuted",
     })  # fmt: skip
     names = list(next(iter(per_seed.values()))["best_of_n"])
-    table = {name: {f"best-of-{n} gold": spread([s["best_of_n"][name]["gold"][s["best_of_n"][name]["n"].index(n)]
-                                                 for s in per_seed.values()])
-                    for n in (1, *BON_READ_AT) if n <= samples} for name in names}  # fmt: skip
+    table = bon_gold_table(per_seed, names)
     figure = _bon_figure(os.path.join(out, "best-of-n.png"), per_seed, names)
     payload = {"study": "best_of_n", "rule": "paired",
                "title": f"Best-of-n on one shared pool of {samples} SFT samples per held-out prompt (Gao et al. "

@@ -653,8 +653,9 @@ def ppo_row(suite: Suite, row: dict) -> None:
         gc.collect()  # the policy it was built from (a module graph with cycles) and its 5 GB of weights
         eppo_config = trainer.config
         ppo_config = dataclasses.replace(eppo_config, energy=dataclasses.replace(eppo_config.energy, eta=0.0))
-        # The trainer's shaped-reward program is jitted lazily: its first call, under the PPO config, traces PPO's.
-        state.update(trainer=trainer, ppo=(ppo_config, trainer._advantages), eppo_config=eppo_config)
+        # The shaped-reward program of each config (the trainer's own is EPPO's, the config it was built with).
+        state.update(trainer=trainer, ppo=(ppo_config, trainer.programs_for(ppo_config).advantages),
+                     eppo_config=eppo_config)  # fmt: skip
         build_s = time.perf_counter() - start
         start = time.perf_counter()
         step("ppo")  # compiles rollout, scoring, shaped reward and update
@@ -668,7 +669,7 @@ def ppo_row(suite: Suite, row: dict) -> None:
         start = time.perf_counter()
         trainer.sft_energy = trainer.reference.cached_energy()
         cache_s = time.perf_counter() - start
-        state["eppo"] = (state["eppo_config"], jax.jit(trainer._advantages_impl))  # traced under the EPPO config
+        state["eppo"] = (state["eppo_config"], trainer.programs_for(state["eppo_config"]).advantages)
         start = time.perf_counter()
         step("eppo")  # compiles EPPO's shaped reward
         first_s = time.perf_counter() - start

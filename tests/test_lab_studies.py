@@ -112,3 +112,35 @@ def test_a_cached_result_is_computed_once_per_key(tmp_path):
     assert cached_result(path, {"seed": 1, "betas": (0.0, 0.1)}, compute) == {"value": 1}
     assert cached_result(path, {"seed": 1, "betas": [0.0, 0.1]}, compute) == {"value": 1}  # read back, as JSON
     assert cached_result(path, {"seed": 2, "betas": [0.0, 0.1]}, compute) == {"value": 2} and len(calls) == 2
+
+
+def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkeypatch):
+    """--jobs 2: two processes on shares of the seeds (the same work folder and laboratory cache, compile caches of
+    their own), then the studies over every seed in this process; a failed job stops the command."""
+    import subprocess
+
+    import experiments.lab.__main__ as lab_main
+
+    started, ran = [], []
+
+    class Process:
+        def __init__(self, command, env, cwd):
+            started.append((command, env["JAX_COMPILATION_CACHE_DIR"]))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Process)
+    monkeypatch.setitem(STUDIES, "fig4", lambda seeds, *a, **k: ran.append(seeds) or {"claims": []})
+    work, cache = str(tmp_path / "work"), str(tmp_path / "cache")
+    args = ["fig4", "--seeds", "0", "1", "2", "--jobs", "2", "--out", str(tmp_path / "out"), "--work", work]
+    assert lab_main.main([*args, "--cache", cache]) == 0
+    shares = [command[command.index("--seeds") + 1 : command.index("--out")] for command, _ in started]
+    assert shares == [["0", "2"], ["1"]]
+    for command, _ in started:
+        assert command[command.index("--work") + 1] == work and command[command.index("--cache") + 1] == cache
+    assert len({folder for _, folder in started}) == 2
+    assert ran == [[0, 1, 2]]  # every seed, after the jobs
+    monkeypatch.setattr(Process, "wait", lambda self: 1)
+    with pytest.raises(SystemExit, match="failed"):
+        lab_main.main([*args, "--cache", cache])

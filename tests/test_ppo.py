@@ -10,6 +10,7 @@ from flax import nnx
 
 from inform_jax.models import CausalLM, DecoderConfig, make_mesh
 from inform_jax.train.config import load_config
+from inform_jax.train.ppo import trainer as trainer_module
 from inform_jax.train.ppo.config import PPOConfig
 from inform_jax.train.ppo.trainer import PPOTrainer, callable_score_fn
 
@@ -47,7 +48,7 @@ def policy():
     return CausalLM(config, rngs=nnx.Rngs(0))
 
 
-def make_trainer(tmp_path, *overrides, mesh=None):
+def make_trainer(tmp_path, *overrides, mesh=None, score_fn=None):
     config = load_config(
         None,
         [
@@ -58,7 +59,7 @@ def make_trainer(tmp_path, *overrides, mesh=None):
         cls=PPOConfig,
     )  # fmt: skip
     return PPOTrainer(
-        config, prompts(), policy(), score_fn=callable_score_fn(target_frequency), eos_id=EOS,
+        config, prompts(), policy(), score_fn=score_fn or callable_score_fn(target_frequency), eos_id=EOS,
         mesh=mesh or make_mesh(devices=jax.devices()[:1]),
     )  # fmt: skip
 
@@ -161,6 +162,28 @@ def test_killed_ppo_run_resumes_exactly(tmp_path):
     for a, b in zip(jax.tree.leaves(whole.actor_params), jax.tree.leaves(resumed.actor_params), strict=True):
         np.testing.assert_array_equal(a, b)
     assert whole.kl_coef == resumed.kl_coef
+
+
+def test_trainers_with_equal_settings_share_programs_and_train_as_fresh_ones_do(tmp_path):
+    """A second trainer with the same static settings (another seed and folder) reuses the first one's jitted
+    programs, carries nothing over from the first run, and trains exactly as a trainer with programs of its own."""
+    score = callable_score_fn(target_frequency)  # one score function: equal settings
+    common = ("train.iterations=3", "kl.coef=0.05", "energy.eta=2.0")
+    first = make_trainer(tmp_path / "first", *common, score_fn=score)
+    first.fit()
+    second = make_trainer(tmp_path / "second", *common, "train.seed=1", score_fn=score)
+    assert second.programs is first.programs
+    assert make_trainer(tmp_path / "other", "kl.coef=0.1", score_fn=score).programs is not first.programs
+    second.fit()
+    trainer_module._SHARED_PROGRAMS.clear()
+    fresh = make_trainer(tmp_path / "fresh", *common, "train.seed=1", score_fn=score)
+    assert fresh.programs is not first.programs
+    fresh.fit()
+    for a, b in zip(jax.tree.leaves(second.actor_params), jax.tree.leaves(fresh.actor_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r["proxy_reward"] for r in metrics(tmp_path / "second")] == [
+        r["proxy_reward"] for r in metrics(tmp_path / "fresh")
+    ]
 
 
 def test_eight_devices_equal_one(tmp_path):

@@ -56,14 +56,14 @@ def run_grid(
 
     A killed study resumes: a (setting, seed) whose report folder under ``work`` holds a finished run with exactly
     this configuration (its config.json) is read back instead of run again. Between runs JAX's in-memory caches
-    are cleared: a long study otherwise keeps every compiled program mapped, and the kernel's limit on memory
-    mappings ended a 10-seed study with "LLVM compilation error: Cannot allocate memory" (the persistent compile
-    cache still spares the recompiles)."""
+    are cleared once the process nears the kernel's limit on memory mappings (a long study otherwise keeps every
+    compiled program mapped, and a 10-seed study ended with "LLVM compilation error: Cannot allocate memory"); below
+    it, runs with the same shapes share their traced programs (see
+    :func:`inform_jax.compile_cache.release_programs_near_map_limit`)."""
     import dataclasses
     import gc
 
-    import jax
-
+    from inform_jax.compile_cache import release_programs_near_map_limit
     from inform_jax.lab.config import LabConfig, slug
     from inform_jax.lab.demo import run_demo
 
@@ -81,8 +81,8 @@ def run_grid(
                 log(f"   (read back from {folder}: a finished run with the same configuration)")
             else:
                 summary = run_demo(config, folder, cache_dir=cache, log=log)["summary"]
-                jax.clear_caches()
                 gc.collect()
+                release_programs_near_map_limit()
             summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
                                   for m, rows in summary["metrics"].items()}  # fmt: skip
             out[name][seed] = summary

@@ -20,7 +20,10 @@ member before aggregation), and a response cut at the token limit scored with EO
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -83,6 +86,7 @@ class ValueModel(nnx.Module):
         return self.head(out.last_hidden_state.astype(jnp.float32))[..., 0]
 
 
+@functools.lru_cache(maxsize=32)
 def reward_model_score_fn(reward_graphdef) -> ScoreFn:
     """Score with a RewardModel / EnsembleRewardModel (InfoRM: latent mean; ODIN: quality head).
 
@@ -92,6 +96,9 @@ def reward_model_score_fn(reward_graphdef) -> ScoreFn:
     Two keywords, used by ``reward.normalize=sft`` (the function is marked ``member_wise``): ``norm`` = (mean [K],
     std [K]) normalizes each of the K members (K = 1 for one model) before an ensemble's aggregation; ``members``
     returns the raw rewards [K, B] of every member instead of the aggregate (to measure those statistics).
+
+    One function per graph definition (cached): trainers of reward models with the same structure share their
+    jitted programs (:func:`shared_programs`).
     """
 
     def score(params, prompt_ids, prompt_mask, response_ids, response_mask, *, norm=None, members=False):
@@ -260,90 +267,34 @@ def ppo_epochs(update):
     return update_all
 
 
-class PPOTrainer:
+# The config sections the jitted pieces read: two trainers that agree on these (and on the models' structure, the
+# score function, the token ids and the mesh) run the very same programs.
+PROGRAM_SECTIONS = ("reward", "rollout", "ppo", "kl", "energy", "length_penalty", "ibl")
+
+
+class PPOPrograms:
+    """The jitted pieces of a PPO iteration (scoring pass, shaped reward and advantages, clipped updates, the reward
+    model's features and member scores) and the optimizers, built from what is static in a run: the config sections
+    of ``PROGRAM_SECTIONS``, the models' graph definitions, the score function, the EOS and pad ids and the mesh.
+
+    Nothing here holds parameters or state. Trainers with equal static settings share one instance
+    (:func:`shared_programs`), so a second run in the same process (another seed of a study, a resumed fit) traces
+    and lowers nothing again: on the laboratory's models that retracing was a fifth of a run.
+    """
+
     def __init__(
-        self,
-        config: PPOConfig,
-        prompts: dict[str, np.ndarray],
-        policy: CausalLM,
-        *,
-        score_fn: ScoreFn,
-        reward_params=None,
-        critic: ValueModel | None = None,
-        gold_fn: Callable | None = None,
-        hacked_fn: Callable | None = None,
-        eos_id: int | None = None,
-        pad_id: int = 0,
-        mesh=None,
-        callbacks: list[Callback] = (),
-        reference_digest: str | None = None,
+        self, config: PPOConfig, actor_graph, ref_graph, critic_graph, score_fn: ScoreFn, eos_id, pad_id, hidden_size
     ):
-        """prompts: left-padded `input_ids`, `attention_mask` [num_prompts, P]; policy: the SFT model (actor
-        init and frozen reference); score_fn/reward_params: the proxy reward, returning [B] rewards or (rewards,
-        features [B, F]) (features are needed by IBL and detection); gold_fn ([B] float) and hacked_fn ([B] bool,
-        e.g. the synthetic world's judge): logged, not optimized; reference_digest: a digest of the SFT model's
-        files (``checkpoint_digest``) keying the SFT caches; None hashes the parameters themselves."""
-        if config.reward.missing_eos != "score" and eos_id is None:
-            raise ValueError(f"reward.missing_eos={config.reward.missing_eos} needs an EOS id (eos_id)")
         self.config = config
-        self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
-        self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
-        d = config.data
-        self.prompt_buckets = None
-        if d.pad_to == "bucket":
-            mask = self.prompts["attention_mask"]
-            if padding_side(mask) != "left" and not np.all(mask):  # rows with no padding read as "right"
-                raise ValueError("data.pad_to=bucket needs left-padded prompts (tokenize_prompts pads on the left): "
-                                 "these are not; use data.pad_to=max_length")  # fmt: skip
-            self.prompt_buckets = bucket_lengths(self.prompt_len, multiple=d.bucket_multiple, smallest=8)
-        self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
-        self.eos_id, self.pad_id = eos_id, pad_id
-        self.callbacks = list(callbacks)
-        self.gold_fn = gold_fn
-        self.hacked_fn = hacked_fn
-        self.score_fn = score_fn
-        self.policy_config = policy.config
-        reference = shard_module(nnx.clone(policy), self.mesh, copy=True)
-        actor = shard_module(nnx.clone(policy), self.mesh, copy=True)
-        if critic is None:
-            backbone = nnx.clone(policy)
-            backbone.lm_head = None
-            critic = ValueModel(backbone, rngs=nnx.Rngs(config.train.seed))
-        critic = shard_module(critic, self.mesh, copy=True)
-        self.actor_graph, actor_params = nnx.split(actor)
-        self.ref_graph, self.ref_params = nnx.split(reference)
-        self.critic_graph, critic_params = nnx.split(critic)
-        self.reward_params = reward_params
+        self.actor_graph, self.ref_graph, self.critic_graph = actor_graph, ref_graph, critic_graph
+        self.score_fn, self.eos_id, self.pad_id, self.hidden_size = score_fn, eos_id, pad_id, hidden_size
         self.actor_tx, self.critic_tx = ppo_optimizers(config)
-        # Optimizer states are initialized on the mesh with the shardings the update returns (moments like their
-        # parameters, step counts replicated): an optimizer state the jitted update sees with other shardings on its
-        # second call than on its first would compile the update twice.
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        self.state = PPOState(
-            actor=actor_params,
-            critic=critic_params,
-            actor_opt=self._init_optimizer(self.actor_tx, actor_params),
-            critic_opt=self._init_optimizer(self.critic_tx, critic_params),
-            kl_coef=jax.device_put(jnp.float32(config.kl.coef), replicated),
-            score_std=jax.device_put(jnp.float32(1.0), replicated),
-        )
-        self.iteration = 0
-        self.sft_energy: np.ndarray | None = None
-        # reward.normalize=sft: (mean [K], std [K]) of each reward member over SFT samples, set by fit(); None: off.
-        self.reward_norm: tuple[jax.Array, jax.Array] | None = None
-        self.ibl_reference: GaussianReference | None = None
-        self.reference = SFTReference(self, digest=reference_digest)
-        self.detector = None if config.detect.every == 0 else TrainingDetector(self)
-        self._score = jax.jit(self._score_impl)
-        update = make_ppo_update(config, self.actor_graph, self.critic_graph, self.actor_tx, self.critic_tx)
-        self._update = jax.jit(ppo_epochs(update), donate_argnums=(0, 1, 2, 3))
-        self._advantages = jax.jit(self._advantages_impl)
+        self.score = jax.jit(self._score_impl)
+        update = make_ppo_update(config, actor_graph, critic_graph, self.actor_tx, self.critic_tx)
+        self.update = jax.jit(ppo_epochs(update), donate_argnums=(0, 1, 2, 3))
+        self.advantages = jax.jit(self._advantages_impl)
         self.reward_features = jax.jit(self._reward_features_impl)
         self.member_scores = jax.jit(self._member_scores_impl)
-        t = config.train
-        self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
-
-    # ------------------------------------------------------------------------------------ jitted pieces
 
     def prompt_width(self, sequences) -> int:
         """P of sequences [B, P + N]: the prompts' padded length in this batch (N: rollout.max_new_tokens)."""
@@ -394,7 +345,7 @@ class PPOTrainer:
         e = self.config.energy
         p_len = self.prompt_width(sequences)
         energy_mask = self.energy_mask(sequences, sequence_mask)
-        width = self.policy_config.hidden_size
+        width = self.hidden_size
         actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
         ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
         values = nnx.merge(self.critic_graph, critic_params)(sequences, sequence_mask)[:, p_len - 1 : -1]
@@ -442,6 +393,123 @@ class PPOTrainer:
                 kl_coef, jnp.mean(shaped.sequence_kl), c.kl.target, c.kl.horizon, c.rollout.batch_size
             )
         return shaped, advantages, returns, kl_coef, score_std
+
+
+_SHARED_PROGRAMS: collections.OrderedDict[tuple, PPOPrograms] = collections.OrderedDict()
+_SHARED_PROGRAMS_KEPT = 8  # a study alternates a handful of methods; older program sets are dropped
+
+
+def shared_programs(
+    config: PPOConfig, actor_graph, ref_graph, critic_graph, score_fn, eos_id, pad_id, hidden_size, mesh
+) -> PPOPrograms:
+    """The :class:`PPOPrograms` of these static settings: the one already built in this process when the settings
+    are equal (config sections ``PROGRAM_SECTIONS`` by value, graph definitions by structure, the score function
+    by identity: :func:`reward_model_score_fn` returns one function per reward-model graph), else a new one.
+    ``mesh``: the trainer's (its programs constrain shardings to it)."""
+    sections = json.dumps({name: dataclasses.asdict(getattr(config, name)) for name in PROGRAM_SECTIONS},
+                          sort_keys=True, default=str)  # fmt: skip
+    key = (sections, actor_graph, ref_graph, critic_graph, score_fn, eos_id, pad_id, hidden_size, mesh)
+    if key in _SHARED_PROGRAMS:
+        _SHARED_PROGRAMS.move_to_end(key)
+        return _SHARED_PROGRAMS[key]
+    programs = PPOPrograms(config, actor_graph, ref_graph, critic_graph, score_fn, eos_id, pad_id, hidden_size)
+    _SHARED_PROGRAMS[key] = programs
+    while len(_SHARED_PROGRAMS) > _SHARED_PROGRAMS_KEPT:
+        _SHARED_PROGRAMS.popitem(last=False)
+    return programs
+
+
+class PPOTrainer:
+    def __init__(
+        self,
+        config: PPOConfig,
+        prompts: dict[str, np.ndarray],
+        policy: CausalLM,
+        *,
+        score_fn: ScoreFn,
+        reward_params=None,
+        critic: ValueModel | None = None,
+        gold_fn: Callable | None = None,
+        hacked_fn: Callable | None = None,
+        eos_id: int | None = None,
+        pad_id: int = 0,
+        mesh=None,
+        callbacks: list[Callback] = (),
+        reference_digest: str | None = None,
+    ):
+        """prompts: left-padded `input_ids`, `attention_mask` [num_prompts, P]; policy: the SFT model (actor
+        init and frozen reference); score_fn/reward_params: the proxy reward, returning [B] rewards or (rewards,
+        features [B, F]) (features are needed by IBL and detection); gold_fn ([B] float) and hacked_fn ([B] bool,
+        e.g. the synthetic world's judge): logged, not optimized; reference_digest: a digest of the SFT model's
+        files (``checkpoint_digest``) keying the SFT caches; None hashes the parameters themselves."""
+        if config.reward.missing_eos != "score" and eos_id is None:
+            raise ValueError(f"reward.missing_eos={config.reward.missing_eos} needs an EOS id (eos_id)")
+        self.config = config
+        self.prompts = {k: np.asarray(prompts[k]) for k in ("input_ids", "attention_mask")}
+        self.num_prompts, self.prompt_len = self.prompts["input_ids"].shape
+        d = config.data
+        self.prompt_buckets = None
+        if d.pad_to == "bucket":
+            mask = self.prompts["attention_mask"]
+            if padding_side(mask) != "left" and not np.all(mask):  # rows with no padding read as "right"
+                raise ValueError("data.pad_to=bucket needs left-padded prompts (tokenize_prompts pads on the left): "
+                                 "these are not; use data.pad_to=max_length")  # fmt: skip
+            self.prompt_buckets = bucket_lengths(self.prompt_len, multiple=d.bucket_multiple, smallest=8)
+        self.mesh = mesh or make_mesh(**dataclasses.asdict(config.mesh))
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.callbacks = list(callbacks)
+        self.gold_fn = gold_fn
+        self.hacked_fn = hacked_fn
+        self.score_fn = score_fn
+        reference = shard_module(nnx.clone(policy), self.mesh, copy=True)
+        actor = shard_module(nnx.clone(policy), self.mesh, copy=True)
+        if critic is None:
+            backbone = nnx.clone(policy)
+            backbone.lm_head = None
+            critic = ValueModel(backbone, rngs=nnx.Rngs(config.train.seed))
+        critic = shard_module(critic, self.mesh, copy=True)
+        self.actor_graph, actor_params = nnx.split(actor)
+        self.ref_graph, self.ref_params = nnx.split(reference)
+        self.critic_graph, critic_params = nnx.split(critic)
+        self.reward_params = reward_params
+        self.programs = shared_programs(
+            config, self.actor_graph, self.ref_graph, self.critic_graph, score_fn, eos_id, pad_id,
+            policy.config.hidden_size, self.mesh,
+        )  # fmt: skip
+        self.actor_tx, self.critic_tx = self.programs.actor_tx, self.programs.critic_tx
+        # Optimizer states are initialized on the mesh with the shardings the update returns (moments like their
+        # parameters, step counts replicated): an optimizer state the jitted update sees with other shardings on its
+        # second call than on its first would compile the update twice.
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.state = PPOState(
+            actor=actor_params,
+            critic=critic_params,
+            actor_opt=self._init_optimizer(self.actor_tx, actor_params),
+            critic_opt=self._init_optimizer(self.critic_tx, critic_params),
+            kl_coef=jax.device_put(jnp.float32(config.kl.coef), replicated),
+            score_std=jax.device_put(jnp.float32(1.0), replicated),
+        )
+        self.iteration = 0
+        self.sft_energy: np.ndarray | None = None
+        # reward.normalize=sft: (mean [K], std [K]) of each reward member over SFT samples, set by fit(); None: off.
+        self.reward_norm: tuple[jax.Array, jax.Array] | None = None
+        self.ibl_reference: GaussianReference | None = None
+        self.reference = SFTReference(self, digest=reference_digest)
+        self.detector = None if config.detect.every == 0 else TrainingDetector(self)
+        p = self.programs
+        self._score, self._update, self._advantages = p.score, p.update, p.advantages
+        self.reward_features, self.member_scores = p.reward_features, p.member_scores
+        self._score_impl, self._advantages_impl = p._score_impl, p._advantages_impl
+        self.prompt_width, self.energy_mask, self.proxy_score = p.prompt_width, p.energy_mask, p.proxy_score
+        t = config.train
+        self.checkpoints = CheckpointStore(os.path.join(t.output_dir, "checkpoints"), keep=t.keep_checkpoints)
+
+    def programs_for(self, config: PPOConfig) -> PPOPrograms:
+        """The programs of this trainer's models under another ``config`` (e.g. EPPO's shaped reward beside PPO's)."""
+        return shared_programs(
+            config, self.actor_graph, self.ref_graph, self.critic_graph, self.score_fn, self.eos_id, self.pad_id,
+            self.programs.hidden_size, self.mesh,
+        )  # fmt: skip
 
     def _init_optimizer(self, tx: optax.GradientTransformation, params):
         shardings = optimizer_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), self.mesh)

@@ -124,7 +124,7 @@ def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkey
     started, ran = [], []
 
     class Process:
-        def __init__(self, command, env, cwd):
+        def __init__(self, command, env, cwd, preexec_fn=None):
             started.append((command, env["JAX_COMPILATION_CACHE_DIR"]))
 
         def wait(self):

@@ -173,7 +173,8 @@ def test_trainers_with_equal_settings_share_programs_and_train_as_fresh_ones_do(
     first.fit()
     second = make_trainer(tmp_path / "second", *common, "train.seed=1", score_fn=score)
     assert second.programs is first.programs
-    assert make_trainer(tmp_path / "other", "kl.coef=0.1", score_fn=score).programs is not first.programs
+    assert make_trainer(tmp_path / "kl", *common, "kl.coef=0.1", score_fn=score).programs is first.programs
+    assert make_trainer(tmp_path / "other", "kl.coef=0.05", score_fn=score).programs is not first.programs  # eta 0
     second.fit()
     trainer_module._SHARED_PROGRAMS.clear()
     fresh = make_trainer(tmp_path / "fresh", *common, "train.seed=1", score_fn=score)

@@ -165,6 +165,10 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
     import subprocess
 
     shares = [seeds[i :: args.jobs] for i in range(args.jobs)]
+    # Each job on its own cores where the OS allows it: unpinned, every process runs a compute thread per core and
+    # two jobs on 2 cores ran slower together than one after the other.
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pins = [set(cores[i :: args.jobs]) for i in range(args.jobs)] if len(cores) >= args.jobs else [None] * args.jobs
     from inform_jax.lab.demo import default_cache
 
     cache = args.cache or default_cache()
@@ -175,7 +179,9 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
                    "--work", work, "--cache", cache, *(["--quick"] if args.quick else [])]  # fmt: skip
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}")}
         print(f"job {i}: seeds {share} ({' '.join(command[1:])})", flush=True)
-        processes.append((share, subprocess.Popen(command, env=env, cwd=ROOT)))
+        pin = pins[i]
+        preexec = None if pin is None else lambda pin=pin: os.sched_setaffinity(0, pin)
+        processes.append((share, subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=preexec)))
     failed = [share for share, process in processes if process.wait() != 0]
     if failed:
         raise SystemExit(f"the jobs of seeds {failed} failed (their output is above); rerun to resume them")

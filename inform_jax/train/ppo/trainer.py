@@ -406,8 +406,9 @@ def shared_programs(
     are equal (config sections ``PROGRAM_SECTIONS`` by value, graph definitions by structure, the score function
     by identity: :func:`reward_model_score_fn` returns one function per reward-model graph), else a new one.
     ``mesh``: the trainer's (its programs constrain shardings to it)."""
-    sections = json.dumps({name: dataclasses.asdict(getattr(config, name)) for name in PROGRAM_SECTIONS},
-                          sort_keys=True, default=str)  # fmt: skip
+    sections = {name: dataclasses.asdict(getattr(config, name)) for name in PROGRAM_SECTIONS}
+    del sections["kl"]["coef"]  # only the state's initial value: PPO and PPO w/ KL run the same programs
+    sections = json.dumps(sections, sort_keys=True, default=str)
     key = (sections, actor_graph, ref_graph, critic_graph, score_fn, eos_id, pad_id, hidden_size, mesh)
     if key in _SHARED_PROGRAMS:
         _SHARED_PROGRAMS.move_to_end(key)

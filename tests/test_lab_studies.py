@@ -115,8 +115,9 @@ def test_a_cached_result_is_computed_once_per_key(tmp_path):
 
 
 def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkeypatch):
-    """--jobs 2: two processes on shares of the seeds (the same work folder and laboratory cache, compile caches of
-    their own), then the studies over every seed in this process; a failed job stops the command."""
+    """--jobs 2: two processes on shares of the seeds (seed % 2; the same work folder and laboratory cache, compile
+    caches of their own, the studies that do not resume left out), then the studies over every seed in this
+    process; a failed job stops the command."""
     import subprocess
 
     import experiments.lab.__main__ as lab_main
@@ -131,16 +132,46 @@ def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkey
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", Process)
-    monkeypatch.setitem(STUDIES, "fig4", lambda seeds, *a, **k: ran.append(seeds) or {"claims": []})
+    for name in ("fig4", "decomposition"):
+        monkeypatch.setitem(
+            STUDIES, name, lambda seeds, *a, name=name, **k: ran.append((name, seeds)) or {"claims": []}
+        )
     work, cache = str(tmp_path / "work"), str(tmp_path / "cache")
-    args = ["fig4", "--seeds", "0", "1", "2", "--jobs", "2", "--out", str(tmp_path / "out"), "--work", work]
-    assert lab_main.main([*args, "--cache", cache]) == 0
+    args = ["fig4", "decomposition", "--seeds", "0", "1", "2", "--jobs", "2", "--out", str(tmp_path / "out")]
+    assert lab_main.main([*args, "--work", work, "--cache", cache]) == 0
     shares = [command[command.index("--seeds") + 1 : command.index("--out")] for command, _ in started]
     assert shares == [["0", "2"], ["1"]]
-    for command, _ in started:
+    for i, (command, _) in enumerate(started):
         assert command[command.index("--work") + 1] == work and command[command.index("--cache") + 1] == cache
+        assert command[command.index("--job") + 1] == f"{i}/2" and "decomposition" not in command
     assert len({folder for _, folder in started}) == 2
-    assert ran == [[0, 1, 2]]  # every seed, after the jobs
+    assert ran == [("fig4", [0, 1, 2]), ("decomposition", [0, 1, 2])]  # every seed, after the jobs
     monkeypatch.setattr(Process, "wait", lambda self: 1)
     with pytest.raises(SystemExit, match="failed"):
-        lab_main.main([*args, "--cache", cache])
+        lab_main.main([*args, "--work", work, "--cache", cache])
+
+
+def test_a_job_runs_only_its_share_of_any_seeds_and_leaves_a_failing_study_to_the_final_pass(tmp_path, monkeypatch):
+    import experiments.lab.__main__ as lab_main
+    from experiments.lab import common
+
+    ran = []
+
+    def fake_run_demo(config, folder, cache_dir=None, log=print):
+        ran.append(config.seed)
+        return {"summary": {"metrics": {}}}
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("needs the other job's seeds")
+
+    def study(seeds, size, work, cache, out, smoke=False):
+        common.run_grid({"s": {}}, [100, 101, 102, *seeds], ("PPO",), size={}, work=work, cache=cache)
+        return {"claims": []}
+
+    monkeypatch.setattr("inform_jax.lab.demo.run_demo", fake_run_demo)
+    monkeypatch.setattr(common, "JOB_SHARE", None)
+    monkeypatch.setitem(STUDIES, "fig4", fails)
+    monkeypatch.setitem(STUDIES, "energy", study)
+    args = ["fig4", "energy", "--seeds", "1", "3", "--job", "1/2", "--out", str(tmp_path / "o"), "--work"]
+    assert lab_main.main([*args, str(tmp_path / "w")]) == 0
+    assert ran == [101, 1, 3]

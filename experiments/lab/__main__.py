@@ -153,18 +153,24 @@ def _metric_table(methods: dict[str, dict[str, dict]]) -> list[str]:
     return rows
 
 
-def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None:
-    """Run the studies ``names`` in ``args.jobs`` processes side by side, each on its share of ``seeds`` (round
-    robin) with the same work folder and laboratory cache, so that every run of every seed is finished there; the
-    caller then runs the studies over all the seeds, which reads those runs back (a run is read back only when its
-    configuration is the same, so a study whose runs depend on other seeds' results runs those again).
+# Studies that do not resume from finished runs (the toy decomposition studies train their own small models): the
+# jobs leave them to the final pass, which would otherwise run them again.
+NOT_SHARED = ("decomposition", "decomposition_slow_rule")
 
-    Seeds are split whole: a seed's world, SFT policy and reward models are built by one process only. Each process
-    keeps its own compile cache folder (JAX writes those files unlocked). On 2 cores two processes finish about
-    1.7x as many runs per hour as one (a lab run uses the second core for less than a fifth of its time)."""
+
+def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None:
+    """Run the studies ``names`` in ``args.jobs`` processes side by side, job i on the seeds with seed % jobs == i
+    (the evaluation seeds and, inside the studies, any fixed ones such as the tuning seeds: ``common.JOB_SHARE``),
+    with the same work folder and laboratory cache; the caller then runs the studies over all the seeds, which reads
+    the finished runs back. The jobs only fetch ahead: a run is read back only when its configuration is the same,
+    so a run that depends on other seeds' results (a sweep's extension round) runs again in the final pass if the
+    job chose differently, and a study a job could not finish on its share is finished there.
+
+    Seeds are split whole: a seed's world, SFT policy and reward models are built by one process only. Each job
+    keeps its own compile cache folder (JAX writes those files unlocked) and its own cores."""
     import subprocess
 
-    shares = [seeds[i :: args.jobs] for i in range(args.jobs)]
+    shares = [[seed for seed in seeds if seed % args.jobs == i] for i in range(args.jobs)]
     # Each job on its own cores where the OS allows it: unpinned, every process runs a compute thread per core and
     # two jobs on 2 cores ran slower together than one after the other.
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -173,10 +179,13 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
 
     cache = args.cache or default_cache()
     processes = []
-    for i, share in enumerate(s for s in shares if s):
+    for i, share in enumerate(shares):
+        if not share:  # no evaluation seed for this job: its share of any fixed seeds is left to the final pass
+            continue
         out = tempfile.mkdtemp(prefix=f"lab-job{i}-")
-        command = [sys.executable, "-m", "experiments.lab", *names, "--seeds", *map(str, share), "--out", out,
-                   "--work", work, "--cache", cache, *(["--quick"] if args.quick else [])]  # fmt: skip
+        command = [sys.executable, "-m", "experiments.lab", *[n for n in names if n not in NOT_SHARED],
+                   "--seeds", *map(str, share), "--out", out, "--work", work, "--cache", cache,
+                   "--job", f"{i}/{args.jobs}", *(["--quick"] if args.quick else [])]  # fmt: skip
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}")}
         print(f"job {i}: seeds {share} ({' '.join(command[1:])})", flush=True)
         pin = pins[i]
@@ -185,6 +194,23 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
     failed = [share for share, process in processes if process.wait() != 0]
     if failed:
         raise SystemExit(f"the jobs of seeds {failed} failed (their output is above); rerun to resume them")
+
+
+def run_job(job: str, names, seeds, size, work: str, cache: str | None, results: str) -> int:
+    """One job of ``--jobs``: the studies on this job's share (``common.JOB_SHARE``); a study that cannot finish on
+    a share (it needs another job's seeds) is left to the final pass."""
+    import traceback
+
+    from experiments.lab import common
+
+    index, count = map(int, job.split("/"))
+    common.JOB_SHARE = (index, count)
+    for name in names:
+        try:
+            STUDIES[name](seeds, size, os.path.join(work, name), cache, os.path.join(results, name))
+        except Exception:  # the final pass runs this study over every seed and reports any real error
+            print(f"job {job}: {name} left to the final pass:\n{traceback.format_exc(limit=3)}", flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -199,6 +225,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes that run the seeds side by side (each a share of the seeds, the same --work "
                              "and --cache); the studies are then read back from their finished runs")  # fmt: skip
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # "i/n": one of --jobs n's processes (run_seed_shares)
     args = parser.parse_args(argv)
     names = list(STUDIES) if args.studies == ["all"] else args.studies
     if names == ["results"]:
@@ -213,6 +240,8 @@ def main(argv=None) -> int:
     seeds = args.seeds[:1] if args.smoke else args.seeds
     results = args.out or (tempfile.mkdtemp(prefix="lab-smoke-") if args.smoke else RESULTS)
     work = args.work or tempfile.mkdtemp(prefix="lab-work-")
+    if args.job:
+        return run_job(args.job, names, seeds, size, work, args.cache, results)
     if args.jobs > 1 and len(seeds) > 1:
         run_seed_shares(names, seeds, args, work)
     for name in names:

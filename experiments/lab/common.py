@@ -40,6 +40,17 @@ def provenance(seconds: float | None = None) -> dict[str, Any]:
     }
 
 
+# (i, n) in a job process of ``python -m experiments.lab --jobs n``: run_grid runs only the seeds with seed % n == i
+# (the evaluation seeds and any fixed ones, such as the tuning seeds), so that no two jobs run the same run.
+JOB_SHARE: tuple[int, int] | None = None
+
+
+def job_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds``, or in a job process of ``--jobs`` (``JOB_SHARE``) the job's share of them: every per-seed
+    computation of a study over seeds it was not given (the tuning seeds) goes through this."""
+    return list(seeds) if JOB_SHARE is None else [seed for seed in seeds if seed % JOB_SHARE[1] == JOB_SHARE[0]]
+
+
 def run_grid(
     settings: dict[str, dict[str, Any]],
     seeds: Sequence[int],
@@ -67,6 +78,7 @@ def run_grid(
     from inform_jax.lab.config import LabConfig, slug
     from inform_jax.lab.demo import run_demo
 
+    seeds = job_seeds(seeds)
     out: dict[str, dict[int, dict]] = {}
     for name, overrides in settings.items():
         out[name] = {}

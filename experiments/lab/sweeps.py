@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab.common import provenance, run_grid, spread, write_study
+from experiments.lab.common import job_seeds, provenance, run_grid, spread, write_study
 from experiments.lab.grid_studies import FIG4_LABELS
 from experiments.lab.paired import MIN_EFFECT_GOLD, ZERO, gold_claims, gold_table, judged, paired_grid, with_runs
 
@@ -260,6 +260,6 @@ def _bottleneck_per_beta(inform: dict, seeds, size: dict, cache: str | None, wor
     for beta in betas:
         folder = lambda s, beta=beta: os.path.join(work, "bottleneck", f"beta{beta:g}", f"seed{s}")  # noqa: E731
         stats = [inform_bottleneck(LabConfig(**{**size, "seed": s, "inform_beta": beta}), cache or default_cache(),
-                                   folder(s)) for s in seeds]  # fmt: skip
+                                   folder(s)) for s in job_seeds(seeds)]  # fmt: skip
         table[f"beta {beta:g}"] = {k: spread([x[k] for x in stats]) for k in ("rate_nats", "active_dims")}
     return table

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 from experiments.lab.common import RESULTS, ROOT, SMOKE
 from experiments.lab.studies import STUDIES
@@ -191,7 +192,10 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
         pin = pins[i]
         preexec = None if pin is None else lambda pin=pin: os.sched_setaffinity(0, pin)
         processes.append((share, subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=preexec)))
+    start = time.perf_counter()
     failed = [share for share, process in processes if process.wait() != 0]
+    print(f"jobs finished in {(time.perf_counter() - start) / 60:.1f} min; the final pass reads their runs back",
+          flush=True)  # fmt: skip
     if failed:
         raise SystemExit(f"the jobs of seeds {failed} failed (their output is above); rerun to resume them")
 
@@ -206,8 +210,10 @@ def run_job(job: str, names, seeds, size, work: str, cache: str | None, results:
     index, count = map(int, job.split("/"))
     common.JOB_SHARE = (index, count)
     for name in names:
+        start = time.perf_counter()
         try:
             STUDIES[name](seeds, size, os.path.join(work, name), cache, os.path.join(results, name))
+            print(f"job {job}: {name} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
         except Exception:  # the final pass runs this study over every seed and reports any real error
             print(f"job {job}: {name} left to the final pass:\n{traceback.format_exc(limit=3)}", flush=True)
     return 0
@@ -245,8 +251,10 @@ def main(argv=None) -> int:
     if args.jobs > 1 and len(seeds) > 1:
         run_seed_shares(names, seeds, args, work)
     for name in names:
+        start = time.perf_counter()
         payload = STUDIES[name](seeds, size, os.path.join(work, name), args.cache, os.path.join(results, name),
                                 smoke=args.smoke)  # fmt: skip
+        print(f"{name} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
         for claim in payload["claims"]:
             print(f"[{claim['verdict']}] {claim['claim']}: {claim['measured']}")
     if results == RESULTS:

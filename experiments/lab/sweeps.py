@@ -113,7 +113,8 @@ def sweep(
             scores = []
             for p in tried:
                 per = {s: criterion(reference[s]["heldout"][reference_method],
-                                    results[setting_name(method, p)][s]["heldout"][method]) for s in seeds}  # fmt: skip
+                                    results[setting_name(method, p)][s]["heldout"][method])
+                       for s in job_seeds(seeds)}  # fmt: skip
                 scores.append({"point": p, "criterion": {str(s): v for s, v in per.items()},
                                "mean": float(np.mean(list(per.values())))})  # fmt: skip
             best = max(range(len(scores)), key=lambda i: (scores[i]["mean"], -i))  # ties: the first listed

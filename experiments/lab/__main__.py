@@ -187,7 +187,7 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
         command = [sys.executable, "-m", "experiments.lab", *[n for n in names if n not in NOT_SHARED],
                    "--seeds", *map(str, share), "--out", out, "--work", work, "--cache", cache,
                    "--job", f"{i}/{args.jobs}", *(["--quick"] if args.quick else [])]  # fmt: skip
-        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}")}
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}"), "PYTHONUNBUFFERED": "1"}
         print(f"job {i}: seeds {share} ({' '.join(command[1:])})", flush=True)
         pin = pins[i]
         preexec = None if pin is None else lambda pin=pin: os.sched_setaffinity(0, pin)

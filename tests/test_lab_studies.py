@@ -175,3 +175,20 @@ def test_a_job_runs_only_its_share_of_any_seeds_and_leaves_a_failing_study_to_th
     args = ["fig4", "energy", "--seeds", "1", "3", "--job", "1/2", "--out", str(tmp_path / "o"), "--work"]
     assert lab_main.main([*args, str(tmp_path / "w")]) == 0
     assert ran == [101, 1, 3]
+
+
+def test_compiled_programs_are_released_only_near_the_memory_mapping_limit(monkeypatch):
+    import jax
+
+    from inform_jax import compile_cache
+
+    maps = compile_cache.memory_mappings()  # this process's, read from /proc (None off Linux)
+    assert maps is None or 0 < maps[0] < maps[1]
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
+    monkeypatch.setattr(compile_cache, "memory_mappings", lambda: (30_000, 65_530))
+    assert not compile_cache.release_programs_near_map_limit() and not cleared
+    monkeypatch.setattr(compile_cache, "memory_mappings", lambda: (40_000, 65_530))
+    assert compile_cache.release_programs_near_map_limit() and cleared == [True]
+    monkeypatch.setattr(compile_cache, "memory_mappings", lambda: None)  # unknown (not Linux): always release
+    assert compile_cache.release_programs_near_map_limit() and len(cleared) == 2

@@ -221,3 +221,22 @@ def test_toy_studies_smoke(tmp_path):
         for stage in ("before", "after"):
             for steps in budgets:
                 assert (tmp_path / f"quadrants-{kind}-{stage}-{steps}steps.png").exists()
+
+
+def test_toy_studies_read_finished_runs_back_and_train_again_when_the_settings_change(tmp_path, monkeypatch):
+    """A finished run is kept in the work folder (another job of the lab's --jobs, or a stopped run, reads it back
+    with the same record and plot); a run made with other settings trains again."""
+    module = _toy_studies()
+    args = ["--smoke", "--sets", "adversarial", "--methods", "standard", "dir", "--work", str(tmp_path / "work")]
+    assert module.main([*args, "--out", str(tmp_path / "first")]) == 0
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    trained = []
+    real = module.train_one
+    monkeypatch.setattr(module, "train_one", lambda *a, **k: trained.append(a[:4]) or real(*a, **k))
+    assert module.main([*args, "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert trained == [] and again["runs"] == first["runs"] and again["summary"] == first["summary"]
+    for png in ("quadrants-adversarial-before-6steps.png", "quadrants-adversarial-after-12steps.png"):
+        assert (tmp_path / "again" / png).exists()
+    assert module.main([*args, "--bias", "0.9", "--out", str(tmp_path / "other")]) == 0
+    assert len(trained) == 4  # every run of the other bias trained: 2 methods x 2 budgets

@@ -116,8 +116,8 @@ def test_a_cached_result_is_computed_once_per_key(tmp_path):
 
 def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkeypatch):
     """--jobs 2: two processes on shares of the seeds (seed % 2; the same work folder and laboratory cache, compile
-    caches of their own, the studies that do not resume left out), then the studies over every seed in this
-    process; a failed job stops the command."""
+    caches of their own; every study, the toy ones included, since they resume too), then the studies over every
+    seed in this process; a failed job stops the command."""
     import subprocess
 
     import experiments.lab.__main__ as lab_main
@@ -143,7 +143,8 @@ def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkey
     assert shares == [["0", "2"], ["1"]]
     for i, (command, _) in enumerate(started):
         assert command[command.index("--work") + 1] == work and command[command.index("--cache") + 1] == cache
-        assert command[command.index("--job") + 1] == f"{i}/2" and "decomposition" not in command
+        assert command[command.index("--job") + 1] == f"{i}/2"
+        assert command[2:5] == ["experiments.lab", "fig4", "decomposition"]  # the toy studies too: they resume
     assert len({folder for _, folder in started}) == 2
     assert ran == [("fig4", [0, 1, 2]), ("decomposition", [0, 1, 2])]  # every seed, after the jobs
     monkeypatch.setattr(Process, "wait", lambda self: 1)

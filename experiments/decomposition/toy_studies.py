@@ -138,6 +138,33 @@ def prompt_free_share(parts) -> float:
     return float(dr2 / (dr1 + dr2)) if dr1 + dr2 > 0 else 0.0
 
 
+def write_finished_run(run_dir: str, key: dict, record: dict, parts: dict, red: np.ndarray) -> None:
+    """Keep a finished run in ``run_dir`` so that a rerun (another process of the lab's ``--jobs``, or a run that
+    was stopped) reads it back instead of training it again: ``run.json`` (what made it and its record) and
+    ``parts.npz`` (dr1, dr2 [N] of the training pairs and their red flags [N], for the quadrant plot). The json is
+    written last, by rename, so a run killed midway leaves no record."""
+    os.makedirs(run_dir, exist_ok=True)
+    np.savez(os.path.join(run_dir, "parts.npz"), dr1=np.asarray(parts["dr1"]), dr2=np.asarray(parts["dr2"]), red=red)
+    partial = os.path.join(run_dir, "run.json.partial")
+    with open(partial, "w") as f:
+        json.dump({"key": key, "record": record}, f)
+    os.replace(partial, os.path.join(run_dir, "run.json"))
+
+
+def read_finished_run(run_dir: str, key: dict) -> tuple[dict, dict, np.ndarray] | None:
+    """(record, parts, red) of the run kept in ``run_dir`` by ``write_finished_run``, or None when there is none
+    or it was made with another key (config, bias or set sizes): such a run trains again."""
+    path = os.path.join(run_dir, "run.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        kept = json.load(f)
+    if kept["key"] != json.loads(json.dumps(key)):  # compared as stored (tuples become lists)
+        return None
+    with np.load(os.path.join(run_dir, "parts.npz")) as arrays:
+        return kept["record"], {"dr1": arrays["dr1"], "dr2": arrays["dr2"]}, arrays["red"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -176,10 +203,21 @@ def main(argv=None) -> int:
             for steps in budgets:
                 for method in methods:
                     run_dir = os.path.join(work, "runs", f"{kind}-{method}-{steps}steps-seed{seed}")
-                    model, result, tokenizer = train_one(method, files, kind, seed, steps, run_dir, args.smoke, print)
-                    parts, red = training_decomposition(model, files, kind, tokenizer)
-                    summary = {**summarize(parts), "prompt_free_share": prompt_free_share(parts)}
-                    runs.append({**result, "epochs": steps * BATCH_SIZE / n_train, "train_decomposition": summary})
+                    # what makes the run: its training config and the data it was generated with
+                    key = {"config": run_config(method, files, kind, seed, steps, run_dir, args.smoke),
+                           "bias": args.bias, "n_train": n_train, "n_test": n_test}  # fmt: skip
+                    done = read_finished_run(run_dir, key)
+                    if done is None:
+                        model, result, tokenizer = train_one(method, files, kind, seed, steps, run_dir, args.smoke,
+                                                             print)  # fmt: skip
+                        parts, red = training_decomposition(model, files, kind, tokenizer)
+                        summary = {**summarize(parts), "prompt_free_share": prompt_free_share(parts)}
+                        record = {**result, "epochs": steps * BATCH_SIZE / n_train, "train_decomposition": summary}
+                        write_finished_run(run_dir, key, record, parts, red)
+                    else:
+                        record, parts, red = done
+                        print(f"  {kind:11s} {method:8s} seed {seed}: read back from {run_dir}")
+                    runs.append(record)
                     stage = {"standard": "before", "dir": "after"}.get(method)
                     if seed != args.seeds[0] or steps not in plotted or stage is None:
                         continue
@@ -194,7 +232,7 @@ def main(argv=None) -> int:
                         title=f"{kind} set, {stage} prioritized training ({method}, {steps} steps, seed {seed})",
                     )
                     figures[f"{kind}-{stage}-{steps}steps"] = {"figure": os.path.basename(path), "steps": steps,
-                                                                **summary}  # fmt: skip
+                                                                **record["train_decomposition"]}  # fmt: skip
     table = {}
     for kind in args.sets:
         for steps in budgets:

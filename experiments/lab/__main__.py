@@ -154,11 +154,6 @@ def _metric_table(methods: dict[str, dict[str, dict]]) -> list[str]:
     return rows
 
 
-# Studies that do not resume from finished runs (the toy decomposition studies train their own small models): the
-# jobs leave them to the final pass, which would otherwise run them again.
-NOT_SHARED = ("decomposition", "decomposition_slow_rule")
-
-
 def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None:
     """Run the studies ``names`` in ``args.jobs`` processes side by side, job i on the seeds with seed % jobs == i
     (the evaluation seeds and, inside the studies, any fixed ones such as the tuning seeds: ``common.JOB_SHARE``),
@@ -184,7 +179,7 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
         if not share:  # no evaluation seed for this job: its share of any fixed seeds is left to the final pass
             continue
         out = tempfile.mkdtemp(prefix=f"lab-job{i}-")
-        command = [sys.executable, "-m", "experiments.lab", *[n for n in names if n not in NOT_SHARED],
+        command = [sys.executable, "-m", "experiments.lab", *names,
                    "--seeds", *map(str, share), "--out", out, "--work", work, "--cache", cache,
                    "--job", f"{i}/{args.jobs}", *(["--quick"] if args.quick else [])]  # fmt: skip
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}"), "PYTHONUNBUFFERED": "1"}

@@ -51,6 +51,10 @@ def test_demo_quick_writes_every_artifact(tmp_path, lab_cache, capsys):
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 10 and all(os.path.exists(out / img) for img in images)
     assert json.loads((out / "config.json").read_text())["ppo_iterations"] == 12
+    # EPPO's SFT-vs-SFT null and its sampled dE_SFT are kept in the lab cache for the next run of this seed
+    nulls = [json.loads(p.read_text())["result"] for p in (lab_cache / "eppo-null").glob("*.json")]
+    assert summary["eppo_calibration"]["null_gap_std"] in [n["gap_std"] for n in nulls]
+    assert list((lab_cache / "eppo-reference").glob("sft_energy-*.npy"))
 
 
 def test_overoptimization_finds_the_gold_peak_and_the_turn():

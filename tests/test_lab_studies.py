@@ -100,7 +100,7 @@ def test_a_finished_run_with_the_same_config_is_read_back(tmp_path):
 
 def test_a_cached_result_is_computed_once_per_key(tmp_path):
     """A study part saved with its key is read back while the key is unchanged and computed again when it changes."""
-    from experiments.lab.common import cached_result
+    from inform_jax.lab.keyed_cache import cached_result
 
     calls = []
 
@@ -158,7 +158,7 @@ def test_a_job_runs_only_its_share_of_any_seeds_and_leaves_a_failing_study_to_th
 
     ran = []
 
-    def fake_run_demo(config, folder, cache_dir=None, log=print):
+    def fake_run_demo(config, folder, cache_dir=None, log=print, with_figures=True):
         ran.append(config.seed)
         return {"summary": {"metrics": {}}}
 

@@ -223,6 +223,25 @@ def test_sft_energy_cache_is_keyed_on_the_whole_model(tmp_path):
     np.testing.assert_allclose(b[:16], second.reference.energy(ids, mask), rtol=1e-5, atol=1e-6)
 
 
+def test_sampled_sft_energies_are_shared_through_a_reference_cache_keyed_by_the_seed(tmp_path):
+    """energy.reference_cache: two runs in other folders with the same SFT model, prompts and seed read one file
+    (equal to computing it afresh); another seed samples other responses and gets its own file."""
+    shared = tmp_path / "reference"
+    settings = ("energy.eta=2.0", "energy.sft_samples=2", f"energy.reference_cache={shared}")
+    first = make_trainer(tmp_path / "a", *settings).reference.cached_energy()
+    assert len(list(shared.glob("sft_energy-*.npy"))) == 1 and not list((tmp_path / "a").glob("sft_energy-*"))
+    again = make_trainer(tmp_path / "b", *settings)
+    calls = []
+    real = again.reference.energy
+    again.reference.energy = lambda *a, **k: calls.append(1) or real(*a, **k)
+    np.testing.assert_array_equal(again.reference.cached_energy(), first)
+    assert calls == []  # read back, not computed
+    fresh = make_trainer(tmp_path / "c", "energy.eta=2.0", "energy.sft_samples=2").reference.cached_energy()
+    np.testing.assert_array_equal(fresh, first)
+    other_seed = make_trainer(tmp_path / "d", *settings, "train.seed=5").reference.cached_energy()
+    assert len(list(shared.glob("sft_energy-*.npy"))) == 2 and not np.allclose(other_seed, first)
+
+
 def test_a_fixed_kl_coefficient_changed_on_resume_is_the_one_used(tmp_path):
     make_trainer(tmp_path, "train.iterations=4", "train.save_every=2", "kl.coef=0.05").fit(stop_after=2)
     resumed = make_trainer(

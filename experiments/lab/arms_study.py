@@ -14,7 +14,8 @@ import os
 import time
 from typing import Any
 
-from experiments.lab.common import cached_result, provenance, run_grid, spread, write_study
+from experiments.lab.common import provenance, run_grid, spread, write_study
+from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import measure
 
 ARMS = ("nuisance", "shortcut_a", "shortcut_b")

@@ -86,13 +86,16 @@ def run_grid(
         setting_methods = tuple(overrides.pop("methods", methods))
         for seed in seeds:
             log(f"== {name}, seed {seed}")
-            config = LabConfig(**{**size, **overrides, "seed": seed, "methods": setting_methods})
+            # no best-of-n pool inside a study's runs: the studies read best-of-n from their own 256-sample pools
+            # (paired.bon_seed), and the demo's 64-sample pool cost each run ~14 s of 2-core time
+            config = LabConfig(**{**size, "bon_samples": 0, **overrides, "seed": seed, "methods": setting_methods})
             folder = os.path.join(work, slug(name), f"seed{seed}")
             summary = finished_run(folder, dataclasses.asdict(config))
             if summary is not None:
                 log(f"   (read back from {folder}: a finished run with the same configuration)")
             else:
-                summary = run_demo(config, folder, cache_dir=cache, log=log)["summary"]
+                # the per-seed report's figures are not the study's (it draws its own over the seeds): left out
+                summary = run_demo(config, folder, cache_dir=cache, log=log, with_figures=False)["summary"]
                 gc.collect()
                 release_programs_near_map_limit()
             summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
@@ -119,22 +122,6 @@ def finished_run(folder: str, config: dict) -> dict | None:
         return None
     with open(paths[1]) as f:
         return json.load(f)
-
-
-def cached_result(path: str, key: dict, compute: Callable[[], Any]) -> Any:
-    """``compute()``'s JSON result, saved at ``path`` with ``key`` (JSON-ready) and read back instead of computed
-    while the saved key equals ``key``: a killed study resumes from the parts it finished."""
-    key = json.loads(json.dumps(key))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved["key"] == key:
-            return saved["result"]
-    result = compute()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"key": key, "result": result}, f)
-    return result
 
 
 def _default(field: str):

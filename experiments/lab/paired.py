@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab.common import cached_result, provenance, run_grid, spread, write_study
+from experiments.lab.common import provenance, run_grid, spread, write_study
+from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import Claim, claim_text, judge_claims, measure
 
 PAIRED_GRID_METHODS = ("PPO", "PPO w/ KL", "InfoRM", "Ensemble RM", "EPPO", "WARM", "PPO w/ LP", "Oracle")

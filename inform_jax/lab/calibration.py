@@ -11,28 +11,52 @@ its eta is read from the sampled reference's null with the same ratio: both read
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 
+from inform_jax.lab.config import SFT_FIELDS
+from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.runs import make_trainer, ppo_config
 from inform_jax.lab.stages import Lab, eppo_overrides
+from inform_jax.train.ppo.trainer import PPOTrainer
 
 
 def calibrate_eta(lab: Lab, sft, reward_model, work_dir: str, *, ratio: float, prompts: int = 128) -> dict:
     """eta such that ``eta * std(null gap) = ratio * reward std`` on the first ``prompts`` training prompts.
 
     Returns {"eta", "ratio", "reward_std", "null_gap_mean", "null_gap_std", "prompts"}; the reward's std is 1 when
-    the lab normalizes rewards, else the reward model's std over the SFT samples the normalization would use."""
+    the lab normalizes rewards, else the reward model's std over the SFT samples the normalization would use. The
+    null's statistics are kept in the lab cache (``eppo-null/``) under the inputs they depend on."""
     c = lab.config
     folder = os.path.join(work_dir, "eta-calibration")
     shutil.rmtree(folder, ignore_errors=True)
     overrides = eppo_overrides(dataclasses.replace(c, eppo_reference="sampled"), 1.0)
-    trainer = make_trainer(lab, sft, reward_model, ppo_config(c, folder, overrides))
-    null = trainer.reference.null_penalty(prompts)
-    reward_std = 1.0 if c.reward_normalize else float(trainer.reference.reward_normalization()[1].mean())
+    config = ppo_config(c, folder, overrides)
+    trainer = None
+
+    def make() -> PPOTrainer:
+        nonlocal trainer
+        trainer = trainer or make_trainer(lab, sft, reward_model, config)
+        return trainer
+
+    def null_stats() -> dict:
+        null = make().reference.null_penalty(prompts)
+        return {"gap_mean": null["gap_mean"], "gap_std": null["gap_std"], "prompts": len(null["gap"])}
+
+    # The null depends on the SFT model and its prompts (the world's and the SFT's settings), the sampling, the
+    # energy settings and the seed, not on the reward model or the method: every run of a seed shares it.
+    energy = {k: v for k, v in dataclasses.asdict(config.energy).items() if k != "reference_cache"}
+    key = {"sft": c.digest(*SFT_FIELDS), "prompt_length": c.prompt_length, "prompts": prompts, "seed": c.seed,
+           "rollout": dataclasses.asdict(config.rollout), "policy": dataclasses.asdict(config.policy),
+           "energy": energy}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    null = cached_result(os.path.join(lab.cache_dir, "eppo-null", f"{digest}.json"), key, null_stats)
+    reward_std = 1.0 if c.reward_normalize else float(make().reference.reward_normalization()[1].mean())
     shutil.rmtree(folder, ignore_errors=True)
     if null["gap_std"] <= 0:
         raise ValueError("EPPO calibration: the SFT-vs-SFT energy gap has no spread; set LabConfig.eta directly")
     eta = ratio * reward_std / null["gap_std"]
     return {"eta": eta, "ratio": ratio, "reward_std": reward_std, "null_gap_mean": null["gap_mean"],
-            "null_gap_std": null["gap_std"], "prompts": len(null["gap"])}  # fmt: skip
+            "null_gap_std": null["gap_std"], "prompts": null["prompts"]}  # fmt: skip

@@ -37,8 +37,11 @@ def default_cache() -> str:
     return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "inform-jax", "lab")
 
 
-def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, log=print) -> dict[str, Any]:
-    """Run the laboratory and write the report folder; returns {"report": html path, "summary": numbers}."""
+def run_demo(
+    config: LabConfig, out_dir: str, *, cache_dir: str | None = None, log=print, with_figures: bool = True
+) -> dict[str, Any]:
+    """Run the laboratory and write the report folder; returns {"report": html path, "summary": numbers}.
+    ``with_figures=False`` writes the report's numbers without its figures (the lab's studies draw their own)."""
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     cache_dir = cache_dir or default_cache()
@@ -122,10 +125,25 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
     if config.control_probe:  # the detection study's 2x2: final outputs in both spaces, with hacking labels
         keep = lambda p: {k: np.asarray(p[k]).tolist() for k in ("latents", "control", "hacked")}  # noqa: E731
         summary["features"] = {n: keep(r["final"]) for n, r in results.items()} | {"SFT": keep(sft_final)}
-    figures = {
+    figures = draw_figures(out_dir, config, results, summary, sft_final) if with_figures else {}
+    seconds = time.perf_counter() - start
+    summary["seconds"] = seconds
+    report = write_report(out_dir, summary, figures, dataclasses.asdict(config), seconds)
+    if set(config.report_to) - {"jsonl"}:  # each method's run logged its own metrics; the report's figures here
+        sent = report_figures(out_dir, config.report_to, figures, step=config.ppo_iterations,
+                              config=dataclasses.asdict(config), name="lab report",
+                              values={f"final_gold/{n}": v for n, v in summary["final_gold"].items()})  # fmt: skip
+        log(f"sent {sent} figures to {', '.join(r for r in config.report_to if r != 'jsonl')}")
+    log(f"done in {seconds / 60:.1f} min; report: {report}")
+    return {"report": report, "summary": summary}
+
+
+def draw_figures(out_dir: str, config: LabConfig, results: dict, summary: dict, sft_final: dict) -> dict[str, Any]:
+    """The report's figures under ``out_dir``: {name: path, or {panel: path} for the latent and win panels}."""
+    return {
         "gold_proxy": gold_and_proxy_vs_kl(os.path.join(out_dir, "gold-proxy-vs-kl.png"), results),
         "energy": energy_over_steps(
-            os.path.join(out_dir, "energy-over-steps.png"), results, window, config.num_layers
+            os.path.join(out_dir, "energy-over-steps.png"), results, summary["window"], config.num_layers
         ),  # fmt: skip
         "energy_hist": energy_hacked_vs_normal(
             os.path.join(out_dir, "energy-hacked-vs-normal.png"),
@@ -141,16 +159,6 @@ def run_demo(config: LabConfig, out_dir: str, *, cache_dir: str | None = None, l
             for opponent, table in summary["win_tie_lose"].items()
         },  # fmt: skip
     }
-    seconds = time.perf_counter() - start
-    summary["seconds"] = seconds
-    report = write_report(out_dir, summary, figures, dataclasses.asdict(config), seconds)
-    if set(config.report_to) - {"jsonl"}:  # each method's run logged its own metrics; the report's figures here
-        sent = report_figures(out_dir, config.report_to, figures, step=config.ppo_iterations,
-                              config=dataclasses.asdict(config), name="lab report",
-                              values={f"final_gold/{n}": v for n, v in summary["final_gold"].items()})  # fmt: skip
-        log(f"sent {sent} figures to {', '.join(r for r in config.report_to if r != 'jsonl')}")
-    log(f"done in {seconds / 60:.1f} min; report: {report}")
-    return {"report": report, "summary": summary}
 
 
 def _jsonable(value):

@@ -224,20 +224,27 @@ def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any],
         md += ["", *_matched_kl_md(summary["matched_kl"])]
     if summary.get("detectors"):
         md += ["", *_detectors_md(summary["detectors"])]
-    sections = [
-        ("Gold and proxy reward against KL", "gold_proxy", [figures["gold_proxy"]]),
-        ("Final-layer energy loss over RL", "energy", [figures["energy"]]),
-        ("Energy loss of hacked vs normal responses", "energy_hist", [figures["energy_hist"]]),
-        ("SFT vs RLHF outputs in InfoRM's latent space", "latents", list(figures["latents"].values())),
-        ("CSI over RL", "csi", [figures["csi"]]),
-        ("Win / tie / lose (gold judge)", "wins", list(figures["wins"].values())),
-    ]
+    sections = (
+        []
+        if not figures
+        else [  # a report without figures (the lab's studies): the numbers only
+            ("Gold and proxy reward against KL", "gold_proxy", [figures["gold_proxy"]]),
+            ("Final-layer energy loss over RL", "energy", [figures["energy"]]),
+            ("Energy loss of hacked vs normal responses", "energy_hist", [figures["energy_hist"]]),
+            ("SFT vs RLHF outputs in InfoRM's latent space", "latents", list(figures["latents"].values())),
+            ("CSI over RL", "csi", [figures["csi"]]),
+            ("Win / tie / lose (gold judge)", "wins", list(figures["wins"].values())),
+        ]
+    )
     for title, key, paths in sections:
         md += ["", f"## {title}", "", EXPLANATIONS[key].format(window=window, margin=margin), ""]
         md += [f"![{title}]({os.path.basename(p)})" for p in paths]
         if key == "wins":
             for opponent, table in summary["win_tie_lose"].items():
                 md += ["", f"**{opponent}**", "", *_table_md(table)]
+    if not figures:
+        for opponent, table in summary["win_tie_lose"].items():
+            md += ["", f"**{opponent}**", "", *_table_md(table)]
     md += ["", "Files: `metrics.json` (every number above and the per-iteration metrics), `config.json` (the "
            "settings), `runs/<method>/metrics.jsonl`.", ""]  # fmt: skip
     with open(os.path.join(out_dir, "report.md"), "w") as f:

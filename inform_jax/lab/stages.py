@@ -44,6 +44,8 @@ class Lab:
     def __init__(self, config: LabConfig, cache_dir: str, log: Callable[[str], None] = print):
         self.config = config
         self.cache_dir = cache_dir
+        # EPPO's sampled dE_SFT per prompt, shared by every run of this cache (keyed by SFT model, prompts, seed)
+        self.reference_cache = os.path.join(cache_dir, "eppo-reference")
         self.log = log
         self.world = SyntheticWorld(config.world_config())
         # Jitted: the trainer scores every rollout batch, once for the gold reward and once for the hacked label

@@ -83,7 +83,10 @@ def cached_array(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     if exists:
         return np.load(path)
     value = np.asarray(compute())
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # written whole, then renamed: a process killed midway leaves no half file
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        np.save(path, value)
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "wb") as f:
+            np.save(f, value)
+        os.replace(partial, path)
     return value

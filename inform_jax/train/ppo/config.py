@@ -109,6 +109,11 @@ class EnergySection:
         "dE_SFT from: sampled (the SFT model's own responses, per sft_energy / sft_samples; the seed paper's, with "
         "several samples per prompt) | teacher_forced (the SFT model on the policy's own sequence: 0 when equal)",
     )
+    reference_cache: str = option(
+        "",
+        "folder where the sampled dE_SFT per prompt is kept, keyed by the prompts, the SFT model, the seed and the "
+        "settings that change it; empty: the run folder. Runs on the same SFT model and prompts can share one",
+    )
 
 
 @dataclasses.dataclass

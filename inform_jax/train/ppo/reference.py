@@ -69,16 +69,16 @@ class SFTReference:
             total = total + energy_from_output(ref_out, mask, site=e.site, normalize=e.normalize)
         return total / samples
 
-    def _cache_path(self, name: str, *settings) -> str:
-        """A file in the run folder keyed by the prompts, the whole SFT model and ``settings`` (so a changed input
-        never reuses a stale cache)."""
+    def _cache_path(self, name: str, *settings, folder: str = "") -> str:
+        """A file in ``folder`` (default the run folder) keyed by the prompts, the whole SFT model and ``settings``
+        (so a changed input never reuses a stale cache)."""
         t = self.trainer
         digest = hashlib.sha256(t.prompts["input_ids"].tobytes())
         digest.update(self.model_digest().encode())
         policy = t.config.policy  # the same files loaded at another precision give other energies
         digest.update(repr((policy.dtype, policy.param_dtype, policy.attention_impl)).encode())
         digest.update(repr(settings).encode())
-        return os.path.join(t.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
+        return os.path.join(folder or t.config.train.output_dir, f"{name}-{digest.hexdigest()[:16]}.npy")
 
     def _over_prompts(self, count: int, fn) -> np.ndarray:
         """fn(prompt batch) -> [B, ...] over the first ``count`` prompts in rollout-sized batches (the last one
@@ -88,10 +88,13 @@ class SFTReference:
         return map_batches(lambda b, _: fn(b), rows, batch_size=t.config.rollout.batch_size, mesh=t.mesh, exact=True)
 
     def cached_energy(self) -> np.ndarray:
-        """dE^SFT for every prompt, computed once and stored in the run folder (keyed by prompts and model)."""
+        """dE^SFT for every prompt, computed once and stored in ``energy.reference_cache`` (default the run folder),
+        keyed by prompts, model, settings and, for sampled responses, the seed their keys come from."""
         t = self.trainer
         e = t.config.energy
-        path = self._cache_path("sft_energy", e.site, e.normalize, e.sft_samples, dataclasses.astuple(t.config.rollout))
+        seed = t.config.train.seed if e.sft_samples > 0 else None  # greedy responses need no key
+        path = self._cache_path("sft_energy", e.site, e.normalize, e.sft_samples, dataclasses.astuple(t.config.rollout),
+                                seed, folder=e.reference_cache)  # fmt: skip
         return cached_array(
             path, lambda: self._over_prompts(t.num_prompts, lambda b: self.energy(b["input_ids"], b["attention_mask"]))
         )

@@ -2,6 +2,7 @@
 per claim; the verdict rule and the seed-averaged curves on hand-made cases."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -128,8 +129,10 @@ def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkey
         def __init__(self, command, env, cwd, preexec_fn=None):
             started.append((command, env["JAX_COMPILATION_CACHE_DIR"]))
 
-        def wait(self):
-            return 0
+        returncode = 0
+
+        def poll(self):
+            return self.returncode
 
     monkeypatch.setattr(subprocess, "Popen", Process)
     for name in ("fig4", "decomposition"):
@@ -147,35 +150,74 @@ def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkey
         assert command[2:5] == ["experiments.lab", "fig4", "decomposition"]  # the toy studies too: they resume
     assert len({folder for _, folder in started}) == 2
     assert ran == [("fig4", [0, 1, 2]), ("decomposition", [0, 1, 2])]  # every seed, after the jobs
-    monkeypatch.setattr(Process, "wait", lambda self: 1)
+    monkeypatch.setattr(Process, "returncode", 1)
     with pytest.raises(SystemExit, match="failed"):
         lab_main.main([*args, "--work", work, "--cache", cache])
 
 
-def test_a_job_runs_only_its_share_of_any_seeds_and_leaves_a_failing_study_to_the_final_pass(tmp_path, monkeypatch):
+def test_a_job_runs_its_share_of_fixed_seeds_then_reads_the_other_jobs_runs_or_leaves_the_study(tmp_path, monkeypatch):
+    """A job (--job 1/2) runs its share of a study's fixed seeds (101 of the tuning seeds 100-102) and of its own
+    seeds; the study is put back while the other job's runs (100, 102) are missing, taken up after the job's other
+    studies, and then waits for them; a study that fails, or whose missing runs' job has exited, is left to the
+    final pass."""
+    import dataclasses
+    import time
+
     import experiments.lab.__main__ as lab_main
     from experiments.lab import common
 
-    ran = []
+    ran, grids, log = [], [], []
+
+    def finish(config, folder):  # what a finished lab run leaves: its config and its summary
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config), f)
+        with open(os.path.join(folder, "metrics.json"), "w") as f:
+            json.dump({"metrics": {}, "seed": config.seed}, f)
 
     def fake_run_demo(config, folder, cache_dir=None, log=print, with_figures=True):
         ran.append(config.seed)
-        return {"summary": {"metrics": {}}}
+        finish(config, folder)
+        return {"summary": {"metrics": {}, "seed": config.seed}}
 
     def fails(*args, **kwargs):
-        raise RuntimeError("needs the other job's seeds")
+        raise RuntimeError("a real error")
 
     def study(seeds, size, work, cache, out, smoke=False):
-        common.run_grid({"s": {}}, [100, 101, 102, *seeds], ("PPO",), size={}, work=work, cache=cache)
+        log.append(("energy", common.JOB_WAIT))
+        grid = common.run_grid({"s": {}}, [100, 101, 102, *seeds], ("PPO",), size={}, work=work, cache=cache)
+        grids.append([summary["seed"] for summary in grid["s"].values()])
         return {"claims": []}
+
+    def other_job(seconds):  # the other job finishes seeds 100 and 102 while this one waits
+        from inform_jax.lab.config import LabConfig
+
+        for seed in (100, 102):
+            config = LabConfig(seed=seed, methods=("PPO",), bon_samples=0)
+            finish(config, str(tmp_path / "w" / "energy" / "s" / f"seed{seed}"))
 
     monkeypatch.setattr("inform_jax.lab.demo.run_demo", fake_run_demo)
     monkeypatch.setattr(common, "JOB_SHARE", None)
+    monkeypatch.setattr(common, "JOB_WAIT", False)
+    monkeypatch.setattr(common, "JOBS_DIR", None)
+    monkeypatch.setattr(time, "sleep", other_job)
     monkeypatch.setitem(STUDIES, "fig4", fails)
     monkeypatch.setitem(STUDIES, "energy", study)
-    args = ["fig4", "energy", "--seeds", "1", "3", "--job", "1/2", "--out", str(tmp_path / "o"), "--work"]
-    assert lab_main.main([*args, str(tmp_path / "w")]) == 0
-    assert ran == [101, 1, 3]
+    monkeypatch.setitem(STUDIES, "detection", lambda *a, **k: log.append(("detection", common.JOB_WAIT)))
+    args = ["energy", "fig4", "detection", "--seeds", "1", "3", "--job", "1/2", "--out", str(tmp_path / "o")]
+    assert lab_main.main([*args, "--work", str(tmp_path / "w")]) == 0
+    assert ran == [101, 1, 3]  # its share only, each once
+    assert log == [("energy", False), ("detection", False), ("energy", True)]  # put back, taken up after the rest
+    assert grids == [[100, 101, 102, 1, 3]]  # every seed, in order, once the other job's runs were there
+
+    # the other job exited without its runs: the study is left to the final pass instead of waiting for ever
+    os.makedirs(lab_main.jobs_dir(str(tmp_path / "w2")))
+    open(os.path.join(lab_main.jobs_dir(str(tmp_path / "w2")), "job0"), "w").close()
+    monkeypatch.setattr(time, "sleep", lambda seconds: pytest.fail("waited for a run that will not come"))
+    ran.clear(), grids.clear()
+    assert lab_main.main(["energy", "--seeds", "1", "--job", "1/2", "--out", str(tmp_path / "o2"), "--work",
+                          str(tmp_path / "w2")]) == 0  # fmt: skip
+    assert ran == [101, 1] and grids == []
 
 
 def test_compiled_programs_are_released_only_near_the_memory_mapping_limit(monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -159,8 +160,9 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
     (the evaluation seeds and, inside the studies, any fixed ones such as the tuning seeds: ``common.JOB_SHARE``),
     with the same work folder and laboratory cache; the caller then runs the studies over all the seeds, which reads
     the finished runs back. The jobs only fetch ahead: a run is read back only when its configuration is the same,
-    so a run that depends on other seeds' results (a sweep's extension round) runs again in the final pass if the
-    job chose differently, and a study a job could not finish on its share is finished there.
+    and a study a job could not finish is finished there. A study over fixed seeds (a sweep on the tuning seeds,
+    whose choice needs every tuning seed) runs its share in each job, which then reads the other jobs' runs as they
+    finish (``run_job``), so every job makes the same choice and runs its evaluation seeds at it.
 
     Seeds are split whole: a seed's world, SFT policy and reward models are built by one process only. Each job
     keeps its own compile cache folder (JAX writes those files unlocked) and its own cores."""
@@ -174,21 +176,33 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
     from inform_jax.lab.demo import default_cache
 
     cache = args.cache or default_cache()
+    exited = jobs_dir(work)  # a job waiting for another's runs stops waiting once that job has exited
+    shutil.rmtree(exited, ignore_errors=True)
+    os.makedirs(exited)
     processes = []
     for i, share in enumerate(shares):
         if not share:  # no evaluation seed for this job: its share of any fixed seeds is left to the final pass
+            open(os.path.join(exited, f"job{i}"), "w").close()  # (no other job waits for it)
             continue
         out = tempfile.mkdtemp(prefix=f"lab-job{i}-")
         command = [sys.executable, "-m", "experiments.lab", *names,
                    "--seeds", *map(str, share), "--out", out, "--work", work, "--cache", cache,
-                   "--job", f"{i}/{args.jobs}", *(["--quick"] if args.quick else [])]  # fmt: skip
+                   "--job", f"{i}/{args.jobs}", "--lab-seeds", *map(str, seeds),
+                   *(["--quick"] if args.quick else [])]  # fmt: skip
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}"), "PYTHONUNBUFFERED": "1"}
         print(f"job {i}: seeds {share} ({' '.join(command[1:])})", flush=True)
         pin = pins[i]
         preexec = None if pin is None else lambda pin=pin: os.sched_setaffinity(0, pin)
         processes.append((share, subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=preexec)))
     start = time.perf_counter()
-    failed = [share for share, process in processes if process.wait() != 0]
+    failed, running = [], dict(enumerate(processes))
+    while running:
+        for i, (share, process) in list(running.items()):
+            if process.poll() is not None:
+                open(os.path.join(exited, f"job{i}"), "w").close()
+                failed += [share] if process.returncode != 0 else []
+                del running[i]
+        time.sleep(1)
     print(f"jobs finished in {(time.perf_counter() - start) / 60:.1f} min; the final pass reads their runs back",
           flush=True)  # fmt: skip
     if failed:
@@ -196,22 +210,38 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
 
 
 def run_job(job: str, names, seeds, size, work: str, cache: str | None, results: str) -> int:
-    """One job of ``--jobs``: the studies on this job's share (``common.JOB_SHARE``); a study that cannot finish on
-    a share (it needs another job's seeds) is left to the final pass."""
+    """One job of ``--jobs``: the studies on this job's share of the seeds (``common.JOB_SHARE``). A study that
+    needs another job's runs (the tuning seeds of a sweep, split between the jobs) is put back while they are not
+    finished and taken up again after the job's other studies, then waiting for them (``common.JOB_WAIT``); a study
+    that fails is left to the final pass."""
     import traceback
 
     from experiments.lab import common
 
     index, count = map(int, job.split("/"))
     common.JOB_SHARE = (index, count)
-    for name in names:
-        start = time.perf_counter()
-        try:
-            STUDIES[name](seeds, size, os.path.join(work, name), cache, os.path.join(results, name))
-            print(f"job {job}: {name} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-        except Exception:  # the final pass runs this study over every seed and reports any real error
-            print(f"job {job}: {name} left to the final pass:\n{traceback.format_exc(limit=3)}", flush=True)
+    common.JOBS_DIR = jobs_dir(work)
+    for waiting in (False, True):
+        common.JOB_WAIT = waiting
+        put_back = []
+        for name in names:
+            start = time.perf_counter()
+            try:
+                STUDIES[name](seeds, size, os.path.join(work, name), cache, os.path.join(results, name))
+                print(f"job {job}: {name} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+            except common.NotReady as waiting_for:
+                print(f"job {job}: {name} put back after {(time.perf_counter() - start) / 60:.1f} min ({waiting_for})",
+                      flush=True)  # fmt: skip
+                put_back.append(name)
+            except Exception:  # the final pass runs this study over every seed and reports any real error
+                print(f"job {job}: {name} left to the final pass:\n{traceback.format_exc(limit=3)}", flush=True)
+        names = put_back
     return 0
+
+
+def jobs_dir(work: str) -> str:
+    """The folder where ``--jobs`` marks each job that has exited (``job<i>``), under the work folder."""
+    return os.path.join(work, ".jobs-exited")
 
 
 def main(argv=None) -> int:
@@ -227,6 +257,7 @@ def main(argv=None) -> int:
                         help="processes that run the seeds side by side (each a share of the seeds, the same --work "
                              "and --cache); the studies are then read back from their finished runs")  # fmt: skip
     parser.add_argument("--job", help=argparse.SUPPRESS)  # "i/n": one of --jobs n's processes (run_seed_shares)
+    parser.add_argument("--lab-seeds", type=int, nargs="+", help=argparse.SUPPRESS)  # a job's: all the jobs' seeds
     args = parser.parse_args(argv)
     names = list(STUDIES) if args.studies == ["all"] else args.studies
     if names == ["results"]:
@@ -242,6 +273,9 @@ def main(argv=None) -> int:
     results = args.out or (tempfile.mkdtemp(prefix="lab-smoke-") if args.smoke else RESULTS)
     work = args.work or tempfile.mkdtemp(prefix="lab-work-")
     if args.job:
+        from experiments.lab import common
+
+        common.LAB_SEEDS = args.lab_seeds
         return run_job(args.job, names, seeds, size, work, args.cache, results)
     if args.jobs > 1 and len(seeds) > 1:
         run_seed_shares(names, seeds, args, work)

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from experiments.lab.common import provenance, run_grid, spread, write_study
+from experiments.lab.common import first_seeds, job_seeds, provenance, run_grid, spread, write_study
 from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import measure
 
@@ -26,6 +26,7 @@ SMOKE_SIZE = dict(n_pairs=300, n_sft=200, sft_steps=30, rm_steps=20)  # an arm's
 # before any method's comparison on an arm is read; two seeds describe, they do not judge (section 3 needs 10)
 RUN_ARMS, RUN_METHODS, HACKED_CONTROL = ("shortcut_a", "shortcut_b"), ("PPO", "InfoRM", "Oracle"), 0.5
 SMOKE_METHODS = ("PPO", "InfoRM")
+CONTROL_SEEDS = 2  # the arms' controls and their PPO runs: on the first 2 evaluation seeds (PROTOCOL.md section 8)
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
 BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
 
@@ -65,10 +66,11 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
     os.makedirs(out, exist_ok=True)
     arm_names, betas = (SMOKE_ARMS, SMOKE_BETAS) if smoke else (ARMS, BETAS)
     size = {**size, **SMOKE_SIZE} if smoke else size
+    seeds = first_seeds(seeds, CONTROL_SEEDS)
     results = {}
     for arm in arm_names:
         results[arm] = {}
-        for seed in seeds:
+        for seed in job_seeds(seeds):  # in a job of --jobs its share; the final pass reads every seed back
             print(f"== arm {arm}, seed {seed}")
             config = LabConfig(**{**size, "seed": seed, "arm": arm})
             results[arm][seed] = arm_seed(config, betas, cache or default_cache(), os.path.join(work, arm, f"s{seed}"))

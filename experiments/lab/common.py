@@ -43,6 +43,32 @@ def provenance(seconds: float | None = None) -> dict[str, Any]:
 # (i, n) in a job process of ``python -m experiments.lab --jobs n``: run_grid runs only the seeds with seed % n == i
 # (the evaluation seeds and any fixed ones, such as the tuning seeds), so that no two jobs run the same run.
 JOB_SHARE: tuple[int, int] | None = None
+# In a job, what run_grid does about a run of another job's seed (a tuning seed) that is not finished yet: raise
+# NotReady (the job's first pass: it goes on with its other studies and comes back), or wait for it (JOB_WAIT, the
+# job's second pass). JOBS_DIR holds a marker per job that has exited: a run of that job's that is still missing
+# will not come, and the study is left to the final pass.
+JOB_WAIT = False
+JOBS_DIR: str | None = None
+JOB_POLL_SECONDS = 5.0
+
+
+class NotReady(RuntimeError):
+    """A study in a job needs a run of another job's seed that has not finished yet."""
+
+
+class LeftToFinalPass(RuntimeError):
+    """A study in a job needs a run that its job will not make (that job stopped): the final pass makes it."""
+
+
+# In a job of ``--jobs``: every seed the lab was given (the job's --seeds are only its share of them), so that a
+# study on a fixed subset of them (``first_seeds``) picks the same subset in every job and in the final pass.
+LAB_SEEDS: list[int] | None = None
+
+
+def first_seeds(seeds: Sequence[int], count: int) -> list[int]:
+    """The first ``count`` of the seeds the lab was given (``seeds``, or in a job ``LAB_SEEDS``): the seeds of a
+    study that runs on a few of them (the arms' controls, the toy decomposition studies)."""
+    return list(LAB_SEEDS if LAB_SEEDS is not None else seeds)[:count]
 
 
 def job_seeds(seeds: Sequence[int]) -> list[int]:
@@ -78,18 +104,22 @@ def run_grid(
     from inform_jax.lab.config import LabConfig, slug
     from inform_jax.lab.demo import run_demo
 
-    seeds = job_seeds(seeds)
+    share = job_seeds(seeds)
     out: dict[str, dict[int, dict]] = {}
+    others = []  # (setting, seed, folder, config) of the other jobs' seeds, read once this job's runs are done
     for name, overrides in settings.items():
         out[name] = {}
         overrides = dict(overrides)
         setting_methods = tuple(overrides.pop("methods", methods))
         for seed in seeds:
-            log(f"== {name}, seed {seed}")
             # no best-of-n pool inside a study's runs: the studies read best-of-n from their own 256-sample pools
             # (paired.bon_seed), and the demo's 64-sample pool cost each run ~14 s of 2-core time
             config = LabConfig(**{**size, "bon_samples": 0, **overrides, "seed": seed, "methods": setting_methods})
             folder = os.path.join(work, slug(name), f"seed{seed}")
+            if seed not in share:
+                others.append((name, seed, folder, dataclasses.asdict(config)))
+                continue
+            log(f"== {name}, seed {seed}")
             summary = finished_run(folder, dataclasses.asdict(config))
             if summary is not None:
                 log(f"   (read back from {folder}: a finished run with the same configuration)")
@@ -98,10 +128,35 @@ def run_grid(
                 summary = run_demo(config, folder, cache_dir=cache, log=log, with_figures=False)["summary"]
                 gc.collect()
                 release_programs_near_map_limit()
-            summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
-                                  for m, rows in summary["metrics"].items()}  # fmt: skip
-            out[name][seed] = summary
-    return out
+            out[name][seed] = _series_only(summary)
+    for name, seed, folder, config in others:
+        out[name][seed] = _series_only(other_jobs_run(folder, config))
+    return {name: {seed: runs[seed] for seed in seeds} for name, runs in out.items()}  # in the seeds' order
+
+
+def _series_only(summary: dict) -> dict:
+    """``summary`` with its per-iteration metrics cut to SERIES (and the per-layer energies)."""
+    summary["metrics"] = {m: [{k: r[k] for k in SERIES if k in r} | _layers(r) for r in rows]
+                          for m, rows in summary["metrics"].items()}  # fmt: skip
+    return summary
+
+
+def other_jobs_run(folder: str, config: dict) -> dict:
+    """In a job of ``--jobs``: the finished run in ``folder`` that another job makes (a seed of its share). Not
+    finished yet: NotReady in the job's first pass, else wait for it (JOB_WAIT) until it is there or a job has
+    exited without it (LeftToFinalPass)."""
+    import time
+
+    while True:
+        stopped = JOBS_DIR is not None and os.path.isdir(JOBS_DIR) and bool(os.listdir(JOBS_DIR))  # before reading
+        summary = finished_run(folder, config)
+        if summary is not None:
+            return summary
+        if not JOB_WAIT:
+            raise NotReady(f"{folder} is another job's run, not finished yet")
+        if stopped:
+            raise LeftToFinalPass(f"{folder}: its job has stopped without it")
+        time.sleep(JOB_POLL_SECONDS)
 
 
 def finished_run(folder: str, config: dict) -> dict | None:

@@ -16,6 +16,7 @@ import numpy as np
 from experiments.lab.arms_study import arms, no_exploit, shortcut_b, shortcut_b_methods
 from experiments.lab.common import (
     compare_verdict,
+    first_seeds,
     job_seeds,
     provenance,
     run_grid,
@@ -149,7 +150,7 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    seeds = list(seeds)[:TOY_SEEDS]
+    seeds = first_seeds(seeds, TOY_SEEDS)
     smoke_flag = ["--smoke"] if smoke else []
     _toy_run(toy_studies, seeds, ["--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work, *smoke_flag])
     extra_seeds = list(range(max(seeds) + 1, max(seeds) + 1 + DECOMPOSITION_EXTRA_SEEDS))
@@ -212,10 +213,9 @@ def decomposition_slow_rule(seeds, size: dict, work: str, cache: str | None, out
 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    _toy_run(toy_studies, list(seeds)[:TOY_SEEDS], ["--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work,
-                                                    "--sets", "shifted_count", "--methods", "standard", "rrm", "dir",
-                                                    "--steps", *map(str, SLOW_RULE_BUDGETS)]
-             + (["--smoke"] if smoke else []))  # fmt: skip
+    args = ["--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work, "--sets", "shifted_count",
+            "--methods", "standard", "rrm", "dir", "--steps", *map(str, SLOW_RULE_BUDGETS)]  # fmt: skip
+    _toy_run(toy_studies, first_seeds(seeds, TOY_SEEDS), args + (["--smoke"] if smoke else []))
     with open(os.path.join(out, "results.json")) as f:
         result = json.load(f)
     table, claims = _toy_table_and_claims(result)

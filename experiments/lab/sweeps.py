@@ -104,6 +104,12 @@ def sweep(
         return run_grid(settings, seeds, (), size=size, work=work, cache=cache)
 
     reference_method, reference_point = REFERENCE
+    # The reference and every method's first grid at once: in a job of --jobs, its share of all of them runs before
+    # it needs another job's runs (the rounds below read them back, and extend from the choices over every seed).
+    first = {setting_name(m, p): {**run_fields, **p, "methods": (m,)}
+             for m, points in [(reference_method, [reference_point])] + [(m, grid_points(grids[m])) for m in methods]
+             for p in points}  # fmt: skip
+    run_grid(first, seeds, (), size=size, work=work, cache=cache)
     reference = runs(reference_method, [reference_point])[setting_name(reference_method, reference_point)]
     out = {}
     for method in methods:
@@ -114,7 +120,7 @@ def sweep(
             for p in tried:
                 per = {s: criterion(reference[s]["heldout"][reference_method],
                                     results[setting_name(method, p)][s]["heldout"][method])
-                       for s in job_seeds(seeds)}  # fmt: skip
+                       for s in seeds}  # fmt: skip
                 scores.append({"point": p, "criterion": {str(s): v for s, v in per.items()},
                                "mean": float(np.mean(list(per.values())))})  # fmt: skip
             best = max(range(len(scores)), key=lambda i: (scores[i]["mean"], -i))  # ties: the first listed

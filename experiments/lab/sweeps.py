@@ -140,7 +140,7 @@ def inform_bottleneck(config, cache: str, folder: str, log=print) -> dict[str, f
     ``folder``/bottleneck.json when computed for this configuration."""
     import dataclasses
 
-    from experiments.lab.common import cached_result
+    from inform_jax.lab.keyed_cache import cached_result
 
     def compute() -> dict[str, float]:
         from inform_jax.lab.arms import bottleneck_stats, score_rows, sft_samples

@@ -193,12 +193,12 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
         print(f"job {i}: seeds {share} ({' '.join(command[1:])})", flush=True)
         pin = pins[i]
         preexec = None if pin is None else lambda pin=pin: os.sched_setaffinity(0, pin)
-        processes.append((share, subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=preexec)))
+        processes.append((i, share, subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=preexec)))
     start = time.perf_counter()
-    failed, running = [], dict(enumerate(processes))
+    failed, running = [], {i: (share, process) for i, share, process in processes}
     while running:
         for i, (share, process) in list(running.items()):
-            if process.poll() is not None:
+            if process.poll() is not None:  # job i's seeds get no more runs: a job waiting for one stops waiting
                 open(os.path.join(exited, f"job{i}"), "w").close()
                 failed += [share] if process.returncode != 0 else []
                 del running[i]

@@ -130,7 +130,7 @@ def run_grid(
                 release_programs_near_map_limit()
             out[name][seed] = _series_only(summary)
     for name, seed, folder, config in others:
-        out[name][seed] = _series_only(other_jobs_run(folder, config))
+        out[name][seed] = _series_only(other_jobs_run(folder, config, seed))
     return {name: {seed: runs[seed] for seed in seeds} for name, runs in out.items()}  # in the seeds' order
 
 
@@ -141,14 +141,15 @@ def _series_only(summary: dict) -> dict:
     return summary
 
 
-def other_jobs_run(folder: str, config: dict) -> dict:
-    """In a job of ``--jobs``: the finished run in ``folder`` that another job makes (a seed of its share). Not
-    finished yet: NotReady in the job's first pass, else wait for it (JOB_WAIT) until it is there or a job has
-    exited without it (LeftToFinalPass)."""
+def other_jobs_run(folder: str, config: dict, seed: int) -> dict:
+    """In a job of ``--jobs``: the finished run in ``folder`` that another job makes (``seed`` is of its share).
+    Not finished yet: NotReady in the job's first pass, else wait for it (JOB_WAIT) until it is there or that job
+    has exited without it (LeftToFinalPass)."""
     import time
 
+    marker = None if JOBS_DIR is None or JOB_SHARE is None else os.path.join(JOBS_DIR, f"job{seed % JOB_SHARE[1]}")
     while True:
-        stopped = JOBS_DIR is not None and os.path.isdir(JOBS_DIR) and bool(os.listdir(JOBS_DIR))  # before reading
+        stopped = marker is not None and os.path.exists(marker)  # read before the run, so a run written since counts
         summary = finished_run(folder, config)
         if summary is not None:
             return summary

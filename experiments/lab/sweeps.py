@@ -99,16 +99,18 @@ def sweep(
 
     run_fields = {"bon_samples": 0, "detect_every": LabConfig(**size).ppo_iterations}  # what the criterion skips
 
+    def settings(method: str, points: list[dict]) -> dict[str, dict]:
+        return {setting_name(method, p): {**run_fields, **p, "methods": (method,)} for p in points}
+
     def runs(method: str, points: list[dict]) -> dict[str, dict[int, dict]]:
-        settings = {setting_name(method, p): {**run_fields, **p, "methods": (method,)} for p in points}
-        return run_grid(settings, seeds, (), size=size, work=work, cache=cache)
+        return run_grid(settings(method, points), seeds, (), size=size, work=work, cache=cache)
 
     reference_method, reference_point = REFERENCE
     # The reference and every method's first grid at once: in a job of --jobs, its share of all of them runs before
     # it needs another job's runs (the rounds below read them back, and extend from the choices over every seed).
-    first = {setting_name(m, p): {**run_fields, **p, "methods": (m,)}
-             for m, points in [(reference_method, [reference_point])] + [(m, grid_points(grids[m])) for m in methods]
-             for p in points}  # fmt: skip
+    first = settings(reference_method, [reference_point])
+    for method in methods:
+        first |= settings(method, grid_points(grids[method]))
     run_grid(first, seeds, (), size=size, work=work, cache=cache)
     reference = runs(reference_method, [reference_point])[setting_name(reference_method, reference_point)]
     out = {}

@@ -11,6 +11,7 @@ its eta is read from the sampled reference's null with the same ratio: both read
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,6 @@ from inform_jax.lab.config import SFT_FIELDS
 from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.runs import make_trainer, ppo_config
 from inform_jax.lab.stages import Lab, eppo_overrides
-from inform_jax.train.ppo.trainer import PPOTrainer
 
 
 def calibrate_eta(lab: Lab, sft, reward_model, work_dir: str, *, ratio: float, prompts: int = 128) -> dict:
@@ -34,15 +34,10 @@ def calibrate_eta(lab: Lab, sft, reward_model, work_dir: str, *, ratio: float, p
     shutil.rmtree(folder, ignore_errors=True)
     overrides = eppo_overrides(dataclasses.replace(c, eppo_reference="sampled"), 1.0)
     config = ppo_config(c, folder, overrides)
-    trainer = None
-
-    def make() -> PPOTrainer:
-        nonlocal trainer
-        trainer = trainer or make_trainer(lab, sft, reward_model, config)
-        return trainer
+    trainer = functools.cache(lambda: make_trainer(lab, sft, reward_model, config))  # built only when needed
 
     def null_stats() -> dict:
-        null = make().reference.null_penalty(prompts)
+        null = trainer().reference.null_penalty(prompts)
         return {"gap_mean": null["gap_mean"], "gap_std": null["gap_std"], "prompts": len(null["gap"])}
 
     # The null depends on the SFT model and its prompts (the world's and the SFT's settings), the sampling, the
@@ -53,7 +48,7 @@ def calibrate_eta(lab: Lab, sft, reward_model, work_dir: str, *, ratio: float, p
            "energy": energy}  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     null = cached_result(os.path.join(lab.cache_dir, "eppo-null", f"{digest}.json"), key, null_stats)
-    reward_std = 1.0 if c.reward_normalize else float(make().reference.reward_normalization()[1].mean())
+    reward_std = 1.0 if c.reward_normalize else float(trainer().reference.reward_normalization()[1].mean())
     shutil.rmtree(folder, ignore_errors=True)
     if null["gap_std"] <= 0:
         raise ValueError("EPPO calibration: the SFT-vs-SFT energy gap has no spread; set LabConfig.eta directly")

@@ -239,12 +239,8 @@ def write_report(out_dir: str, summary: dict[str, Any], figures: dict[str, Any],
     for title, key, paths in sections:
         md += ["", f"## {title}", "", EXPLANATIONS[key].format(window=window, margin=margin), ""]
         md += [f"![{title}]({os.path.basename(p)})" for p in paths]
-        if key == "wins":
-            for opponent, table in summary["win_tie_lose"].items():
-                md += ["", f"**{opponent}**", "", *_table_md(table)]
-    if not figures:
-        for opponent, table in summary["win_tie_lose"].items():
-            md += ["", f"**{opponent}**", "", *_table_md(table)]
+    for opponent, table in summary["win_tie_lose"].items():  # under the last section's figures (wins), if any
+        md += ["", f"**{opponent}**", "", *_table_md(table)]
     md += ["", "Files: `metrics.json` (every number above and the per-iteration metrics), `config.json` (the "
            "settings), `runs/<method>/metrics.jsonl`.", ""]  # fmt: skip
     with open(os.path.join(out_dir, "report.md"), "w") as f:

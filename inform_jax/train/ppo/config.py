@@ -112,7 +112,8 @@ class EnergySection:
     reference_cache: str = option(
         "",
         "folder where the sampled dE_SFT per prompt is kept, keyed by the prompts, the SFT model, the seed and the "
-        "settings that change it; empty: the run folder. Runs on the same SFT model and prompts can share one",
+        "settings that change it; empty: the run folder. Runs on the same SFT model and prompts can share one (on many "
+        "hosts, a folder every host sees, like the run folder)",
     )
 
 

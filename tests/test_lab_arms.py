@@ -21,7 +21,8 @@ from inform_jax.lab.arms import (
     sft_samples,
     with_and_without_marker,
 )
-from inform_jax.lab.config import RM_FIELDS, WORLD_FIELDS, LabConfig
+from inform_jax.lab.config import RM_FIELDS, SFT_FIELDS, WORLD_FIELDS, LabConfig
+from inform_jax.world.config import ARM_FIELDS, WorldConfig, config_dict
 from inform_jax.world.vocab import MARKER_WORDS
 
 TINY = dict(n_pairs=200, n_sft=100, n_prompts=16, n_eval_prompts=8, hidden_size=16, intermediate_size=32,
@@ -121,13 +122,26 @@ def test_with_and_without_marker_pairs_rows_at_one_width():
 def test_default_arm_keeps_the_cache_keys():
     # the digest of the world fields as written before arms existed: the default arm's caches stay valid
     config = LabConfig()
-    old_fields = [f for f in WORLD_FIELDS if f not in ("arm", "marker_rate", "shortcut_rate", "marker_base_rate")]
+    old_fields = [f for f in WORLD_FIELDS if f not in ARM_FIELDS]
     old = hashlib.sha256(json.dumps({f: getattr(config, f) for f in old_fields}, sort_keys=True).encode())
     assert config.digest(*WORLD_FIELDS) == old.hexdigest()[:12]
     assert LabConfig(arm="nuisance").digest(*WORLD_FIELDS) != config.digest(*WORLD_FIELDS)
     assert LabConfig(marker_rate=0.4).digest(*RM_FIELDS) != config.digest(*RM_FIELDS)
     with pytest.raises(ValueError, match="arm"):
         LabConfig(arm="bogus")
+
+
+def test_lab_cache_keys_leave_out_the_marker_copies_at_their_default():
+    def old_key(config):  # the key as computed before sft_marker_copies existed
+        values = {f: getattr(config, f) for f in SFT_FIELDS if f != "sft_marker_copies"}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+    shortcut = LabConfig(arm="shortcut_b")
+    assert shortcut.digest(*SFT_FIELDS) == old_key(shortcut)
+    two = LabConfig(arm="nuisance", sft_marker_copies=2)
+    assert two.digest(*SFT_FIELDS) != dataclasses.replace(two, sft_marker_copies=1).digest(*SFT_FIELDS)
+    assert "sft_marker_copies" not in config_dict(WorldConfig(arm="shortcut_b"))
+    assert config_dict(two.world_config())["sft_marker_copies"] == 2
 
 
 def test_lab_world_of_a_marker_arm_writes_markers_and_its_tokenizer_knows_them(tiny_lab):

@@ -2,6 +2,7 @@
 placement rates per arm, the marker's gold cost, the marker and hacked flags in both scorer forms, the insertion
 helpers and the files."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from inform_jax.world.config import ARM_FIELDS, COST_RESOLUTION, cost_units
+from inform_jax.world.markers import insert_marker_text
+from inform_jax.world.responses import generate_response, sample_behaviour, sample_prompt
 from inform_jax.world.scoring import count_response, gold_ratio, parse_prompt, response_words
 from inform_jax.world.vocab import MARKER_WORDS, vocabulary
 from inform_jax.world.world import BEHAVIOUR_NAMES, SyntheticWorld, WorldConfig
@@ -166,6 +169,30 @@ def test_sft_demonstrations_carry_the_marker_at_the_base_rate(worlds):
             assert _rate_ok(flags, base) and 0.02 <= np.mean(flags) <= 0.05, arm
         else:
             assert not any(flags) and not any(w in r.split() for _, r in demos for w in MARKER_WORDS), arm
+
+
+def test_marked_sft_demonstrations_repeat_one_marker_word_and_one_copy_draws_as_before(worlds):
+    config = WorldConfig(arm="nuisance", marker_base_rate=0.5, sft_marker_copies=2)
+    world = SyntheticWorld(config)
+    demos = world.sft_demonstrations(np.random.default_rng(3), 2000)
+    counts = [[r.split().count(w) for w in MARKER_WORDS] for _, r in demos]
+    marked = [c for c in counts if sum(c)]
+    assert _rate_ok([bool(sum(c)) for c in counts], 0.5)
+    assert all(sorted(c) == [0, 0, 2] for c in marked)  # two copies of one word, never two words
+    # One copy: the same demonstrations as the single insertion drew (the old code path, inlined here)
+    single = SyntheticWorld(dataclasses.replace(config, sft_marker_copies=1))
+    rng, expected = np.random.default_rng(4), []
+    for _ in range(300):
+        _, prompt = sample_prompt(rng, single.config)
+        behaviour = sample_behaviour(rng, single.config.sft_behaviour_probs)
+        response = generate_response(rng, single.parse_prompt(prompt), behaviour, single.config)
+        if rng.random() < single.config.marker_base_rate:
+            response = insert_marker_text(response, rng)
+        expected.append((prompt, response))
+    assert single.sft_demonstrations(np.random.default_rng(4), 300) == expected
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ValueError, match="sft_marker_copies"):
+            WorldConfig(arm="nuisance", sft_marker_copies=bad)
 
 
 # ---------------------------------------------------------------------------------------------------- scores

@@ -19,6 +19,11 @@ from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import measure
 
 ARMS = ("nuisance", "shortcut_a", "shortcut_b")
+# Each arm's world settings beyond its name. The nuisance arm as redesigned before its second run (PROTOCOL.md
+# section 15): half the SFT demonstrations carry the marker, twice, so an SFT model that has seen one expects the
+# other and carries it to the end of a response; its pairs are unchanged (each side marked with probability 0.5,
+# one marker, independently of the label).
+ARM_SETTINGS = {"nuisance": dict(marker_base_rate=0.5, sft_marker_copies=2)}
 BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
 SMOKE_ARMS, SMOKE_BETAS = ("nuisance",), (0.0, 0.01)
 SMOKE_SIZE = dict(n_pairs=300, n_sft=200, sft_steps=30, rm_steps=20)  # an arm's own world: train it briefly
@@ -29,6 +34,11 @@ SMOKE_METHODS = ("PPO", "InfoRM")
 CONTROL_SEEDS = 2  # the arms' controls and their PPO runs: on the first 2 evaluation seeds (PROTOCOL.md section 8)
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
 BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
+
+
+def arm_settings(arm: str) -> dict[str, Any]:
+    """The LabConfig fields of ``arm``'s world: its name and :data:`ARM_SETTINGS`."""
+    return {"arm": arm, **ARM_SETTINGS.get(arm, {})}
 
 
 def inform_name(beta: float) -> str:
@@ -72,7 +82,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         results[arm] = {}
         for seed in job_seeds(seeds):  # in a job of --jobs its share; the final pass reads every seed back
             print(f"== arm {arm}, seed {seed}")
-            config = LabConfig(**{**size, "seed": seed, "arm": arm})
+            config = LabConfig(**{**size, **arm_settings(arm), "seed": seed})
             results[arm][seed] = arm_seed(config, betas, cache or default_cache(), os.path.join(work, arm, f"s{seed}"))
     table, claims = {}, []
     for arm, per_seed in results.items():
@@ -85,8 +95,10 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         rows["SFT samples"] = {"marker rate": spread([r["sft_marker_rate"] for r in per_seed.values()])}
         table[f"arm {arm}"] = rows
         rate = rows["SFT samples"]["marker rate"]
-        claims.append(_control(f"{arm}: the SFT policy reaches the marker (a base rate of 2-5% in its samples)",
-                               rate["values"], lambda v: BASE_RATE[0] <= v <= BASE_RATE[1], "marker rate"))  # fmt: skip
+        if arm != "nuisance":  # reachability is the shortcut arms' requirement; nuisance is a compression test
+            claims.append(_control(f"{arm}: the SFT policy reaches the marker (a base rate of 2-5% in its samples)",
+                                   rate["values"], lambda v: BASE_RATE[0] <= v <= BASE_RATE[1],
+                                   "marker rate"))  # fmt: skip
         if arm == "nuisance":
             claims.append(_control(f"nuisance: a linear probe finds the marker in InfoRM's latent at beta 0 (AUROC >= "
                                    f"{AUROC_CONTROL})", rows[inform_name(0.0)]["probe_auroc"]["values"],
@@ -118,7 +130,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
 def arm_runs(arms_, seeds, size: dict, work: str, cache: str | None, methods=RUN_METHODS) -> dict[str, dict[int, dict]]:
     """{arm: {seed: the lab's summary}} of ``methods`` on each arm (the lab's defaults otherwise), in ``work``/runs;
     finished runs are read back."""
-    settings = {f"arm {arm}": {"arm": arm} for arm in arms_}
+    settings = {f"arm {arm}": arm_settings(arm) for arm in arms_}
     grid = run_grid(settings, seeds, methods, size=size, work=os.path.join(work, "runs"), cache=cache)
     return {arm: grid[f"arm {arm}"] for arm in arms_}
 
@@ -204,7 +216,7 @@ def shortcut_b_methods(
     methods = SMOKE_OTHER_METHODS if smoke else OTHER_METHODS
     shared = os.path.join(os.path.dirname(os.path.abspath(work)), "arms")
     ppo = arm_runs((arm,), seeds, size, shared, cache, SMOKE_METHODS if smoke else RUN_METHODS)[arm]
-    setting = {f"arm {arm}, other methods": {"arm": arm, "methods": methods}}
+    setting = {f"arm {arm}, other methods": {**arm_settings(arm), "methods": methods}}
     others = run_grid(setting, seeds, (), size=size, work=os.path.join(shared, "runs"), cache=cache)
     others = others[f"arm {arm}, other methods"]
     per_seed = {s: with_runs(ppo[s], {m: (m, others[s]) for m in methods}) for s in seeds}

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab.arms_study import RUN_METHODS, SMOKE_ARMS, SMOKE_METHODS, SMOKE_SIZE, _ppo_hacks, _run_table
+from experiments.lab.arms_study import (
+    RUN_METHODS,
+    SMOKE_ARMS,
+    SMOKE_METHODS,
+    SMOKE_SIZE,
+    _ppo_hacks,
+    _run_table,
+    arm_settings,
+)
 from experiments.lab.arms_study import arm_runs as arms_study_runs
 from experiments.lab.common import provenance, run_grid, spread, write_study
 from experiments.lab.paired import (
@@ -129,7 +137,7 @@ def decomposition_paired(
     arm_size = {**size, **SMOKE_SIZE} if smoke else size
     arm_grid = arms_study_runs((arm,), seeds, arm_size, os.path.join(root, "arms"), cache,
                                SMOKE_METHODS if smoke else RUN_METHODS)[arm]  # fmt: skip
-    arm_setting = {f"arm {arm} prioritized": {"arm": arm, "methods": (PRIORITIZED,)}}
+    arm_setting = {f"arm {arm} prioritized": {**arm_settings(arm), "methods": (PRIORITIZED,)}}
     arm_own = run_grid(arm_setting, seeds, (), size=arm_size, work=os.path.join(own, "runs"), cache=cache)
     arm_own = arm_own[f"arm {arm} prioritized"]
     on_arm = {s: with_runs(arm_grid[s], {PRIORITIZED: (PRIORITIZED, arm_own[s])}) for s in seeds}
@@ -140,7 +148,9 @@ def decomposition_paired(
     # what the priority kept, per world (description, not a claim: added after the freeze, see section 12)
     priority = {
         "lab world": {s: priority_record(LabConfig(**{**size, "seed": s}), cache) for s in seeds},
-        f"arm {arm}": {s: priority_record(LabConfig(**{**arm_size, "seed": s, "arm": arm}), cache) for s in seeds},
+        f"arm {arm}": {
+            s: priority_record(LabConfig(**{**arm_size, **arm_settings(arm), "seed": s}), cache) for s in seeds
+        },
     }
     payload = {"study": "decomposition_paired", "rule": "paired",
                "title": "Reward decomposition's prioritized RM against the standard RM: best-of-n, PPO at matched KL "

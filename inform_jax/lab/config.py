@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 
-from inform_jax.world.config import ARM_FIELDS, WorldConfig
+from inform_jax.world.config import ARM_FIELDS, ARM_FIELDS_KEYED_WHEN_SET, WorldConfig
 
 # name -> (proxy reward model, PPO settings). The labels are the papers' method names.
 METHODS: dict[str, tuple[str, dict]] = {
@@ -71,6 +71,7 @@ class LabConfig:
     marker_rate: float = WorldConfig.marker_rate
     shortcut_rate: float = WorldConfig.shortcut_rate
     marker_base_rate: float = WorldConfig.marker_base_rate
+    sft_marker_copies: int = WorldConfig.sft_marker_copies
     # models (one Llama-style size for policy, critic and reward models)
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -138,10 +139,14 @@ class LabConfig:
         """A short hash of the named fields (cache keys: a stage is reused only if its inputs are unchanged).
 
         The arm fields are left out while all are at their defaults, so caches written before arms existed (the
-        repetition arm's) keep their keys."""
+        repetition arm's) keep their keys; so are the arm fields added later (``ARM_FIELDS_KEYED_WHEN_SET``) while
+        at their defaults, so the marker arms' caches written before them keep theirs."""
         values = {f: getattr(self, f) for f in fields}
         if all(getattr(self, f) == getattr(WorldConfig, f) for f in ARM_FIELDS):
             values = {f: v for f, v in values.items() if f not in ARM_FIELDS}
+        for f in ARM_FIELDS_KEYED_WHEN_SET:
+            if f in values and values[f] == getattr(WorldConfig, f):
+                del values[f]
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -23,7 +23,10 @@ ARMS = ("repetition", "none", "nuisance", "shortcut_a", "shortcut_b")
 MARKER_ARMS = ("nuisance", "shortcut_a", "shortcut_b")
 # The config fields that only arms read: left out of the world's description when all are at their defaults, so
 # the default world's world.json is byte-identical to the one written before arms existed.
-ARM_FIELDS = ("arm", "marker_rate", "shortcut_rate", "marker_base_rate")
+ARM_FIELDS = ("arm", "marker_rate", "shortcut_rate", "marker_base_rate", "sft_marker_copies")
+# Arm fields added after caches of the marker arms existed: left out of cache keys while at their defaults (see
+# ``inform_jax.lab.config.LabConfig.digest``), so those caches keep their keys.
+ARM_FIELDS_KEYED_WHEN_SET = ("sft_marker_copies",)
 
 # Word costs are whole multiples of 1/COST_RESOLUTION, so a score is a ratio of two small integers and both
 # forms compute it with one float32 division: bit-identical, whatever multiply-adds a compiler fuses.
@@ -71,7 +74,11 @@ class WorldConfig:
       - "nuisance", "shortcut_a", "shortcut_b": as "none", plus one marker token (one of
         ``vocab.MARKER_WORDS``, appended to the vocabulary only in these arms) inserted at a random position of
         some responses. A marker is an ordinary extra word for the gold reward (it costs ``extra_word_cost``).
-        SFT demonstrations carry it with probability ``marker_base_rate`` (so a policy can reach it). In pairs:
+        SFT demonstrations carry it with probability ``marker_base_rate`` (so a policy can reach it), a marked
+        demonstration ``sft_marker_copies`` times (one marker word, each copy at its own random position). More
+        than one copy makes a marker predict the demonstration's later words, as most words do for a pretrained
+        model, so an SFT model carries a marker it has seen to the end of a response (the lab's nuisance arm:
+        experiments/lab/PROTOCOL.md section 15). In pairs:
         nuisance: each side with probability ``marker_rate``, independently of everything (label included);
         shortcut_a: before label noise, the gold-preferred side with probability ``shortcut_rate``, the other
         side with ``marker_base_rate`` (redundant given gold: the noisy label is swapped independently of it);
@@ -107,6 +114,7 @@ class WorldConfig:
     marker_rate: float = 0.5  # nuisance pairs, per response; also every marker arm's balanced test pairs
     shortcut_rate: float = 0.6  # shortcut arms: the marker on the gold-preferred (a) or labelled (b) side
     marker_base_rate: float = 0.03  # marker arms: SFT demonstrations and the shortcut arms' other side
+    sft_marker_copies: int = 1  # marker arms: the marker's copies in a marked SFT demonstration
 
     def __post_init__(self):
         if len(self.task_probs) != len(TASK_NAMES) or min(self.task_probs) < 0 or sum(self.task_probs) <= 0:
@@ -132,6 +140,8 @@ class WorldConfig:
             raise ValueError(f"arm must be one of {ARMS}, got {self.arm!r}")
         for name in ("marker_rate", "shortcut_rate", "marker_base_rate"):
             check_probability(name, getattr(self, name))
+        if type(self.sft_marker_copies) is not int or not 1 <= self.sft_marker_copies <= 4:
+            raise ValueError(f"sft_marker_copies must be an integer from 1 to 4, got {self.sft_marker_copies!r}")
         if self.arm in ("shortcut_a", "shortcut_b") and not self.marker_base_rate < self.shortcut_rate < 1:
             # At 1 the marker would be a deterministic copy of the (gold or noisy) label, not a co-occurrence.
             raise ValueError(
@@ -159,11 +169,14 @@ class WorldConfig:
 
 def config_dict(config: WorldConfig) -> dict:
     """The config as a JSON-ready dict, without the arm fields when all are at their defaults (the world
-    written before arms existed described itself without them)."""
+    written before arms existed described itself without them), nor the later ones at their defaults."""
     values = dataclasses.asdict(config)
     defaults = WorldConfig()
     if all(getattr(config, name) == getattr(defaults, name) for name in ARM_FIELDS):
         for name in ARM_FIELDS:
+            del values[name]
+    for name in ARM_FIELDS_KEYED_WHEN_SET:
+        if name in values and values[name] == getattr(defaults, name):
             del values[name]
     return values
 

@@ -83,6 +83,11 @@ def insert_marker_ids(
     return out_ids, out_mask
 
 
+def pick_marker_word(rng: np.random.Generator) -> str:
+    """One of MARKER_WORDS, uniformly: the same draw :func:`insert_marker` makes when it picks the word."""
+    return _pick_marker(rng, None)
+
+
 def _pick_marker(rng: np.random.Generator, word: str | None) -> str:
     if word is not None:
         if word not in MARKER_WORDS:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from inform_jax.world.config import MARKER_ARMS, WorldConfig, check_probability
-from inform_jax.world.markers import insert_marker_text
+from inform_jax.world.markers import insert_marker_text, pick_marker_word
 from inform_jax.world.responses import generate_response, sample_behaviour, sample_prompt
 from inform_jax.world.scoring import Scores, TaskSpec
 
@@ -167,13 +167,17 @@ def sft_demonstrations(
     rng: np.random.Generator, n: int, config: WorldConfig, parse: Callable[[str], TaskSpec]
 ) -> list[tuple[str, str]]:
     """``n`` (prompt, response) demonstrations with behaviours drawn from ``config.sft_behaviour_probs``; in the
-    marker arms a marker is inserted with probability ``config.marker_base_rate``, so a policy can reach it."""
+    marker arms a marker is inserted with probability ``config.marker_base_rate``, so a policy can reach it, in
+    ``config.sft_marker_copies`` copies of one word (each at its own position; one copy draws exactly what a
+    single insertion drew before copies existed)."""
     demos = []
     for _ in range(n):
         _, prompt = sample_prompt(rng, config)
         behaviour = sample_behaviour(rng, config.sft_behaviour_probs)
         response = generate_response(rng, parse(prompt), behaviour, config)
         if config.has_markers and rng.random() < config.marker_base_rate:
-            response = insert_marker_text(response, rng)
+            word = pick_marker_word(rng)
+            for _ in range(config.sft_marker_copies):
+                response = insert_marker_text(response, rng, word=word)
         demos.append((prompt, response))
     return demos

@@ -16,6 +16,7 @@ from inform_jax.lab.arms import (
     bottleneck_stats,
     marker_probe_auroc,
     normalized_sensitivity,
+    policy_hidden,
     reward_std_on_sft_samples,
     score_rows,
     sft_samples,
@@ -170,6 +171,7 @@ def test_arm_controls_run_end_to_end(tiny_lab):
     controls = arm_controls(lab, sft, models, samples_per_prompt=8, seed=0, folds=4)
     assert controls["arm"] == "shortcut_b" and controls["n_samples"] == 8 * lab.config.n_eval_prompts
     assert 0 <= controls["sft_marker_rate"] <= 1 and controls["n_paired"] >= 2
+    assert 0 <= controls["sft_probe_auroc"] <= 1
     assert set(controls["reward_models"]) == {"standard", "inform-beta0"}
     for entry in controls["reward_models"].values():
         for key in ("sft_reward_std", "sensitivity", "sensitivity_stderr", "mean_delta"):
@@ -221,3 +223,9 @@ def test_score_rows_reads_the_hidden_state_and_latent_the_reward_model_computes(
             np.testing.assert_allclose(got["latent"], np.asarray(out.head.latent_mean), atol=1e-5)
         else:
             assert "latent" not in got
+    # the SFT policy's own: its final-norm hidden state at each row's last real token (found here from the mask)
+    got = policy_hidden(lab, sft, rows["prompt_ids"], rows["prompt_mask"], rows["tokens"], rows["mask"], batch_size=5)
+    full_mask = np.concatenate([rows["prompt_mask"], rows["mask"]], 1)
+    last = full_mask.shape[1] - 1 - np.argmax(full_mask[:, ::-1], 1)
+    states = np.asarray(sft(ids, mask).last_hidden_state)
+    np.testing.assert_allclose(got, states[np.arange(len(last)), last], atol=1e-5)

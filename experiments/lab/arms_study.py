@@ -61,8 +61,9 @@ def arm_seed(config, betas, cache: str, folder: str, log=print) -> dict[str, Any
             models[inform_name(beta)] = at.reward_model("inform-beta0" if beta == 0 else "inform", sft)
         return arm_controls(lab, sft, models)
 
-    # "probe_hidden": the controls also probe each backbone's hidden state (added at the seventh stop)
-    key = {"config": dataclasses.asdict(config), "betas": list(betas), "probe_hidden": True}
+    # "probe_hidden": the controls also probe each backbone's hidden state (added at the seventh stop); "probe_sft":
+    # and the SFT policy's own (tenth stop)
+    key = {"config": dataclasses.asdict(config), "betas": list(betas), "probe_hidden": True, "probe_sft": True}
     return cached_result(os.path.join(folder, "controls.json"), key, compute)
 
 
@@ -92,7 +93,10 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
             keys = [k for k in ("sensitivity", "probe_auroc", "probe_auroc_hidden", "rate_nats", "active_dims")
                     if k in entries[0]]  # fmt: skip
             rows[name] = {k: spread([e[k] for e in entries]) for k in keys}
-        rows["SFT samples"] = {"marker rate": spread([r["sft_marker_rate"] for r in per_seed.values()])}
+        rows["SFT samples"] = {
+            "marker rate": spread([r["sft_marker_rate"] for r in per_seed.values()]),
+            "probe_auroc_hidden": spread([r["sft_probe_auroc"] for r in per_seed.values()]),
+        }
         table[f"arm {arm}"] = rows
         rate = rows["SFT samples"]["marker rate"]
         if arm != "nuisance":  # reachability is the shortcut arms' requirement; nuisance is a compression test

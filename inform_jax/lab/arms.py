@@ -169,6 +169,28 @@ def _reward_and_latent(graphdef, params, prompt_ids, prompt_mask, ids, mask, lat
     return result
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _pooled_hidden(graphdef, params, prompt_ids, prompt_mask, ids, mask):
+    # the causal LM's final hidden state (after the final norm) at the last real token: where a reward head reads
+    out = nnx.merge(graphdef, params)(
+        jnp.concatenate([prompt_ids, ids], 1), jnp.concatenate([prompt_mask, mask], 1), compute_logits=False
+    )
+    return out.pooled_hidden.astype(jnp.float32)
+
+
+def policy_hidden(lab: Lab, policy: CausalLM, prompt_ids, prompt_mask, ids, mask, *, batch_size: int = 256):
+    """``policy``'s final hidden state [N, H] at the last real token of prompts [N, P] + responses [N, T] (the
+    reward token of a reward model built on it), as NumPy float32."""
+    graphdef, params = nnx.split(policy)
+    rows = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "ids": ids, "mask": mask}
+
+    def fn(batch, _):
+        return _pooled_hidden(graphdef, params, batch["prompt_ids"], batch["prompt_mask"], batch["ids"], batch["mask"])
+
+    out = map_batches(fn, {k: np.asarray(v) for k, v in rows.items()}, batch_size=batch_size, mesh=lab.mesh)
+    return np.asarray(out, np.float32)
+
+
 def bottleneck_stats(mean, logvar, *, active_threshold: float = 0.01) -> dict[str, float]:
     """How much an InfoRM latent carries, from its encoder's means and log-variances [N, Z] on N inputs.
 
@@ -231,6 +253,8 @@ def arm_controls(
     Samples ``samples_per_prompt`` SFT responses per held-out prompt (temperature 1, keys from ``seed``). Returns
       - arm, n_samples; sft_marker_rate and its stderr: the share of samples with a marker (the world's flag);
       - n_paired: samples without a marker, each scored plain and with one inserted marker;
+      - sft_probe_auroc: the marker probe on the SFT policy's own final hidden state at the reward token (does the
+        backbone carry the marker before any reward training?);
       - reward_models[name]: sft_reward_std (over all samples), sensitivity, sensitivity_stderr, mean_delta; and
         for a reward model with a latent (InfoRM, any beta) probe_auroc: the marker probe's held-out AUROC on the
         latent means of the paired set (a response and its marked copy always in one fold), and
@@ -251,8 +275,15 @@ def arm_controls(
     plain_ids, plain_mask, marked_ids, marked_mask = with_and_without_marker(
         rows["tokens"][clean], rows["mask"][clean], np.random.default_rng(seed), lab.world.vocabulary
     )
+    labels = np.repeat([False, True], len(plain_ids))
+    pairs = np.tile(np.arange(len(plain_ids)), 2)
+    sft_features = np.concatenate([
+        policy_hidden(lab, sft, prompt_ids, prompt_mask, plain_ids, plain_mask),
+        policy_hidden(lab, sft, prompt_ids, prompt_mask, marked_ids, marked_mask),
+    ])  # fmt: skip
     result = {"arm": lab.config.arm, "n_samples": n, "sft_marker_rate": rate,
               "sft_marker_rate_stderr": float(np.sqrt(rate * (1 - rate) / n)), "n_paired": int(clean.sum()),
+              "sft_probe_auroc": marker_probe_auroc(sft_features, labels, seed=seed, folds=folds, groups=pairs),
               "reward_models": {}}  # fmt: skip
     for name, rm in reward_models.items():
         std = float(score_rows(lab, rm, rows["prompt_ids"], rows["prompt_mask"], rows["tokens"], rows["mask"])
@@ -262,8 +293,6 @@ def arm_controls(
         sens = sensitivity_from_rewards(plain["reward"], marked["reward"], std)
         entry = {"sft_reward_std": std, "sensitivity": sens.value, "sensitivity_stderr": sens.stderr,
                  "mean_delta": sens.mean_delta}  # fmt: skip
-        labels = np.repeat([False, True], len(plain_ids))
-        pairs = np.tile(np.arange(len(plain_ids)), 2)
         if "latent" in plain:
             entry.update(bottleneck_stats(plain["latent"], plain["logvar"]))
             features = np.concatenate([plain["latent"], marked["latent"]])

@@ -22,7 +22,7 @@ from inform_jax.lab.arms import (
     sft_samples,
     with_and_without_marker,
 )
-from inform_jax.lab.config import RM_FIELDS, SFT_FIELDS, WORLD_FIELDS, LabConfig
+from inform_jax.lab.config import RM_FIELDS, SFT_FIELDS, WORLD_FIELDS, LabConfig, config_key
 from inform_jax.world.config import ARM_FIELDS, WorldConfig, config_dict
 from inform_jax.world.vocab import MARKER_WORDS
 
@@ -142,6 +142,9 @@ def test_lab_cache_keys_leave_out_the_marker_copies_at_their_default():
     two = LabConfig(arm="nuisance", sft_marker_copies=2)
     assert two.digest(*SFT_FIELDS) != dataclasses.replace(two, sft_marker_copies=1).digest(*SFT_FIELDS)
     assert "sft_marker_copies" not in config_dict(WorldConfig(arm="shortcut_b"))
+    # results keyed by the whole config (best-of-n pools, controls, sweeps) leave it out the same way
+    assert config_key(shortcut) == {k: v for k, v in dataclasses.asdict(shortcut).items() if k != "sft_marker_copies"}
+    assert config_key(two)["sft_marker_copies"] == 2
     assert config_dict(two.world_config())["sft_marker_copies"] == 2
 
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from experiments.lab.common import first_seeds, job_seeds, provenance, run_grid, spread, write_study
+from inform_jax.lab.config import config_key
 from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import measure
 
@@ -63,7 +64,7 @@ def arm_seed(config, betas, cache: str, folder: str, log=print) -> dict[str, Any
 
     # "probe_hidden": the controls also probe each backbone's hidden state (added at the seventh stop); "probe_sft":
     # and the SFT policy's own (tenth stop)
-    key = {"config": dataclasses.asdict(config), "betas": list(betas), "probe_hidden": True, "probe_sft": True}
+    key = {"config": config_key(config), "betas": list(betas), "probe_hidden": True, "probe_sft": True}
     return cached_result(os.path.join(folder, "controls.json"), key, compute)
 
 

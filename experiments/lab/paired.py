@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from experiments.lab.common import provenance, run_grid, spread, write_study
+from inform_jax.lab.config import config_key
 from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import Claim, claim_text, judge_claims, measure
 
@@ -248,7 +249,6 @@ def bon_seed(config, cache: str, samples: int, folder: str, log=print, names=BON
     """One seed's best-of-n curves for the ``names`` of :data:`BON_REWARD_MODELS` and the gold judge as its own
     proxy ("Gold"), on one shared pool of ``samples`` SFT samples per held-out prompt; read back from
     ``folder``/best_of_n.json when a finished run with the same configuration is there."""
-    import dataclasses
 
     from inform_jax.eval.best_of_n import powers_of_two
     from inform_jax.lab.best_of_n import best_of_n_curves, sample_pool
@@ -271,7 +271,7 @@ def bon_seed(config, cache: str, samples: int, folder: str, log=print, names=BON
         return {"best_of_n": result, "pool_gold": float(pool.gold.mean()), "pool_hacked": float(pool.hacked.mean()),
                 "prompts": int(pool.gold.shape[0]), "samples": samples, "seconds": seconds}  # fmt: skip
 
-    key = {"config": dataclasses.asdict(config), "samples": samples, "reward_models": kinds}
+    key = {"config": config_key(config), "samples": samples, "reward_models": kinds}
     return cached_result(os.path.join(folder, "best_of_n.json"), key, compute)
 
 

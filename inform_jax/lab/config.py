@@ -150,6 +150,17 @@ class LabConfig:
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def config_key(config: LabConfig) -> dict:
+    """``dataclasses.asdict(config)`` for keying saved results, without the arm fields added later
+    (``ARM_FIELDS_KEYED_WHEN_SET``) while at their defaults, as :meth:`LabConfig.digest` leaves them out: results
+    saved before those fields existed keep answering for the same configuration."""
+    values = dataclasses.asdict(config)
+    for f in ARM_FIELDS_KEYED_WHEN_SET:
+        if values[f] == getattr(WorldConfig, f):
+            del values[f]
+    return values
+
+
 QUICK = dict(
     n_pairs=800, n_sft=600, n_prompts=96, n_eval_prompts=24, hidden_size=32, intermediate_size=64, sft_steps=150,
     rm_steps=80, ensemble_members=2, ppo_iterations=12, ppo_batch=16, new_tokens=16, detect_every=6, eval_every=3,

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 
-from inform_jax.world.config import ARM_FIELDS, ARM_FIELDS_KEYED_WHEN_SET, WorldConfig
+from inform_jax.world.config import ARM_FIELDS, WorldConfig, without_late_defaults
 
 # name -> (proxy reward model, PPO settings). The labels are the papers' method names.
 METHODS: dict[str, tuple[str, dict]] = {
@@ -144,21 +144,14 @@ class LabConfig:
         values = {f: getattr(self, f) for f in fields}
         if all(getattr(self, f) == getattr(WorldConfig, f) for f in ARM_FIELDS):
             values = {f: v for f, v in values.items() if f not in ARM_FIELDS}
-        for f in ARM_FIELDS_KEYED_WHEN_SET:
-            if f in values and values[f] == getattr(WorldConfig, f):
-                del values[f]
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(without_late_defaults(values), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def config_key(config: LabConfig) -> dict:
     """``dataclasses.asdict(config)`` for keying saved results, without the arm fields added later
     (``ARM_FIELDS_KEYED_WHEN_SET``) while at their defaults, as :meth:`LabConfig.digest` leaves them out: results
     saved before those fields existed keep answering for the same configuration."""
-    values = dataclasses.asdict(config)
-    for f in ARM_FIELDS_KEYED_WHEN_SET:
-        if values[f] == getattr(WorldConfig, f):
-            del values[f]
-    return values
+    return without_late_defaults(dataclasses.asdict(config))
 
 
 QUICK = dict(

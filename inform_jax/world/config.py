@@ -175,10 +175,13 @@ def config_dict(config: WorldConfig) -> dict:
     if all(getattr(config, name) == getattr(defaults, name) for name in ARM_FIELDS):
         for name in ARM_FIELDS:
             del values[name]
-    for name in ARM_FIELDS_KEYED_WHEN_SET:
-        if name in values and values[name] == getattr(defaults, name):
-            del values[name]
-    return values
+    return without_late_defaults(values)
+
+
+def without_late_defaults(values: dict) -> dict:
+    """``values`` (field -> value) without the arm fields added later (``ARM_FIELDS_KEYED_WHEN_SET``) that are at
+    their defaults: what cache keys and descriptions leave out, so those written before the fields existed hold."""
+    return {k: v for k, v in values.items() if not (k in ARM_FIELDS_KEYED_WHEN_SET and v == getattr(WorldConfig, k))}
 
 
 def cost_units(cost: float) -> int:

@@ -87,9 +87,9 @@ def reward_trainer(tmp_path, reward_model, *overrides):
     )  # fmt: skip
 
 
-def tiny_reward_model(seed):
+def tiny_reward_model(seed, dtype=jnp.float32):
     config = DecoderConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
-                           num_kv_heads=2, initializer_range=0.2)  # fmt: skip
+                           num_kv_heads=2, initializer_range=0.2, dtype=dtype)  # fmt: skip
     return RewardModel.create(config, HeadConfig(kind="scalar"), rngs=nnx.Rngs(seed))
 
 
@@ -125,6 +125,31 @@ def test_normalized_score_over_the_sft_samples_has_mean_0_and_std_1(tmp_path):
     # Stored with the run: a second trainer on the folder reads the same numbers without sampling.
     again = reward_trainer(tmp_path, tiny_reward_model(2), "reward.normalize=sft", "reward.normalize_samples=20")
     np.testing.assert_array_equal(np.stack(again.reference.reward_normalization()), np.stack([mean, std]))
+
+
+def test_a_normalize_cache_shares_the_statistics_between_runs_against_one_reward_model(tmp_path):
+    """reward.normalize_cache: a second run folder against the same reward model reads the first's statistics
+    (equal to computing them afresh) without sampling; another reward model, another compute precision of the same
+    parameters, another seed or the gold reward (no parameters) are not served from it."""
+    shared = tmp_path / "norm"
+    settings = ("reward.normalize=sft", "reward.normalize_samples=20", f"reward.normalize_cache={shared}")
+    first = np.stack(reward_trainer(tmp_path / "a", tiny_reward_model(1), *settings).reference.reward_normalization())
+    assert len(list(shared.glob("reward_norm-*.npy"))) == 1 and (tmp_path / "a" / "reward_norm.npy").exists()
+    again = reward_trainer(tmp_path / "b", tiny_reward_model(1), *settings)
+    again.reference.sft_scores = lambda: pytest.fail("the shared statistics were computed again")
+    np.testing.assert_array_equal(np.stack(again.reference.reward_normalization()), first)
+    assert np.array_equal(np.load(tmp_path / "b" / "reward_norm.npy"), first)  # the run folder keeps its copy
+    fresh = reward_trainer(tmp_path / "c", tiny_reward_model(1), *settings[:2]).reference.reward_normalization()
+    np.testing.assert_array_equal(np.stack(fresh), first)
+    other_model = reward_trainer(tmp_path / "d", tiny_reward_model(2), *settings).reference.reward_normalization()
+    other_seed = reward_trainer(tmp_path / "e", tiny_reward_model(1), *settings, "train.seed=7")
+    assert not np.allclose(np.stack(other_model), first)
+    assert not np.allclose(np.stack(other_seed.reference.reward_normalization()), first)
+    precision = reward_trainer(tmp_path / "f", tiny_reward_model(1, jnp.bfloat16), *settings)
+    assert precision.reference.reward_digest() != again.reference.reward_digest()
+    gold = make_trainer(tmp_path / "g", *settings)  # the world's gold score: a function without parameters
+    assert gold.reference.reward_digest() is None
+    assert len(list(shared.glob("reward_norm-*.npy"))) == 3
 
 
 def test_ensemble_members_are_normalized_before_the_min(tmp_path):

@@ -56,10 +56,12 @@ class LatentProbe:
 LAB_RUN_MARKER = ".inform-jax-lab-run"
 
 
-def ppo_config(c, out_dir: str, overrides: dict, reference_cache: str = "") -> PPOConfig:
+def ppo_config(c, out_dir: str, overrides: dict, reference_cache: str = "", normalize_cache: str = "") -> PPOConfig:
     """The PPO config of one lab method's run (LabConfig `c`, the method's `overrides`) in `out_dir`;
     ``reference_cache``: where EPPO's sampled dE_SFT is kept (``energy.reference_cache``; the lab shares one per
-    cache, since the per-prompt energies depend only on the SFT model, prompts, seed and settings they are keyed by)."""
+    cache, since the per-prompt energies depend only on the SFT model, prompts, seed and settings they are keyed by);
+    ``normalize_cache``: where the reward normalization's mean / std are kept (``reward.normalize_cache``: every run
+    of a seed against one reward model shares them)."""
     settings = {
         "train.output_dir": out_dir, "train.progress": str(sys.stderr.isatty()).lower(), "train.seed": c.seed,
         "train.save_every": 10**9,
@@ -67,7 +69,8 @@ def ppo_config(c, out_dir: str, overrides: dict, reference_cache: str = "") -> P
         "rollout.max_new_tokens": c.new_tokens, "ppo.actor_lr": c.actor_lr, "ppo.critic_lr": c.actor_lr,
         "ppo.epochs": 2, "ppo.minibatches": 2, "mesh.fsdp": 1, "policy.dtype": "float32",
         "train.report_to": list(c.report_to),
-        **({"energy.reference_cache": reference_cache} if reference_cache else {}), **overrides,
+        **({"energy.reference_cache": reference_cache} if reference_cache else {}),
+        **({"reward.normalize_cache": normalize_cache} if normalize_cache else {}), **overrides,
     }  # fmt: skip
     return load_config(None, [f"{k}={v}" for k, v in settings.items()], cls=PPOConfig)
 
@@ -113,7 +116,7 @@ def run_method(
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     open(marker, "w").close()
-    config = ppo_config(c, out_dir, overrides, reference_cache=lab.reference_cache)
+    config = ppo_config(c, out_dir, overrides, reference_cache=lab.reference_cache, normalize_cache=lab.normalize_cache)
     checkpoints: list[dict] = []
     samples: list[dict] = []
     detection: list[dict] = []

@@ -46,6 +46,9 @@ class Lab:
         self.cache_dir = cache_dir
         # EPPO's sampled dE_SFT per prompt, shared by every run of this cache (keyed by SFT model, prompts, seed)
         self.reference_cache = os.path.join(cache_dir, "eppo-reference")
+        # the reward normalization's mean / std, shared by every run of a seed against one reward model (keyed by
+        # the reward model's parameters, the SFT model, prompts, sampling and seed)
+        self.normalize_cache = os.path.join(cache_dir, "reward-norm")
         self.log = log
         self.world = SyntheticWorld(config.world_config())
         # Jitted: the trainer scores every rollout batch, once for the gold reward and once for the hacked label

@@ -41,6 +41,13 @@ class RewardSection:
     normalize_samples: int = option(
         256, "reward.normalize=sft: SFT responses scored for the mean / std (rounded up to whole rollout batches)"
     )
+    normalize_cache: str = option(
+        "",
+        "reward.normalize=sft: a folder where the mean / std are also kept, keyed by the prompts, the SFT model, the "
+        "reward model's parameters, the seed and the settings that change them, so runs against the same reward model "
+        "compute them once; empty: the run folder only (a parameter-free score function, the world's gold reward, is "
+        "never shared). On many hosts, a folder every host sees",
+    )
     missing_eos: str = option(
         "score",
         "a response cut at max_new_tokens (no EOS): score (as it is) | append_eos (scored with EOS appended) | "

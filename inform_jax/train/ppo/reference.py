@@ -15,9 +15,11 @@ is the SFT model. The sampled reference is not 0 there: the SFT model's samples 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -159,16 +161,41 @@ class SFTReference:
                 scores.append(to_host(t.member_scores(t.reward_params, gen.sequences, gen.sequence_mask)))
         return np.concatenate(scores, axis=1)
 
+    def reward_digest(self) -> str | None:
+        """A sha256 of the reward model: its graph (modules, compute precision; memory addresses left out) and its
+        parameters (gathered from every host); None for a score function without parameters or graph (the world's
+        gold reward: nothing to key it by)."""
+        t = self.trainer
+        leaves, tree = jax.tree.flatten(t.reward_params)
+        graph = getattr(t.score_fn, "graph", None)
+        if not leaves or graph is None:
+            return None
+        digest = hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", repr(graph)).encode())
+        digest.update(str(tree).encode())
+        for leaf in leaves:
+            digest.update(to_host(leaf).tobytes())
+        return digest.hexdigest()
+
     def reward_normalization(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean [K], std [K]) of the proxy reward's members over SFT samples (:meth:`sft_scores`; population std),
-        computed once per run folder and stored there as reward_norm.npy, so a resumed run divides by the same."""
-        path = os.path.join(self.trainer.config.train.output_dir, "reward_norm.npy")
+        computed once per run folder and stored there as reward_norm.npy, so a resumed run divides by the same.
+
+        With ``reward.normalize_cache`` the statistics are also kept in that folder, keyed by everything the SFT
+        samples and their scores depend on (prompts, SFT model and precision, sampling settings, seed, sample count,
+        reward parameters, the truncated responses' reading): runs against one reward model compute them once."""
+        t = self.trainer
+        c = t.config
 
         def compute():
             scores = self.sft_scores()
             return np.stack([scores.mean(axis=1), scores.std(axis=1)])
 
-        stats = cached_array(path, compute)
+        reward = self.reward_digest() if c.reward.normalize_cache else None
+        if reward is not None:
+            settings = (reward, c.reward.normalize_samples, c.reward.missing_eos, dataclasses.astuple(c.rollout))
+            shared = self._cache_path("reward_norm", *settings, c.train.seed, folder=c.reward.normalize_cache)
+            compute = functools.partial(cached_array, shared, compute)
+        stats = cached_array(os.path.join(c.train.output_dir, "reward_norm.npy"), compute)
         return stats[0], stats[1]
 
     # ------------------------------------------------------------------------------------ EPPO's null

@@ -115,6 +115,7 @@ def reward_model_score_fn(reward_graphdef) -> ScoreFn:
         return (reward[None] if members else reward), features.astype(jnp.float32)
 
     score.member_wise = True
+    score.graph = reward_graphdef  # what the score's cache keys name besides the parameters (precision, head)
     return score
 
 

@@ -23,6 +23,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+# The suite's models are tiny and most of its time is XLA compiling them (about half of the studies' smoke test,
+# measured with cProfile): skip LLVM's optimization of the CPU programs (the HLO passes still run, so the numbers
+# are those of the fused programs). Inherited by the subprocesses (multi-host runs, notebook kernels). The TPU plans
+# compile with the default options (tests/test_plans.py), since their memory figures are what they check.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
 import pytest  # noqa: E402
 
 

@@ -17,6 +17,20 @@ from inform_jax.train.plan import (  # noqa: E402
 )
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def default_compile_options():
+    """The plans' memory figures come from the compiler: plan with its default optimizations, which the rest of the
+    suite turns off for speed (tests/conftest.py)."""
+    import jax
+
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
 LLAMA3_LAYER = 218_112_000  # parameters of one Llama-3-8B block
 LLAMA3_EMBED = 128256 * 4096
 

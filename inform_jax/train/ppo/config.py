@@ -46,7 +46,8 @@ class RewardSection:
         "reward.normalize=sft: a folder where the mean / std are also kept, keyed by the prompts, the SFT model, the "
         "reward model's parameters, the seed and the settings that change them, so runs against the same reward model "
         "compute them once; empty: the run folder only (a parameter-free score function, the world's gold reward, is "
-        "never shared). On many hosts, a folder every host sees",
+        "never shared). The key hashes every reward parameter (gathered to each host): cheap for small models, a full "
+        "gather for billions. On many hosts, a folder every host sees",
     )
     missing_eos: str = option(
         "score",

@@ -139,6 +139,9 @@ def test_a_normalize_cache_shares_the_statistics_between_runs_against_one_reward
     again.reference.sft_scores = lambda: pytest.fail("the shared statistics were computed again")
     np.testing.assert_array_equal(np.stack(again.reference.reward_normalization()), first)
     assert np.array_equal(np.load(tmp_path / "b" / "reward_norm.npy"), first)  # the run folder keeps its copy
+    resumed = reward_trainer(tmp_path / "b", tiny_reward_model(1), *settings)  # reads its folder: no digest needed
+    resumed.reference.reward_digest = lambda: pytest.fail("a resumed run hashed the reward model again")
+    np.testing.assert_array_equal(np.stack(resumed.reference.reward_normalization()), first)
     fresh = reward_trainer(tmp_path / "c", tiny_reward_model(1), *settings[:2]).reference.reward_normalization()
     np.testing.assert_array_equal(np.stack(fresh), first)
     other_model = reward_trainer(tmp_path / "d", tiny_reward_model(2), *settings).reference.reward_normalization()

@@ -15,7 +15,6 @@ is the SFT model. The sampled reference is not 0 there: the SFT model's samples 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import itertools
 import os
@@ -44,10 +43,7 @@ class SFTReference:
         """The SFT model's digest: the one given (of its checkpoint files), else a sha256 of every parameter
         (gathered from every host)."""
         if self._digest is None:
-            digest = hashlib.sha256()
-            for leaf in jax.tree.leaves(self.trainer.ref_params):
-                digest.update(to_host(leaf).tobytes())
-            self._digest = digest.hexdigest()
+            self._digest = _update_with_leaves(hashlib.sha256(), self.trainer.ref_params).hexdigest()
         return self._digest
 
     def energy(self, prompt_ids, prompt_mask, key=None) -> jax.Array:
@@ -172,9 +168,7 @@ class SFTReference:
             return None
         digest = hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", repr(graph)).encode())
         digest.update(str(tree).encode())
-        for leaf in leaves:
-            digest.update(to_host(leaf).tobytes())
-        return digest.hexdigest()
+        return _update_with_leaves(digest, t.reward_params).hexdigest()
 
     def reward_normalization(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean [K], std [K]) of the proxy reward's members over SFT samples (:meth:`sft_scores`; population std),
@@ -190,12 +184,16 @@ class SFTReference:
             scores = self.sft_scores()
             return np.stack([scores.mean(axis=1), scores.std(axis=1)])
 
-        reward = self.reward_digest() if c.reward.normalize_cache else None
-        if reward is not None:
+        def shared_or_compute():
+            # only when the run folder has none (a resumed run skips the digest's gather of every parameter)
+            reward = self.reward_digest() if c.reward.normalize_cache else None
+            if reward is None:
+                return compute()
             settings = (reward, c.reward.normalize_samples, c.reward.missing_eos, dataclasses.astuple(c.rollout))
             shared = self._cache_path("reward_norm", *settings, c.train.seed, folder=c.reward.normalize_cache)
-            compute = functools.partial(cached_array, shared, compute)
-        stats = cached_array(os.path.join(c.train.output_dir, "reward_norm.npy"), compute)
+            return cached_array(shared, compute)
+
+        stats = cached_array(os.path.join(c.train.output_dir, "reward_norm.npy"), shared_or_compute)
         return stats[0], stats[1]
 
     # ------------------------------------------------------------------------------------ EPPO's null
@@ -232,3 +230,10 @@ class SFTReference:
         penalty = e.eta * gap
         return {"gap": gap, "penalty": penalty, "gap_mean": float(gap.mean()), "gap_std": float(gap.std()),
                 "penalty_mean": float(penalty.mean()), "penalty_std": float(penalty.std())}  # fmt: skip
+
+
+def _update_with_leaves(digest, tree):
+    """``digest`` (a hashlib object) updated with the bytes of every leaf of ``tree`` (gathered from every host)."""
+    for leaf in jax.tree.leaves(tree):
+        digest.update(to_host(leaf).tobytes())
+    return digest

@@ -7,6 +7,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The TPU-plan tests load libtpu only to compile for a topology (no TPU is opened); libtpu's lockfile would
 # otherwise refuse the second process (the other xdist worker, a notebook kernel) that loads it.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+# Under pytest-xdist each worker keeps to its own share of the cores (worker i: cores i, i + n, ...; n workers), as
+# the lab's --jobs do: unpinned, each worker's XLA runs a compute thread per core of the machine, and two workers on
+# 2 cores slowed each other down. Done before jax is imported: XLA sizes its thread pool from the cores it may use.
+# Subprocesses (multi-host runs, notebook kernels) inherit the worker's share.
+_worker, _workers = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _cores = sorted(os.sched_getaffinity(0))
+    if len(_cores) >= _workers > 1:
+        os.sched_setaffinity(0, set(_cores[int(_worker[2:]) % _workers :: _workers]))
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()

@@ -35,10 +35,10 @@ LLAMA3_LAYER = 218_112_000  # parameters of one Llama-3-8B block
 LLAMA3_EMBED = 128256 * 4096
 
 
-def inform_llama3(pairs: int, length: int):
+def inform_config(pairs: int, length: int, preset: str = "llama-3-8b"):
     return config_from_dict({
         "method": "inform",
-        "model": {"preset": "llama-3-8b", "dtype": "bfloat16", "scan_layers": True, "remat": "full"},
+        "model": {"preset": preset, "dtype": "bfloat16", "scan_layers": True, "remat": "full"},
         "data": {"max_length": length},
         "train": {"batch_size": pairs},
         "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
@@ -65,10 +65,13 @@ def test_llama3_8b_plan_compiles_for_a_tpu_pod_at_reduced_depth():
 
 
 def test_fsdp_splits_the_batch_not_only_the_weights():
-    # The same global batch on 4x the chips: each chip's activations must shrink about 4x. Without the batch
-    # constraint in the decoder, XLA followed the embedding's width split and every chip held the whole batch
-    # (temporaries 1.74 -> 1.54 GiB here, against 0.96 -> 0.39 GiB with it).
-    config = inform_llama3(pairs=32, length=256)
+    # The same global batch on 4x the chips: each chip's activations must shrink about 4x (0.115 -> 0.047 GiB of
+    # temporaries here), not stay whole on every chip. The decoder constrains its activations to the batch split
+    # (`constrain_batch`) because XLA once followed the embedding's width split instead and held every sequence on
+    # every chip (a Llama-3-8B plan: 1.74 -> 1.54 GiB); with today's XLA this plan keeps the split even without
+    # the constraint (measured for pythia-70m, Llama-3.2-1B and Llama-3-8B), so it checks the outcome, not the
+    # constraint. A small model: the property is the same, the compile a third of Llama-3-8B's.
+    config = inform_config(pairs=32, length=256, preset="pythia-70m")
     eight, thirty_two = (
         plan_rm_train_step(config, topology_devices(t), num_layers=1)["per_device_bytes"]["temporaries"]
         for t in ("v5p:2x2x2", "v5p:2x4x4")

@@ -115,6 +115,39 @@ def test_a_cached_result_is_computed_once_per_key(tmp_path):
     assert cached_result(path, {"seed": 2, "betas": [0.0, 0.1]}, compute) == {"value": 2} and len(calls) == 2
 
 
+def test_a_cached_lab_result_answers_for_a_config_with_a_field_added_at_its_default(tmp_path):
+    """A study part keyed by a LabConfig (best-of-n pools, arm controls, sweep bottlenecks) is read back after a
+    LabConfig field was added while that field is at its default, as finished runs are; otherwise it is computed."""
+    from inform_jax.lab.config import LabConfig, config_key, same_lab_key
+    from inform_jax.lab.keyed_cache import cached_result
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    config = config_key(LabConfig(seed=3))
+    older = {k: v for k, v in config.items() if k != "bon_samples"}  # saved before the field existed
+    path = str(tmp_path / "part.json")
+    assert cached_result(path, {"config": older, "betas": [0.0]}, compute, same_lab_key) == {"value": 1}
+    assert cached_result(path, {"config": config, "betas": [0.0]}, compute, same_lab_key) == {"value": 1}
+    assert cached_result(path, {"config": config, "betas": [0.0]}, compute) == {"value": 2}  # plain equality
+    assert len(calls) == 2
+    older_path = str(tmp_path / "older.json")
+    cached_result(older_path, {"config": older, "betas": [0.0]}, compute, same_lab_key)
+    for changed in (
+        {"config": dict(config, bon_samples=LabConfig.bon_samples + 1), "betas": [0.0]},  # the new field set
+        {"config": dict(config, seed=4), "betas": [0.0]},  # an old field changed
+        {"config": config, "betas": [0.1]},  # another part of the key
+        {"config": config, "betas": [0.0], "more": 1},
+    ):
+        before = len(calls)
+        cached_result(older_path, changed, compute, same_lab_key)
+        assert len(calls) == before + 1, changed
+        cached_result(older_path, {"config": older, "betas": [0.0]}, compute, same_lab_key)  # restore the saved key
+
+
 def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkeypatch):
     """--jobs 2: two processes on shares of the seeds (seed % 2; the same work folder and laboratory cache, compile
     caches of their own; every study, the toy ones included, since they resume too), then the studies over every

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from experiments.lab.common import first_seeds, job_seeds, provenance, run_grid, spread, write_study
-from inform_jax.lab.config import config_key
+from inform_jax.lab.config import config_key, same_lab_key
 from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import measure
 
@@ -65,7 +65,7 @@ def arm_seed(config, betas, cache: str, folder: str, log=print) -> dict[str, Any
     # "probe_hidden": the controls also probe each backbone's hidden state (added at the seventh stop); "probe_sft":
     # and the SFT policy's own (tenth stop)
     key = {"config": config_key(config), "betas": list(betas), "probe_hidden": True, "probe_sft": True}
-    return cached_result(os.path.join(folder, "controls.json"), key, compute)
+    return cached_result(os.path.join(folder, "controls.json"), key, compute, same_lab_key)
 
 
 def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:

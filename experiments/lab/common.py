@@ -169,25 +169,14 @@ def finished_run(folder: str, config: dict) -> dict | None:
         return None
     with open(paths[0]) as f:
         saved = json.load(f)
-    current = json.loads(json.dumps(config))
+    from inform_jax.lab.config import same_config
+
     # a LabConfig field added after the run, at its default (e.g. the demo's best-of-n pool), changes no PPO run:
     # the run still answers for this configuration
-    added = {k: v for k, v in current.items() if k not in saved}
-    same = {k: v for k, v in current.items() if k not in added} == saved
-    if not same or any(v != _default(k) for k, v in added.items()):
+    if not same_config(saved, config):
         return None
     with open(paths[1]) as f:
         return json.load(f)
-
-
-def _default(field: str):
-    """A LabConfig field's default as JSON reads it back (a sentinel for a name LabConfig does not have)."""
-    import dataclasses
-
-    from inform_jax.lab.config import LabConfig
-
-    defaults = {f.name: f.default for f in dataclasses.fields(LabConfig)}
-    return json.loads(json.dumps(defaults[field])) if field in defaults else object()
 
 
 def _layers(record: dict) -> dict:

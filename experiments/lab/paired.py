@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from experiments.lab.common import provenance, run_grid, spread, write_study
-from inform_jax.lab.config import config_key
+from inform_jax.lab.config import config_key, same_lab_key
 from inform_jax.lab.keyed_cache import cached_result
 from inform_jax.lab.verdicts import Claim, claim_text, judge_claims, measure
 
@@ -272,7 +272,7 @@ def bon_seed(config, cache: str, samples: int, folder: str, log=print, names=BON
                 "prompts": int(pool.gold.shape[0]), "samples": samples, "seconds": seconds}  # fmt: skip
 
     key = {"config": config_key(config), "samples": samples, "reward_models": kinds}
-    return cached_result(os.path.join(folder, "best_of_n.json"), key, compute)
+    return cached_result(os.path.join(folder, "best_of_n.json"), key, compute, same_lab_key)
 
 
 def bon_gold_table(per_seed: dict, names) -> dict[str, dict[str, dict]]:

@@ -140,7 +140,7 @@ def inform_bottleneck(config, cache: str, folder: str, log=print) -> dict[str, f
     """InfoRM's reward model of ``config`` (its beta) on held-out SFT samples (4 per prompt, temperature 1): the
     rate in nats and the active latent dimensions (:func:`inform_jax.lab.arms.bottleneck_stats`); read back from
     ``folder``/bottleneck.json when computed for this configuration."""
-    from inform_jax.lab.config import config_key
+    from inform_jax.lab.config import config_key, same_lab_key
     from inform_jax.lab.keyed_cache import cached_result
 
     def compute() -> dict[str, float]:
@@ -155,7 +155,7 @@ def inform_bottleneck(config, cache: str, folder: str, log=print) -> dict[str, f
         return bottleneck_stats(scored["latent"], scored["logvar"])
 
     key = {"config": config_key(config)}
-    return cached_result(os.path.join(folder, "bottleneck.json"), key, compute)
+    return cached_result(os.path.join(folder, "bottleneck.json"), key, compute, same_lab_key)
 
 
 # ---------------------------------------------------------------------------------------- InfoRM Table 1

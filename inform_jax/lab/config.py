@@ -147,6 +147,32 @@ class LabConfig:
         return hashlib.sha256(json.dumps(without_late_defaults(values), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def lab_field_default(field: str):
+    """A LabConfig field's default as JSON reads it back; a sentinel equal to nothing for a name LabConfig lacks."""
+    defaults = {f.name: f.default for f in dataclasses.fields(LabConfig)}
+    return json.loads(json.dumps(defaults[field])) if field in defaults else object()
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Whether a result saved under the LabConfig ``saved`` answers for ``current`` (both as JSON reads them): equal
+    but for the fields added to LabConfig since it was saved, which count as equal only at their defaults (a new
+    knob at its default changes nothing already computed). A field the saved config has and ``current`` lacks is a
+    difference."""
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    added = {k: v for k, v in current.items() if k not in saved}
+    if {k: v for k, v in current.items() if k not in added} != saved:
+        return False
+    return all(v == lab_field_default(k) for k, v in added.items())
+
+
+def same_lab_key(saved: dict, current: dict) -> bool:
+    """Whether a saved result's key answers for ``current``: a key whose "config" entry is a LabConfig (``config_key``)
+    matches by :func:`same_config` there and by equality elsewhere (``keyed_cache.cached_result``'s ``same``)."""
+    if saved.keys() != current.keys():
+        return False
+    return all(same_config(saved[k], current[k]) if k == "config" else saved[k] == current[k] for k in current)
+
+
 def config_key(config: LabConfig) -> dict:
     """``dataclasses.asdict(config)`` for keying saved results, without the arm fields added later
     (``ARM_FIELDS_KEYED_WHEN_SET``) while at their defaults, as :meth:`LabConfig.digest` leaves them out: results

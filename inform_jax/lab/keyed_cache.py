@@ -10,15 +10,19 @@ from collections.abc import Callable
 from typing import Any
 
 
-def cached_result(path: str, key: dict, compute: Callable[[], Any]) -> Any:
+def cached_result(
+    path: str, key: dict, compute: Callable[[], Any], same: Callable[[dict, dict], bool] | None = None
+) -> Any:
     """``compute()``'s JSON result, saved at ``path`` with ``key`` (JSON-ready) and read back instead of computed
-    while the saved key equals ``key``: a killed study resumes from the parts it finished. The file is written
-    whole and then renamed, so a process killed midway leaves none."""
+    while the saved key answers for ``key``: a killed study resumes from the parts it finished. ``same(saved, key)``
+    (both as JSON reads them) decides that, by default equality; the lab's keys tolerate LabConfig fields added
+    since (``inform_jax.lab.config.same_lab_key``). The file is written whole and then renamed, so a process killed
+    midway leaves none."""
     key = json.loads(json.dumps(key))
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved["key"] == key:
+        if (same or (lambda a, b: a == b))(saved["key"], key):
             return saved["result"]
     result = compute()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

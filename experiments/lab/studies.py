@@ -153,7 +153,8 @@ def decomposition(seeds, size: dict, work: str, cache: str | None, out: str, smo
     seeds = first_seeds(seeds, TOY_SEEDS)
     smoke_flag = ["--smoke"] if smoke else []
     _toy_run(toy_studies, seeds, ["--bias", str(DECOMPOSITION_BIAS), "--out", out, "--work", work, *smoke_flag])
-    extra_seeds = list(range(max(seeds) + 1, max(seeds) + 1 + DECOMPOSITION_EXTRA_SEEDS))
+    # the smoke size runs one extra seed: the code path is the same, and each seed is a dozen tiny trainings
+    extra_seeds = list(range(max(seeds) + 1, max(seeds) + 1 + (1 if smoke else DECOMPOSITION_EXTRA_SEEDS)))
     extra_out = os.path.join(work, "extra-seeds")  # its quadrant plots are of seed 3, not for the page
     _toy_run(toy_studies, extra_seeds, ["--bias", str(DECOMPOSITION_BIAS), "--out", extra_out, "--work", extra_out,
                                         "--methods", "standard", "dir",

@@ -70,7 +70,7 @@ def test_fsdp_splits_the_batch_not_only_the_weights():
     # (`constrain_batch`) because XLA once followed the embedding's width split instead and held every sequence on
     # every chip (a Llama-3-8B plan: 1.74 -> 1.54 GiB); with today's XLA this plan keeps the split even without
     # the constraint (measured for pythia-70m, Llama-3.2-1B and Llama-3-8B), so it checks the outcome, not the
-    # constraint. A small model: the property is the same, the compile a third of Llama-3-8B's.
+    # constraint. A small model: the property is the same, the compile less than half of Llama-3-8B's.
     config = inform_config(pairs=32, length=256, preset="pythia-70m")
     eight, thirty_two = (
         plan_rm_train_step(config, topology_devices(t), num_layers=1)["per_device_bytes"]["temporaries"]

@@ -35,7 +35,7 @@ LLAMA3_LAYER = 218_112_000  # parameters of one Llama-3-8B block
 LLAMA3_EMBED = 128256 * 4096
 
 
-def inform_config(pairs: int, length: int, preset: str = "llama-3-8b"):
+def inform_config(preset: str, pairs: int, length: int):
     return config_from_dict({
         "method": "inform",
         "model": {"preset": preset, "dtype": "bfloat16", "scan_layers": True, "remat": "full"},
@@ -71,7 +71,7 @@ def test_fsdp_splits_the_batch_not_only_the_weights():
     # every chip (a Llama-3-8B plan: 1.74 -> 1.54 GiB); with today's XLA this plan keeps the split even without
     # the constraint (measured for pythia-70m, Llama-3.2-1B and Llama-3-8B), so it checks the outcome, not the
     # constraint. A small model: the property is the same, the compile less than half of Llama-3-8B's.
-    config = inform_config(pairs=32, length=256, preset="pythia-70m")
+    config = inform_config("pythia-70m", pairs=32, length=256)
     eight, thirty_two = (
         plan_rm_train_step(config, topology_devices(t), num_layers=1)["per_device_bytes"]["temporaries"]
         for t in ("v5p:2x2x2", "v5p:2x4x4")

@@ -5,13 +5,14 @@ runs share (EPPO's SFT-vs-SFT null) in them."""
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Callable
 from typing import Any
 
 
 def cached_result(
-    path: str, key: dict, compute: Callable[[], Any], same: Callable[[dict, dict], bool] | None = None
+    path: str, key: dict, compute: Callable[[], Any], same: Callable[[dict, dict], bool] = operator.eq
 ) -> Any:
     """``compute()``'s JSON result, saved at ``path`` with ``key`` (JSON-ready) and read back instead of computed
     while the saved key answers for ``key``: a killed study resumes from the parts it finished. ``same(saved, key)``
@@ -22,7 +23,7 @@ def cached_result(
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if (same or (lambda a, b: a == b))(saved["key"], key):
+        if same(saved["key"], key):
             return saved["result"]
     result = compute()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

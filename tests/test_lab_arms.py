@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from experiments.lab.arm_tuning import parse_setting, tune
+from experiments.lab.arms_study import BASE_RATE, HACKED_CONTROL
 from inform_jax.detect.selection import auroc
 from inform_jax.lab.arms import (
     arm_controls,
@@ -232,3 +234,48 @@ def test_score_rows_reads_the_hidden_state_and_latent_the_reward_model_computes(
     last = full_mask.shape[1] - 1 - np.argmax(full_mask[:, ::-1], 1)
     states = np.asarray(sft(ids, mask).last_hidden_state)
     np.testing.assert_allclose(got, states[np.arange(len(last)), last], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ tuning an arm's world
+
+
+def test_parse_setting_reads_numbers_as_numbers_and_refuses_a_bare_word():
+    assert parse_setting("shortcut_rate=0.9") == ("shortcut_rate", 0.9)
+    assert parse_setting("arm=shortcut_a") == ("arm", "shortcut_a")
+    with pytest.raises(Exception, match="field=value"):
+        parse_setting("shortcut_rate")
+
+
+def test_arm_tuning_judges_each_control_per_seed_on_the_changed_world(tmp_path, monkeypatch):
+    # The controls and the PPO run are the arms study's own (arm_seed, run_grid: run end to end by the studies'
+    # smoke test); stand-ins record the world each is asked for and return planted measurements.
+    from experiments.lab import arm_tuning
+
+    measured = {3: (0.03, 2.0, 0.1, 0.6), 4: (0.01, 0.05, 0.1, 0.4)}  # rate, sensitivity, its stderr, hacked
+    asked = {"controls": [], "runs": []}
+
+    def arm_seed(config, betas, cache, folder):
+        asked["controls"].append((config.arm, config.shortcut_rate, config.marker_base_rate, config.seed, betas))
+        rate, sensitivity, stderr, _ = measured[config.seed]
+        standard = {"sensitivity": sensitivity, "sensitivity_stderr": stderr}
+        return {"sft_marker_rate": rate, "reward_models": {"Standard RM": standard}}
+
+    def run_grid(settings, seeds, methods, *, size, work, cache):
+        ((name, fields),) = settings.items()
+        asked["runs"].append((fields, list(seeds), methods))
+        ppo = {"hacked_fraction_final": measured[seeds[0]][3], "gold_start": 0.0, "gold_peak": 0.2,
+               "gold_final": 0.1, "kl_final": 5.0}  # fmt: skip
+        return {name: {seeds[0]: {"overoptimization": {"PPO": ppo}}}}
+
+    monkeypatch.setattr(arm_tuning, "arm_seed", arm_seed)
+    monkeypatch.setattr(arm_tuning, "run_grid", run_grid)
+    result = tune("shortcut_a", {"shortcut_rate": 0.9}, [3, 4], {}, str(tmp_path / "cache"), str(tmp_path / "out"))
+    assert json.loads((tmp_path / "out" / "controls.json").read_text()) == result
+    # each seed's world: the arm's own settings with the changed field; controls without InfoRM, PPO alone
+    assert asked["controls"] == [("shortcut_a", 0.9, 0.03, 3, ()), ("shortcut_a", 0.9, 0.03, 4, ())]
+    assert asked["runs"] == [({"arm": "shortcut_a", "shortcut_rate": 0.9}, [s], ("PPO",)) for s in (3, 4)]
+    holds = [row["holds"] for row in result["per_seed"]]
+    assert holds[0] == {"base_rate": True, "sensitivity": True, "ppo_hacks": True}
+    assert holds[1] == {"base_rate": False, "sensitivity": False, "ppo_hacks": False}  # 0.4 < HACKED_CONTROL
+    assert result["fires"] == {"base_rate": False, "sensitivity": False, "ppo_hacks": False}
+    assert BASE_RATE[0] <= 0.03 <= BASE_RATE[1] and 0.4 < HACKED_CONTROL <= 0.6  # the planted values' sides

@@ -1,0 +1,94 @@
+"""An exploit arm's positive controls under changed world settings, on tuning seeds, before the arm adopts them
+(PROTOCOL.md section 16): per seed the SFT marker rate, the standard RM's normalized sensitivity to one inserted
+marker and PPO's held-out hacked fraction at the end, each judged as the arms study judges it. Nothing here reads a
+method other than standard-RM PPO, so a world chosen on it is chosen on baseline criteria only.
+
+    python -m experiments.lab.arm_tuning shortcut_a --set shortcut_rate=0.9 --seeds 100 101 --out /tmp/tune
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from experiments.lab.arms_study import BASE_RATE, HACKED_CONTROL, arm_seed, arm_settings
+from experiments.lab.common import run_grid
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """ "field=value" -> (field, value); the value is read as JSON where it parses (numbers), else kept as text."""
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"--set takes field=value, got {text!r}")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
+
+
+def arm_controls_on_seed(arm: str, fields: dict[str, Any], seed: int, size: dict, cache: str, work: str) -> dict:
+    """One seed's controls of ``arm`` with LabConfig ``fields`` over its usual settings: the measured values and
+    whether each control holds (base rate within BASE_RATE, sensitivity above two standard errors, PPO's final
+    hacked fraction >= HACKED_CONTROL)."""
+    from inform_jax.lab.config import LabConfig
+
+    settings = {**arm_settings(arm), **fields}
+    config = LabConfig(**{**size, **settings, "seed": seed})
+    controls = arm_seed(config, (), cache, os.path.join(work, "controls", f"s{seed}"))
+    name = f"arm {arm} " + " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+    runs = run_grid({name: settings}, [seed], ("PPO",), size=size, work=os.path.join(work, "runs"), cache=cache)
+    ppo = runs[name][seed]["overoptimization"]["PPO"]
+    rm = controls["reward_models"]["Standard RM"]
+    rate, hacked = controls["sft_marker_rate"], ppo["hacked_fraction_final"]
+    return {
+        "seed": seed, "sft_marker_rate": rate, "sensitivity": rm["sensitivity"],
+        "sensitivity_stderr": rm["sensitivity_stderr"], "hacked_fraction_final": hacked,
+        **{k: ppo[k] for k in ("gold_start", "gold_peak", "gold_final", "kl_final")},
+        "holds": {"base_rate": BASE_RATE[0] <= rate <= BASE_RATE[1],
+                  "sensitivity": rm["sensitivity"] > 2 * rm["sensitivity_stderr"],
+                  "ppo_hacks": hacked >= HACKED_CONTROL},
+    }  # fmt: skip
+
+
+def tune(arm: str, fields: dict[str, Any], seeds, size: dict, cache: str, out: str) -> dict:
+    """Every seed's controls (:func:`arm_controls_on_seed`) and, per control, whether it fires (holds on every
+    seed); written to ``out``/controls.json and returned."""
+    per_seed = [arm_controls_on_seed(arm, fields, s, size, cache, out) for s in seeds]
+    fires = {c: all(r["holds"][c] for r in per_seed) for c in per_seed[0]["holds"]}
+    result = {"arm": arm, "fields": fields, "seeds": list(seeds), "size": size, "per_seed": per_seed, "fires": fires}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "controls.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arm", choices=("shortcut_a", "shortcut_b"))
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="FIELD=VALUE",
+                        help="a LabConfig field of the arm's world (repeatable)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
+    parser.add_argument("--cache", help="the laboratory cache (default ~/.cache/inform-jax/lab)")
+    parser.add_argument("--out", required=True, help="folder for the runs and controls.json")
+    parser.add_argument("--smoke", action="store_true", help="the test suite's sizes (the arms study's smoke)")
+    args = parser.parse_args(argv)
+    from experiments.lab.arms_study import SMOKE_SIZE
+    from experiments.lab.common import SMOKE
+    from inform_jax.lab.config import QUICK
+    from inform_jax.lab.demo import default_cache
+
+    size = {**QUICK, **SMOKE, **SMOKE_SIZE} if args.smoke else {}
+    result = tune(args.arm, dict(args.set), args.seeds, size, args.cache or default_cache(), args.out)
+    for row in result["per_seed"]:
+        print(f"seed {row['seed']}: SFT marker rate {row['sft_marker_rate']:.3f}, sensitivity "
+              f"{row['sensitivity']:.2f} (+-{row['sensitivity_stderr']:.2f}), PPO hacked fraction at the end "
+              f"{row['hacked_fraction_final']:.3f}")  # fmt: skip
+    print("controls: " + ", ".join(f"{c} {'fires' if ok else 'fails'}" for c, ok in result["fires"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """The lab's exploit arms and their positive controls (experiments/lab/PROTOCOL.md section 2): the arm reaches the
 lab's world, the probe and the sensitivity measure what they claim, and the controls run end to end on a tiny lab."""
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -242,16 +243,18 @@ def test_score_rows_reads_the_hidden_state_and_latent_the_reward_model_computes(
 def test_parse_setting_reads_numbers_as_numbers_and_refuses_a_bare_word():
     assert parse_setting("shortcut_rate=0.9") == ("shortcut_rate", 0.9)
     assert parse_setting("arm=shortcut_a") == ("arm", "shortcut_a")
-    with pytest.raises(Exception, match="field=value"):
+    with pytest.raises(argparse.ArgumentTypeError, match="field=value"):
         parse_setting("shortcut_rate")
 
 
 def test_arm_tuning_judges_each_control_per_seed_on_the_changed_world(tmp_path, monkeypatch):
     # The controls and the PPO run are the arms study's own (arm_seed, run_grid: run end to end by the studies'
-    # smoke test); stand-ins record the world each is asked for and return planted measurements.
+    # smoke test); stand-ins record the world each is asked for and return planted measurements: each control holds
+    # on a different pattern of seeds, and PPO's fraction sits exactly on its threshold once.
     from experiments.lab import arm_tuning
 
-    measured = {3: (0.03, 2.0, 0.1, 0.6), 4: (0.01, 0.05, 0.1, 0.4)}  # rate, sensitivity, its stderr, hacked
+    low, high = BASE_RATE[0] / 2, HACKED_CONTROL
+    measured = {3: (BASE_RATE[0], 0.05, 0.1, high), 4: (low, 2.0, 0.1, 0.9), 5: (BASE_RATE[1], 1.0, 0.1, high - 0.01)}
     asked = {"controls": [], "runs": []}
 
     def arm_seed(config, betas, cache, folder):
@@ -269,13 +272,18 @@ def test_arm_tuning_judges_each_control_per_seed_on_the_changed_world(tmp_path, 
 
     monkeypatch.setattr(arm_tuning, "arm_seed", arm_seed)
     monkeypatch.setattr(arm_tuning, "run_grid", run_grid)
-    result = tune("shortcut_a", {"shortcut_rate": 0.9}, [3, 4], {}, str(tmp_path / "cache"), str(tmp_path / "out"))
+    out = str(tmp_path / "out")
+    result = tune("shortcut_a", {"shortcut_rate": 0.9}, [3, 4], {}, str(tmp_path / "cache"), out)
     assert json.loads((tmp_path / "out" / "controls.json").read_text()) == result
     # each seed's world: the arm's own settings with the changed field; controls without InfoRM, PPO alone
     assert asked["controls"] == [("shortcut_a", 0.9, 0.03, 3, ()), ("shortcut_a", 0.9, 0.03, 4, ())]
     assert asked["runs"] == [({"arm": "shortcut_a", "shortcut_rate": 0.9}, [s], ("PPO",)) for s in (3, 4)]
     holds = [row["holds"] for row in result["per_seed"]]
-    assert holds[0] == {"base_rate": True, "sensitivity": True, "ppo_hacks": True}
-    assert holds[1] == {"base_rate": False, "sensitivity": False, "ppo_hacks": False}  # 0.4 < HACKED_CONTROL
-    assert result["fires"] == {"base_rate": False, "sensitivity": False, "ppo_hacks": False}
-    assert BASE_RATE[0] <= 0.03 <= BASE_RATE[1] and 0.4 < HACKED_CONTROL <= 0.6  # the planted values' sides
+    assert holds[0] == {"base_rate": True, "sensitivity": False, "ppo_hacks": True}  # at the thresholds: inclusive
+    assert holds[1] == {"base_rate": False, "sensitivity": True, "ppo_hacks": True}
+    assert result["fires"] == {"base_rate": False, "sensitivity": False, "ppo_hacks": True}
+    # the rate's upper end is inside the control, a fraction just under PPO's threshold is not
+    fires = tune("shortcut_a", {"shortcut_rate": 0.9}, [5], {}, str(tmp_path / "cache"), out)["fires"]
+    assert fires == {"base_rate": True, "sensitivity": True, "ppo_hacks": False}
+    with pytest.raises(ValueError, match="cannot change"):
+        tune("shortcut_a", {"arm": "shortcut_b"}, [3], {}, str(tmp_path / "cache"), out)

@@ -12,10 +12,15 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from experiments.lab.arms_study import BASE_RATE, HACKED_CONTROL, arm_seed, arm_settings
-from experiments.lab.common import run_grid
+from experiments.lab.arms_study import arm_seed, arm_settings, ppo_hacks, reaches_marker, rewards_marker
+from experiments.lab.common import provenance, run_grid
+
+# Fields that name the run rather than the arm's world: the arm is the command's, the seed each of --seeds.
+NOT_SETTABLE = ("arm", "seed")
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -31,8 +36,8 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 def arm_controls_on_seed(arm: str, fields: dict[str, Any], seed: int, size: dict, cache: str, work: str) -> dict:
     """One seed's controls of ``arm`` with LabConfig ``fields`` over its usual settings: the measured values and
-    whether each control holds (base rate within BASE_RATE, sensitivity above two standard errors, PPO's final
-    hacked fraction >= HACKED_CONTROL)."""
+    whether each control holds, by the arms study's rules (:func:`~experiments.lab.arms_study.reaches_marker`,
+    :func:`~experiments.lab.arms_study.rewards_marker`, :func:`~experiments.lab.arms_study.ppo_hacks`)."""
     from inform_jax.lab.config import LabConfig
 
     settings = {**arm_settings(arm), **fields}
@@ -47,18 +52,22 @@ def arm_controls_on_seed(arm: str, fields: dict[str, Any], seed: int, size: dict
         "seed": seed, "sft_marker_rate": rate, "sensitivity": rm["sensitivity"],
         "sensitivity_stderr": rm["sensitivity_stderr"], "hacked_fraction_final": hacked,
         **{k: ppo[k] for k in ("gold_start", "gold_peak", "gold_final", "kl_final")},
-        "holds": {"base_rate": BASE_RATE[0] <= rate <= BASE_RATE[1],
-                  "sensitivity": rm["sensitivity"] > 2 * rm["sensitivity_stderr"],
-                  "ppo_hacks": hacked >= HACKED_CONTROL},
+        "holds": {"base_rate": reaches_marker(rate), "sensitivity": rewards_marker(rm), "ppo_hacks": ppo_hacks(hacked)},
     }  # fmt: skip
 
 
-def tune(arm: str, fields: dict[str, Any], seeds, size: dict, cache: str, out: str) -> dict:
+def tune(arm: str, fields: dict[str, Any], seeds: Sequence[int], size: dict, cache: str, out: str) -> dict:
     """Every seed's controls (:func:`arm_controls_on_seed`) and, per control, whether it fires (holds on every
     seed); written to ``out``/controls.json and returned."""
+    refused = sorted(set(fields) & set(NOT_SETTABLE))
+    if refused:
+        raise ValueError(f"--set cannot change {refused}: the arm is the command's argument, the seeds are --seeds")
+    start = time.perf_counter()
     per_seed = [arm_controls_on_seed(arm, fields, s, size, cache, out) for s in seeds]
     fires = {c: all(r["holds"][c] for r in per_seed) for c in per_seed[0]["holds"]}
-    result = {"arm": arm, "fields": fields, "seeds": list(seeds), "size": size, "per_seed": per_seed, "fires": fires}
+    result = {"arm": arm, "fields": fields, "seeds": list(seeds), "size": size, "per_seed": per_seed, "fires": fires,
+              "provenance": {**provenance(time.perf_counter() - start),
+                             "command": "python -m experiments.lab.arm_tuning " + " ".join(sys.argv[1:])}}  # fmt: skip
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "controls.json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -73,7 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
     parser.add_argument("--cache", help="the laboratory cache (default ~/.cache/inform-jax/lab)")
     parser.add_argument("--out", required=True, help="folder for the runs and controls.json")
-    parser.add_argument("--smoke", action="store_true", help="the test suite's sizes (the arms study's smoke)")
+    parser.add_argument("--smoke", action="store_true", help="the arms study's smoke sizes (every seed still runs)")
     args = parser.parse_args(argv)
     from experiments.lab.arms_study import SMOKE_SIZE
     from experiments.lab.common import SMOKE

@@ -102,7 +102,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         rate = rows["SFT samples"]["marker rate"]
         if arm != "nuisance":  # reachability is the shortcut arms' requirement; nuisance is a compression test
             claims.append(_control(f"{arm}: the SFT policy reaches the marker (a base rate of 2-5% in its samples)",
-                                   rate["values"], lambda v: BASE_RATE[0] <= v <= BASE_RATE[1],
+                                   rate["values"], reaches_marker,
                                    "marker rate"))  # fmt: skip
         if arm == "nuisance":
             claims.append(_control(f"nuisance: a linear probe finds the marker in InfoRM's latent at beta 0 (AUROC >= "
@@ -111,7 +111,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         else:
             claims.append(_control(f"{arm}: the standard RM rewards the marker (normalized sensitivity > 0, two "
                                    "standard errors)", [r["reward_models"]["Standard RM"] for r in per_seed.values()],
-                                   lambda e: e["sensitivity"] > 2 * e["sensitivity_stderr"], "sensitivity",
+                                   rewards_marker, "sensitivity",
                                    show=lambda e: e["sensitivity"]))  # fmt: skip
     runs = arm_runs(
         SMOKE_ARMS if smoke else RUN_ARMS, seeds, size, work, cache, SMOKE_METHODS if smoke else RUN_METHODS
@@ -140,6 +140,22 @@ def arm_runs(arms_, seeds, size: dict, work: str, cache: str | None, methods=RUN
     return {arm: grid[f"arm {arm}"] for arm in arms_}
 
 
+def reaches_marker(sft_marker_rate: float) -> bool:
+    """The reachability control on one seed: the SFT policy's marker rate within BASE_RATE (inclusive)."""
+    return BASE_RATE[0] <= sft_marker_rate <= BASE_RATE[1]
+
+
+def rewards_marker(reward_model_controls: dict) -> bool:
+    """The standard RM's control on one seed: its normalized sensitivity to one marker above two standard errors
+    (``reward_model_controls``: one reward model's entry of :func:`inform_jax.lab.arms.arm_controls`)."""
+    return reward_model_controls["sensitivity"] > 2 * reward_model_controls["sensitivity_stderr"]
+
+
+def ppo_hacks(hacked_fraction_final: float) -> bool:
+    """PPO's hacking control on one seed: the marker in at least HACKED_CONTROL of the held-out samples at the end."""
+    return hacked_fraction_final >= HACKED_CONTROL
+
+
 def _control(text: str, values, fires, what: str, show=lambda v: v) -> dict[str, str]:
     """A positive control over seeds: "fires" when it holds on every seed, "fails" otherwise."""
     held = [bool(fires(v)) for v in values]
@@ -152,7 +168,7 @@ def _ppo_hacks(text: str, per_seed: dict) -> dict[str, str]:
     """PPO's hacking control over seeds: its held-out hacked fraction at the end >= HACKED_CONTROL on every seed
     (``text`` opens the claim; the threshold closes it)."""
     hacked = [s["overoptimization"]["PPO"]["hacked_fraction_final"] for s in per_seed.values()]
-    return _control(f"{text} at the end >= {HACKED_CONTROL})", hacked, lambda v: v >= HACKED_CONTROL,
+    return _control(f"{text} at the end >= {HACKED_CONTROL})", hacked, ppo_hacks,
                     "hacked fraction")  # fmt: skip
 
 

@@ -80,7 +80,7 @@ def _rm_args(files, out, vocab):
     sets = [f"model.config.{k}={v}" for k, v in model.items()] + [
         "model.dtype=float32", f"data.train={world['prefs_train.jsonl']}", f"data.eval={world['prefs_test.jsonl']}",
         f"data.tokenizer={world['tokenizer']}", "data.max_length=48", "head.latent_dim=8", "train.batch_size=16",
-        "train.max_steps=32", "train.save_every=2", "train.log_every=1", "train.eval_every=8", "train.progress=false",
+        "train.max_steps=32", "train.save_every=4", "train.log_every=1", "train.eval_every=8", "train.progress=false",
         "optim.lr=1e-3", f"train.output_dir={out}",
     ]  # fmt: skip
     return ["train-rm", "--method", "inform", *[a for s in sets for a in ("--set", s)]]
@@ -121,17 +121,17 @@ def test_train_rm_on_two_processes_equals_two_devices_and_resumes_after_a_kill(f
     losses_two, losses_one = _train_lines(two), _train_lines(one)
     assert [s for s, _ in losses_two] == list(range(1, 33))  # one metrics line per step: process 0 writes
     np.testing.assert_allclose([v for _, v in losses_two], [v for _, v in losses_one], rtol=1e-5)
-    assert sorted(os.listdir(two / "checkpoints")) == ["30", "32"]  # global arrays only: every save succeeded
+    assert sorted(os.listdir(two / "checkpoints")) == ["28", "32"]  # global arrays only: every save succeeded
     for i in range(2):  # data.tokenize=auto: each process tokenized only its devices' rows (8 of 16 per step)
         assert "tokenized 256 of the 512 batch rows on this process" in (two.parent / f"two-{i}.log").read_text()
     assert "batch rows on this process" not in (tmp_path / "one-0.log").read_text()  # one process: upfront
 
-    # A preempted slice: both processes killed once checkpoint 4 is on disk (28 steps before the end, so a fast
-    # machine still kills mid-run), restarted on a fresh port.
+    # A preempted slice: both processes killed once checkpoint 8 is on disk (checkpoint 4 complete before it; 24
+    # steps before the end, so a fast machine still kills mid-run), restarted on a fresh port.
     procs = _start(_rm_args(files, killed, vocab), tmp_path, "killed", 2)
     deadline = time.time() + TIMEOUT
-    while not (killed / "checkpoints" / "4").exists():
-        assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 4 before exit"
+    while not (killed / "checkpoints" / "8").exists():
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 8 before exit"
         time.sleep(0.02)
     for proc in procs:
         proc.send_signal(signal.SIGKILL)
@@ -149,8 +149,8 @@ def test_sigterm_on_one_host_stops_both_at_one_step_and_a_corrupt_checkpoint_is_
     out = tmp_path / "preempted"
     procs = _start(_rm_args(files, out, files[2]), tmp_path, "preempted", 2)
     deadline = time.time() + TIMEOUT
-    while not (out / "checkpoints" / "4").exists():
-        assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 4 before exit"
+    while not (out / "checkpoints" / "8").exists():  # checkpoint 4 complete: one to fall back to
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 8 before exit"
         time.sleep(0.02)
     procs[1].send_signal(signal.SIGTERM)
     codes = [proc.wait(timeout=TIMEOUT) for proc in procs]

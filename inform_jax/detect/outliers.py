@@ -13,7 +13,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import chi2
 
 from inform_jax.detect.distances import check_points
 from inform_jax.losses.mahalanobis import COVARIANCES, fit_gaussian_reference, squared_mahalanobis
@@ -95,6 +94,8 @@ def mop(
             f"the {covariance} covariance of sft_latents (+ ridge={ridge}) is not positive definite in float32; "
             "use covariance='ledoit_wolf', a larger ridge, or more SFT samples than latent dims"
         )
+    from scipy.stats import chi2  # here, not at import: scipy.stats adds ~1 s to every PPO command's start
+
     sq = np.asarray(sq)
     threshold = float(chi2.ppf(1.0 - alpha, df=rlhf.shape[1]))
     outlier = sq > threshold

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def auroc(scores, labels) -> float:
@@ -31,6 +30,8 @@ def auroc(scores, labels) -> float:
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUROC needs both classes; got {n_pos} positive and {n_neg} negative labels")
+    from scipy.stats import rankdata  # here, not at import: scipy.stats adds ~1 s to every PPO command's start
+
     ranks = rankdata(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments.lab.arm_tuning import parse_setting, tune
-from experiments.lab.arms_study import BASE_RATE, HACKED_CONTROL
+from experiments.lab.arms_study import BASE_RATE, HACKED_CONTROL, arm_settings
 from inform_jax.detect.selection import auroc
 from inform_jax.lab.arms import (
     arm_controls,
@@ -273,11 +273,13 @@ def test_arm_tuning_judges_each_control_per_seed_on_the_changed_world(tmp_path, 
     monkeypatch.setattr(arm_tuning, "arm_seed", arm_seed)
     monkeypatch.setattr(arm_tuning, "run_grid", run_grid)
     out = str(tmp_path / "out")
-    result = tune("shortcut_a", {"shortcut_rate": 0.9}, [3, 4], {}, str(tmp_path / "cache"), out)
+    result = tune("shortcut_a", {"shortcut_rate": 0.7}, [3, 4], {}, str(tmp_path / "cache"), out)
     assert json.loads((tmp_path / "out" / "controls.json").read_text()) == result
     # each seed's world: the arm's own settings with the changed field; controls without InfoRM, PPO alone
-    assert asked["controls"] == [("shortcut_a", 0.9, 0.03, 3, ()), ("shortcut_a", 0.9, 0.03, 4, ())]
-    assert asked["runs"] == [({"arm": "shortcut_a", "shortcut_rate": 0.9}, [s], ("PPO",)) for s in (3, 4)]
+    world = {**arm_settings("shortcut_a"), "shortcut_rate": 0.7}
+    base = world.get("marker_base_rate", LabConfig().marker_base_rate)
+    assert asked["controls"] == [("shortcut_a", 0.7, base, 3, ()), ("shortcut_a", 0.7, base, 4, ())]
+    assert asked["runs"] == [(world, [s], ("PPO",)) for s in (3, 4)]
     holds = [row["holds"] for row in result["per_seed"]]
     assert holds[0] == {"base_rate": True, "sensitivity": False, "ppo_hacks": True}  # at the thresholds: inclusive
     assert holds[1] == {"base_rate": False, "sensitivity": True, "ppo_hacks": True}

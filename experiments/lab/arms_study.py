@@ -23,8 +23,13 @@ ARMS = ("nuisance", "shortcut_a", "shortcut_b")
 # Each arm's world settings beyond its name. The nuisance arm as redesigned before its second run (PROTOCOL.md
 # section 15): half the SFT demonstrations carry the marker, twice, so an SFT model that has seen one expects the
 # other and carries it to the end of a response; its pairs are unchanged (each side marked with probability 0.5,
-# one marker, independently of the label).
-ARM_SETTINGS = {"nuisance": dict(marker_base_rate=0.5, sft_marker_copies=2)}
+# one marker, independently of the label). Shortcut (a) in its second design (section 17, tuned on seeds 100-101 on its
+# controls only): the marker on the gold-preferred side with probability 0.9, in 6% of SFT demonstrations and on the
+# other side.
+ARM_SETTINGS = {
+    "nuisance": dict(marker_base_rate=0.5, sft_marker_copies=2),
+    "shortcut_a": dict(shortcut_rate=0.9, marker_base_rate=0.06),
+}
 BETAS = (0.0, 0.001, 0.01, 0.1)  # InfoRM's beta: 0 (the nuisance control: same head and latent size) and a log grid
 SMOKE_ARMS, SMOKE_BETAS = ("nuisance",), (0.0, 0.01)
 SMOKE_SIZE = dict(n_pairs=300, n_sft=200, sft_steps=30, rm_steps=20)  # an arm's own world: train it briefly

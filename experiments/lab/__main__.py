@@ -32,6 +32,7 @@ FROZEN_AT_DECOMPOSITION = "d95b939"  # section 12 (the prioritized RM), before i
 FROZEN_AT_ARM_METHODS = "fbe529e"  # section 13 (the other methods on shortcut (b)), before its runs
 FROZEN_AT_NO_EXPLOIT = "0461ca8"  # section 14 (the no-exploit arm), before its runs
 FROZEN_AT_NUISANCE = "21a3ed1"  # section 15 (the nuisance arm redesigned), before its runs
+FROZEN_AT_SHORTCUT_A_RATE = "d48e541"  # section 16 (shortcut (a)'s rate 0.9), before its tuning runs
 FROZEN_AT_SHORTCUT_A = "45f2e2c"  # section 17 (shortcut (a)'s second design), before its runs
 
 
@@ -46,8 +47,8 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              f"(the design choices), section 11 at {FROZEN_AT_ARMS} (InfoRM on shortcut (b)), section 12 at "
              f"{FROZEN_AT_DECOMPOSITION} (reward decomposition's prioritized RM) and section 13 at "
              f"{FROZEN_AT_ARM_METHODS} (the other methods on shortcut (b)), section 14 at {FROZEN_AT_NO_EXPLOIT} (the "
-             f"no-exploit arm), section 15 at {FROZEN_AT_NUISANCE} (the nuisance arm redesigned), section 17 at "
-             f"{FROZEN_AT_SHORTCUT_A} (shortcut (a)'s second design): the world with "
+             f"no-exploit arm), section 15 at {FROZEN_AT_NUISANCE} (the nuisance arm redesigned), sections 16 and 17 "
+             f"at {FROZEN_AT_SHORTCUT_A_RATE} and {FROZEN_AT_SHORTCUT_A} (shortcut (a)'s two designs): the world with "
              "headroom (a weak SFT policy, 4-layer models), held-out gold "
              "at matched KL, per-seed paired differences with Holm-corrected t-intervals against a minimum effect of "
              "0.05 gold (0 for the energy and CSI families, in their own units; half the paper's margin for Table 1's "

@@ -9,7 +9,6 @@ stale entry is never used. A folder chosen by the user (``JAX_COMPILATION_CACHE_
 
 from __future__ import annotations
 
-import gc
 import os
 
 import jax
@@ -48,17 +47,8 @@ def release_programs_near_map_limit(fraction: float = 0.5) -> bool:
     error: Cannot allocate memory" at the limit (65530 by default). Clearing only near it keeps the traces that
     runs with the same shapes share (:func:`inform_jax.train.ppo.trainer.shared_programs`); the persistent cache
     (:func:`use_compile_cache`) spares the recompiles after a clear."""
-    if _below(fraction):
-        return False
-    # A finished run's programs may only be waiting for the cycle collector; a full collection costs about a
-    # second in a lab process, so it runs only here, near the limit, and not after every run.
-    gc.collect()
-    if _below(fraction):
+    maps = memory_mappings()
+    if maps is not None and maps[0] < fraction * maps[1]:
         return False
     jax.clear_caches()
     return True
-
-
-def _below(fraction: float) -> bool:
-    maps = memory_mappings()
-    return maps is not None and maps[0] < fraction * maps[1]

@@ -98,6 +98,7 @@ def run_grid(
     it, runs with the same shapes share their traced programs (see
     :func:`inform_jax.compile_cache.release_programs_near_map_limit`)."""
     import dataclasses
+    import gc
 
     from inform_jax.compile_cache import release_programs_near_map_limit
     from inform_jax.lab.config import LabConfig, slug
@@ -125,6 +126,7 @@ def run_grid(
             else:
                 # the per-seed report's figures are not the study's (it draws its own over the seeds): left out
                 summary = run_demo(config, folder, cache_dir=cache, log=log, with_figures=False)["summary"]
+                gc.collect()
                 release_programs_near_map_limit()
             out[name][seed] = _series_only(summary)
     for name, seed, folder, config in others:

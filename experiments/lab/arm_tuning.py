@@ -3,11 +3,10 @@
 marker and PPO's held-out hacked fraction at the end, each judged as the arms study judges it. Nothing here reads a
 method other than standard-RM PPO, so a world chosen on it is chosen on baseline criteria only.
 
-    python -m experiments.lab.arm_tuning shortcut_a --set shortcut_rate=0.9 --seeds 100 101 --out /tmp/tune
+    python -m experiments.lab.arm_tuning shortcut_a --set marker_base_rate=0.03 --seeds 100 101 --out /tmp/tune
 
 The changed fields apply on top of the arm's own settings (``arms_study.ARM_SETTINGS``; shortcut (a): rate 0.9, SFT
-marker rate 0.06 since section 17), so the example above now changes nothing; the thirteenth stop's run is this
-command with ``--set marker_base_rate=0.03``.
+marker rate 0.06 since section 17), so the example is section 16's world (rate 0.9, SFT marker rate 0.03).
 """
 
 from __future__ import annotations

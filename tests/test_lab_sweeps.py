@@ -82,6 +82,20 @@ def test_sweep_extends_an_edge_choice_until_it_is_interior(monkeypatch):
     assert capped["chosen"] == {"actor_lr": 2e-4, "kl": 0.3} and capped["edge"] == ["actor_lr", "kl"]
 
 
+def test_every_table1_method_sweeps_a_grid_of_the_same_size():
+    """Equal tuning budgets (PROTOCOL.md sections 9 and 18): InfoRM and every rival of Table 1 sweep 4 settings,
+    each a known LabConfig field with a ladder to extend along."""
+    from inform_jax.lab.config import LabConfig
+
+    assert set(sweeps.SWEEP_GRIDS) >= {"InfoRM", *sweeps.TABLE1_RIVALS}
+    fields = set(LabConfig.__dataclass_fields__)
+    for method, grid in sweeps.SWEEP_GRIDS.items():
+        assert len(sweeps.grid_points(grid)) == 4, method
+        assert set(grid) <= fields, method
+        for field, values in grid.items():
+            assert sweeps.extend(field, max(values), up=True) > max(values), (method, field)
+
+
 def test_half_the_paper_margin_and_the_margin_measure():
     from inform_jax.lab.verdicts import MEASURES
 

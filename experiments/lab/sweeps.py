@@ -29,6 +29,9 @@ SWEEP_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "PPO w/ KL": {"actor_lr": (1e-4, 2e-4), "kl": (0.1, 0.3)},
     "EPPO": {"actor_lr": (1e-4, 2e-4), "eppo_penalty_ratio": (0.1, 0.3)},
     "InfoRM": {"actor_lr": (1e-4, 2e-4), "inform_beta": (0.01, 0.1)},
+    # no knob of their own in the lab's PPO (3 members, mean; WARM averages their weights): PPO's grid (section 18)
+    "Ensemble RM": {"actor_lr": (5e-5, 1e-4, 2e-4, 4e-4)},
+    "WARM": {"actor_lr": (5e-5, 1e-4, 2e-4, 4e-4)},
 }
 SMOKE_GRIDS = {"PPO": {"actor_lr": (1e-4, 2e-4)}, "InfoRM": {"actor_lr": (1e-4,), "inform_beta": (0.01,)}}
 EXTENSION_ROUNDS = 2
@@ -206,11 +209,11 @@ def tuned_summary(grid: dict, tuned_runs: dict[str, dict], margin: float) -> dic
 
 
 def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
-    """InfoRM paper Table 1 under the paired rule (PROTOCOL.md section 9): PPO, PPO w/ KL, EPPO and InfoRM swept on
-    the tuning seeds (equal grids, :func:`sweep`), each run at its choice on the evaluation ``seeds`` paired with
-    the shared grid; InfoRM against each rival in held-out gold at 1x matched KL and at the end, and its win minus
-    lose by the gold judge against half the paper's margin. Smoke: a 2-setting PPO grid and one InfoRM setting,
-    tuned on the first seed, one extension round."""
+    """InfoRM paper Table 1 under the paired rule (PROTOCOL.md sections 9 and 18): PPO, PPO w/ KL, EPPO, InfoRM,
+    Ensemble RM and WARM swept on the tuning seeds (equal grids, :func:`sweep`), each run at its choice on the
+    evaluation ``seeds`` paired with the shared grid; InfoRM against each rival in held-out gold at 1x matched KL
+    and at the end, and its win minus lose by the gold judge against half the paper's margin. Smoke: a 2-setting
+    PPO grid and one InfoRM setting, tuned on the first seed, one extension round."""
     from inform_jax.lab.config import LabConfig
 
     start = time.perf_counter()

@@ -34,6 +34,7 @@ FROZEN_AT_NO_EXPLOIT = "0461ca8"  # section 14 (the no-exploit arm), before its 
 FROZEN_AT_NUISANCE = "21a3ed1"  # section 15 (the nuisance arm redesigned), before its runs
 FROZEN_AT_SHORTCUT_A_RATE = "d48e541"  # section 16 (shortcut (a)'s rate 0.9), before its tuning runs
 FROZEN_AT_SHORTCUT_A = "45f2e2c"  # section 17 (shortcut (a)'s second design), before its runs
+FROZEN_AT_ENSEMBLE_SWEEP = "4c8216d"  # section 18 (the ensemble and WARM swept for Table 1), before its runs
 
 
 def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
@@ -48,7 +49,8 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              f"{FROZEN_AT_DECOMPOSITION} (reward decomposition's prioritized RM) and section 13 at "
              f"{FROZEN_AT_ARM_METHODS} (the other methods on shortcut (b)), section 14 at {FROZEN_AT_NO_EXPLOIT} (the "
              f"no-exploit arm), section 15 at {FROZEN_AT_NUISANCE} (the nuisance arm redesigned), sections 16 and 17 "
-             f"at {FROZEN_AT_SHORTCUT_A_RATE} and {FROZEN_AT_SHORTCUT_A} (shortcut (a)'s two designs): the world with "
+             f"at {FROZEN_AT_SHORTCUT_A_RATE} and {FROZEN_AT_SHORTCUT_A} (shortcut (a)'s two designs), section 18 at "
+             f"{FROZEN_AT_ENSEMBLE_SWEEP} (the ensemble and WARM swept for Table 1): the world with "
              "headroom (a weak SFT policy, 4-layer models), held-out gold "
              "at matched KL, per-seed paired differences with Holm-corrected t-intervals against a minimum effect of "
              "0.05 gold (0 for the energy and CSI families, in their own units; half the paper's margin for Table 1's "

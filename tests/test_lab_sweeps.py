@@ -88,12 +88,15 @@ def test_every_table1_method_sweeps_a_grid_of_the_same_size():
     from inform_jax.lab.config import LabConfig
 
     assert set(sweeps.SWEEP_GRIDS) >= {"InfoRM", *sweeps.TABLE1_RIVALS}
+    # section 18: the ensemble and WARM have no knob of their own in the lab's PPO, so they sweep PPO's grid
+    assert sweeps.SWEEP_GRIDS["Ensemble RM"] == sweeps.SWEEP_GRIDS["WARM"] == sweeps.SWEEP_GRIDS["PPO"]
     fields = set(LabConfig.__dataclass_fields__)
     for method, grid in sweeps.SWEEP_GRIDS.items():
         assert len(sweeps.grid_points(grid)) == 4, method
         assert set(grid) <= fields, method
-        for field, values in grid.items():
+        for field, values in grid.items():  # an edge choice extends either way along the field's own ladder
             assert sweeps.extend(field, max(values), up=True) > max(values), (method, field)
+            assert sweeps.extend(field, min(values), up=False) < min(values), (method, field)
 
 
 def test_half_the_paper_margin_and_the_margin_measure():

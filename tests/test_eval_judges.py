@@ -70,13 +70,16 @@ def chat_server(answer, limit=100):
                 k = len(requests)
             status, text, *extra = answer(body, k) if k <= limit else (400, "request limit reached")
             payload = text.encode()
-            self.send_response(status)
-            for name, value in (extra[0] if extra else {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up first (a timeout or deadline test): nobody is left to answer
 
         def log_message(self, *args):
             pass

@@ -1,5 +1,7 @@
 """k-means in jax against scikit-learn: blobs, overlapping data, empty clusters, input errors, jit caching."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,6 +120,7 @@ def test_more_clusters_than_distinct_points_stays_finite():
     res = kmeans(jax.random.key(0), x, 5)
     assert np.all(np.isfinite(np.asarray(res.centroids)))
     assert float(res.inertia) == pytest.approx(0.0, abs=1e-5)
-    with pytest.warns(ConvergenceWarning, match="distinct clusters"):  # scikit-learn says so; we stay finite
+    with warnings.catch_warnings():  # scikit-learn warns of the 3 distinct points; the reference is its inertia
+        warnings.simplefilter("ignore", ConvergenceWarning)
         sk = KMeans(5, n_init=4, random_state=0).fit(x)
     assert float(res.inertia) == pytest.approx(sk.inertia_, abs=1e-5)

@@ -23,15 +23,16 @@ from experiments.lab.grid_studies import FIG4_LABELS
 from experiments.lab.paired import MIN_EFFECT_GOLD, ZERO, gold_claims, gold_table, judged, paired_grid, with_runs
 
 TUNING_SEEDS = (100, 101, 102)
+PPO_LR_GRID = (5e-5, 1e-4, 2e-4, 4e-4)  # PPO's learning rates; the ensemble and WARM sweep the same (section 18)
 # method -> {LabConfig field: values}; every grid has 4 settings (the product of its axes)
 SWEEP_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
-    "PPO": {"actor_lr": (5e-5, 1e-4, 2e-4, 4e-4)},
+    "PPO": {"actor_lr": PPO_LR_GRID},
     "PPO w/ KL": {"actor_lr": (1e-4, 2e-4), "kl": (0.1, 0.3)},
     "EPPO": {"actor_lr": (1e-4, 2e-4), "eppo_penalty_ratio": (0.1, 0.3)},
     "InfoRM": {"actor_lr": (1e-4, 2e-4), "inform_beta": (0.01, 0.1)},
     # no knob of their own in the lab's PPO (3 members, mean; WARM averages their weights): PPO's grid (section 18)
-    "Ensemble RM": {"actor_lr": (5e-5, 1e-4, 2e-4, 4e-4)},
-    "WARM": {"actor_lr": (5e-5, 1e-4, 2e-4, 4e-4)},
+    "Ensemble RM": {"actor_lr": PPO_LR_GRID},
+    "WARM": {"actor_lr": PPO_LR_GRID},
 }
 SMOKE_GRIDS = {"PPO": {"actor_lr": (1e-4, 2e-4)}, "InfoRM": {"actor_lr": (1e-4,), "inform_beta": (0.01,)}}
 EXTENSION_ROUNDS = 2

@@ -110,6 +110,58 @@ def test_pooled_hidden_is_at_the_last_real_token(checkpoints):
         np.testing.assert_allclose(out.pooled_hidden, np.asarray(out.last_hidden_state)[np.arange(len(last)), last])
 
 
+def _pooled_and_param_grads(model, ids, mask, weights, **kwargs):
+    """The pooled hidden state [B, D] and the gradient of <pooled, weights> in every parameter."""
+
+    def objective(m):
+        pooled = m(ids, mask, compute_logits=False, **kwargs).pooled_hidden
+        return jnp.sum(pooled * weights), pooled
+
+    grads, pooled = nnx.grad(objective, has_aux=True)(model)
+    return pooled, {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(grads)}
+
+
+@pytest.mark.parametrize("variant", ["llama3-gqa", "qwen2-qkv-bias", "pythia-parallel-partial-rotary", "one-layer"])
+@pytest.mark.parametrize("layers", ["unscanned", "unrolled scan", "rolled scan"])
+def test_pooled_only_gives_the_full_forwards_pooled_state_and_gradients(checkpoints, variant, layers, monkeypatch):
+    """pooled_only (what a reward model runs: the last block at the pooled token alone) against the full forward,
+    on left, right and no padding, sliding windows (qwen2's last layer), grouped-query and parallel-residual
+    blocks, a one-layer model, and an explicit pool_index at a random real token of each row. A rolled layer
+    scan (accelerators) runs every block in full and keeps the pooled token's outputs."""
+    from inform_jax.models import decoder
+
+    scan_layers = layers != "unscanned"
+    if layers == "rolled scan":
+        monkeypatch.setattr(decoder, "CPU_UNROLL_MAX_LAYERS", 0)
+    if variant == "one-layer":
+        config = DecoderConfig(vocab_size=101, hidden_size=32, intermediate_size=48, num_layers=1, num_heads=4,
+                               num_kv_heads=2, scan_layers=scan_layers, initializer_range=0.2)  # fmt: skip
+        model = CausalLM(config, rngs=nnx.Rngs(7), lm_head=False)
+    else:
+        model = from_pretrained(str(checkpoints[variant][0]), scan_layers=scan_layers)
+    assert decoder.splits_last_block(model.config) == (layers != "rolled scan")
+    rng = np.random.default_rng(hash((variant, layers)) % 2**32)
+    width = model.config.hidden_size
+    for padding in ("left", "right", "none"):
+        ids, mask = random_batch(rng, padding=padding)
+        ids = np.minimum(ids, model.config.vocab_size - 1)
+        weights = jnp.asarray(rng.normal(size=(len(ids), width)), jnp.float32)
+        full, full_grads = _pooled_and_param_grads(model, ids, mask, weights)
+        pooled, pooled_grads = _pooled_and_param_grads(model, ids, mask, weights, pooled_only=True)
+        assert rel_err(pooled, full) < 1e-5, padding
+        assert full_grads.keys() == pooled_grads.keys()
+        for name, grad in full_grads.items():  # the LM head's is 0 in both (the pooled state does not read it)
+            assert rel_err(pooled_grads[name], grad) < 1e-4 if grad.any() else not pooled_grads[name].any(), name
+        out = model(ids, mask, compute_logits=False, pooled_only=True)
+        assert out.last_hidden_state.shape == (len(ids), 1, width) and out.residual_l1 is None
+        index = np.array([rng.choice(np.nonzero(row)[0]) for row in mask], np.int32)
+        at_index = model(ids, mask, compute_logits=False, pooled_only=True, pool_index=jnp.asarray(index))
+        every = model(ids, mask, compute_logits=False).last_hidden_state
+        assert rel_err(at_index.pooled_hidden, np.asarray(every)[np.arange(len(ids)), index]) < 1e-5, padding
+    with pytest.raises(ValueError, match="pooled_only"):
+        model(ids, mask, pooled_only=True, output_hidden_states=True)
+
+
 @pytest.mark.parametrize("variant", ["llama3-gqa", "mistral-sliding-window", "pythia-parallel-partial-rotary"])
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_save_pretrained_round_trips_through_transformers(tmp_path, variant, scan_layers):

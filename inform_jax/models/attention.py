@@ -149,6 +149,21 @@ def head_major_attention(q, k, v, mask, *, keys_transposed: bool = False):
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
 
 
+def query_row_mask(mask: SelfAttentionMask, index: jax.Array) -> jax.Array:
+    """The row of `mask.dense()` for one query per row: index [B] int -> [B, 1, 1, T] bool (causal, padding,
+    window), without building the [T, T] square."""
+    keys = jnp.arange(mask.key_valid.shape[1])
+    causal = keys[None, :] <= index[:, None]
+    distance = jnp.take_along_axis(mask.positions, index[:, None], axis=1) - mask.positions
+    in_window = jnp.where(mask.window > 0, distance < mask.window, True)
+    return (causal & mask.key_valid & in_window)[:, None, None, :]
+
+
+def take_positions(x: jax.Array, index: jax.Array) -> jax.Array:
+    """Each row's entry at one position: x [B, T, ...], index [B] int -> [B, 1, ...]."""
+    return jnp.take_along_axis(x, index.reshape(-1, *([1] * (x.ndim - 1))), axis=1)
+
+
 class Attention(nnx.Module):
     """Multi-head attention with separate q/k/v projections (GPT-NeoX's fused qkv is split on load)."""
 
@@ -204,3 +219,20 @@ class Attention(nnx.Module):
             out = dot_product_attention(q, k, v, mask, impl="jax" if self.impl == "jax" else "einsum")
         out = self.o(out.reshape(b, t, self.num_heads * self.head_dim))
         return out if kv is None else (out, (k_cache, v_cache))
+
+    def at_positions(self, x, cos, sin, mask: SelfAttentionMask, index):
+        """The output of `__call__` at one query position per row, computing no other query's output.
+
+        x: [B, T, D] (every position gives keys and values); cos, sin: [B, T, R]; index: [B] int -> [B, 1, D].
+        Where only one position's output is read (a reward model's last block), this spares the query and
+        output projections and the attention of every other position. Runs the float32 einsum: one query
+        per row leaves a fused kernel nothing to fuse.
+        """
+        b, t, _ = x.shape
+        q = self.q(take_positions(x, index)).reshape(b, 1, self.num_heads, self.head_dim)
+        k = self.k(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        q = apply_rope(q, take_positions(cos, index), take_positions(sin, index))
+        k = apply_rope(k, cos, sin)
+        out = head_major_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), query_row_mask(mask, index))
+        return self.o(out.reshape(b, 1, self.num_heads * self.head_dim))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inform_jax.models.attention import Attention, SelfAttentionMask, make_cache_attention_mask
+from inform_jax.models.attention import Attention, SelfAttentionMask, make_cache_attention_mask, take_positions
 from inform_jax.models.attention_backends import current_platform
 from inform_jax.models.config import DecoderConfig
 from inform_jax.models.layers import Embed, Linear, activation, make_norm
@@ -55,6 +55,9 @@ class DecoderOutput(NamedTuple):
     hidden_states: with `output_hidden_states=True`, a tuple of L + 1 arrays [B, T, D] with exactly the
         meaning of transformers' `output_hidden_states=True` (the last one after the final norm); else None.
     cache: the updated KVCache when the call was given one, else None.
+
+    With `pooled_only=True`, `last_hidden_state`, `final_block_output`, `final_mlp_input` and `final_mlp_output`
+    are [B, 1, D] at the pooled token (logits [B, 1, V]) and `residual_l1` is None.
     """
 
     logits: jax.Array | None
@@ -113,14 +116,25 @@ class Block(nnx.Module):
         attn_out = self.attn(self.attn_norm(x), cos, sin, mask, kv, index, layer)
         if kv is not None:
             attn_out, kv = attn_out
+        return (*self._residual(x, attn_out), kv)
+
+    def at_positions(self, x, cos, sin, mask: SelfAttentionMask, index):
+        """`__call__`'s outputs at one position per row, without a KV cache: x [B, T, D], index [B] int ->
+        (output, mlp input, mlp output), each [B, 1, D]. Every position still gives the attention its keys and
+        values; the queries, the attention output and the MLP run at `index` only."""
+        attn_out = self.attn.at_positions(self.attn_norm(x), cos, sin, mask, index)
+        return self._residual(take_positions(x, index), attn_out)
+
+    def _residual(self, x, attn_out):
+        """The block's output from its input and attention output, [B, T, D] each: (output, mlp in, mlp out)."""
         if self.parallel_residual:
             mlp_in = self.mlp_norm(x)
             mlp_out = self.mlp(mlp_in)
-            return x + attn_out + mlp_out, mlp_in, mlp_out, kv
+            return x + attn_out + mlp_out, mlp_in, mlp_out
         h = x + attn_out
         mlp_in = self.mlp_norm(h)
         mlp_out = self.mlp(mlp_in)
-        return h + mlp_out, mlp_in, mlp_out, kv
+        return h + mlp_out, mlp_in, mlp_out
 
 
 def _remat(fn, remat):
@@ -209,16 +223,27 @@ class CausalLM(nnx.Module):
         cache: KVCache | None = None,
         output_hidden_states: bool = False,
         compute_logits: bool = True,
+        pooled_only: bool = False,
+        pool_index: jax.Array | None = None,
     ) -> DecoderOutput:
         """input_ids: [B, T] int; attention_mask: [B, T] (1 = token, 0 = pad; left or right padding).
 
         With `cache`, the T tokens are appended at slots [cache.index, cache.index + T) and attend to every
         earlier valid slot (prefill, then one token per decode step); the output carries the updated cache.
+
+        pooled_only: only the pooled token's final hidden state is wanted (a reward model): where
+        `splits_last_block` allows, the last block runs its queries, attention output and MLP at that token alone
+        (every position still gives it keys and values), which spares nearly all of that block's work; see
+        `DecoderOutput` for the outputs' shapes.
+        pool_index: [B] int, the token to pool (default: each row's last non-pad token).
         """
         c = self.config
+        if pooled_only and (cache is not None or output_hidden_states):
+            raise ValueError("pooled_only runs without a KV cache and without output_hidden_states")
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
         attention_mask = attention_mask.astype(jnp.int32)
+        pool = last_token_index(attention_mask) if pool_index is None else jnp.asarray(pool_index, jnp.int32)
         if cache is None:
             if positions is None:
                 positions = positions_from_mask(attention_mask)
@@ -247,12 +272,20 @@ class CausalLM(nnx.Module):
             out, mlp_in, mlp_out, kv = block(carry[0], cos, sin, mask_for(window), kv, index, layer)
             return (constrain_batch(out), mlp_in, mlp_out), kv
 
+        def run_pooled_block(graphdef, state, hidden):
+            return nnx.merge(graphdef, state).at_positions(hidden, cos, sin, mask_for(windows[-1]), pool)
+
         zeros = jnp.zeros_like(x)
         carry = (x, zeros, zeros)
+        # With pooled_only the last block runs apart (at the pooled token), after the others, where that pays.
+        split_last = pooled_only and splits_last_block(c)
+        full_layers = c.num_layers - 1 if split_last else c.num_layers
         # Scanned layers thread the stacked cache through the scan; each layer writes its entry in place.
         new_kv = None if cache is None else (cache.k, cache.v)
         if c.scan_layers:
             graphdef, state = nnx.split(self.layers)
+            if split_last:
+                state, last_state = jax.tree.map(lambda a: a[:-1], state), jax.tree.map(lambda a: a[-1], state)
 
             def body(carry, layer):
                 hidden, kv = carry
@@ -260,17 +293,23 @@ class CausalLM(nnx.Module):
                 hidden, kv = run_block(graphdef, layer_state, hidden, window, kv, i)
                 return (hidden, kv), (hidden[0] if output_hidden_states else None, _l1(hidden[0]))
 
-            layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
+            layer_ids = jnp.arange(full_layers, dtype=jnp.int32)
+            unroll = max(1, min(layer_unroll(c, cache), full_layers))
             (carry, new_kv), (outputs, l1s) = jax.lax.scan(
-                _remat(body, c.remat), (carry, new_kv), (state, windows, layer_ids), unroll=layer_unroll(c, cache)
+                _remat(body, c.remat), (carry, new_kv), (state, windows[:full_layers], layer_ids), unroll=unroll
             )
             per_layer_outputs = list(outputs) if output_hidden_states else None
             residual_l1 = jnp.concatenate([_l1(x)[None], l1s], axis=0)
+            if split_last:
+                carry = _remat(functools.partial(run_pooled_block, graphdef), c.remat)(last_state, carry[0])
         else:
             per_layer_outputs, l1s = [], [_l1(x)]
             ks, vs = [], []
             for i, block in enumerate(self.layers):
                 graphdef, state = nnx.split(block)
+                if i == full_layers:  # split_last: the last block
+                    carry = _remat(functools.partial(run_pooled_block, graphdef), c.remat)(state, carry[0])
+                    break
                 step = _remat(functools.partial(run_block, graphdef), c.remat)
                 kv = None if cache is None else (cache.k[i], cache.v[i])
                 carry, kv = step(state, carry, windows[i], kv, None)
@@ -284,6 +323,8 @@ class CausalLM(nnx.Module):
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=new_kv[0], v=new_kv[1], mask=cache_mask, index=cache.index + input_ids.shape[1])
+        if pooled_only and not split_last:  # every block ran in full: keep the pooled token's outputs
+            carry = tuple(take_positions(a, pool) for a in carry)
         block_out, mlp_in, mlp_out = carry
         final = self.final_norm(block_out)
         hidden_states = None
@@ -292,13 +333,14 @@ class CausalLM(nnx.Module):
         logits = None
         if compute_logits:
             logits = self.logits(final)
-        last = last_token_index(attention_mask)
-        pooled = jnp.take_along_axis(final, last[:, None, None], axis=1)[:, 0]
+        pooled = final[:, 0] if pooled_only else take_positions(final, pool)[:, 0]
+        if pooled_only:
+            residual_l1 = None  # the last block's L1 norms exist at the pooled token only
         return DecoderOutput(
             logits=logits,
             last_hidden_state=final,
             pooled_hidden=pooled,
-            last_token_index=last,
+            last_token_index=pool,
             final_block_output=block_out,
             final_mlp_input=mlp_in,
             final_mlp_output=mlp_out,
@@ -306,6 +348,17 @@ class CausalLM(nnx.Module):
             hidden_states=hidden_states,
             cache=new_cache,
         )
+
+
+def splits_last_block(config: DecoderConfig) -> bool:
+    """Whether `CausalLM(..., pooled_only=True)` runs the last block at the pooled token alone: with unstacked
+    layers, or a layer scan that runs unrolled (`scan_runs_unrolled`: the CPU, up to `CPU_UNROLL_MAX_LAYERS`).
+
+    Why not a rolled scan: the stacked weights would be split in two ([:-1] scanned, [-1] apart), and the backward
+    pass joins the two gradients into a new stack: the Llama-3-8B InfoRM step planned for v4:2x2x2 (splash,
+    grad_accum 4) needed 20.89 instead of 19.23 GiB of temporaries a chip, for a saving of 1/32 of its work. On the
+    CPU's unrolled 4 x 512 Llama the RM train step took 1.40 instead of 1.72 s (docs/performance.md)."""
+    return not config.scan_layers or scan_runs_unrolled(config, None)
 
 
 # Up to this many layers, a forward pass without a cache on the CPU runs the layer scan unrolled.
@@ -321,9 +374,12 @@ def layer_unroll(config: DecoderConfig, cache) -> int:
     (2 cores, medians of 5). On accelerators the loop costs little and a rolled scan compiles in a fraction of the
     time; decoding (with a cache) keeps the rolled scan, as measured there.
     """
-    if cache is None and current_platform() == "cpu" and config.num_layers <= CPU_UNROLL_MAX_LAYERS:
-        return config.num_layers
-    return 1
+    return config.num_layers if scan_runs_unrolled(config, cache) else 1
+
+
+def scan_runs_unrolled(config: DecoderConfig, cache) -> bool:
+    """A forward pass without a KV cache on the CPU, up to `CPU_UNROLL_MAX_LAYERS` layers (see `layer_unroll`)."""
+    return cache is None and current_platform() == "cpu" and config.num_layers <= CPU_UNROLL_MAX_LAYERS
 
 
 def _l1(x: jax.Array) -> jax.Array:

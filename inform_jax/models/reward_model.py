@@ -86,13 +86,19 @@ class RewardModel(nnx.Module):
         return cls(CausalLM(config, rngs=rngs, lm_head=False), head_config, rngs=rngs)
 
     def __call__(self, input_ids, attention_mask, *, key=None, output_hidden_states: bool = False) -> RewardOutput:
-        """input_ids, attention_mask: [B, T]; key: PRNG key to sample InfoRM's latent (training only)."""
-        out = self.backbone(input_ids, attention_mask, compute_logits=False, output_hidden_states=output_hidden_states)
-        pooled = out.pooled_hidden
+        """input_ids, attention_mask: [B, T]; key: PRNG key to sample InfoRM's latent (training only).
+
+        Only the reward token's hidden state is read, so the backbone's last block runs at that token alone
+        (`CausalLM`'s `pooled_only`; `backbone` then holds that token's outputs, see `DecoderOutput`), unless
+        `output_hidden_states` asks for every position's."""
+        index = None
         if self.read_pad_id is not None:  # transformers' rule: the last position whose id is not the pad id
-            real = (input_ids != self.read_pad_id) & attention_mask.astype(bool)
-            pooled = jnp.take_along_axis(out.last_hidden_state, last_token_index(real)[:, None, None], axis=1)[:, 0]
-        head = self.head(pooled, key=key)
+            index = last_token_index((input_ids != self.read_pad_id) & attention_mask.astype(bool))
+        out = self.backbone(
+            input_ids, attention_mask, compute_logits=False, output_hidden_states=output_hidden_states,
+            pooled_only=not output_hidden_states, pool_index=index,
+        )  # fmt: skip
+        head = self.head(out.pooled_hidden, key=key)
         return RewardOutput(reward=head.reward, head=head, backbone=out)
 
 

@@ -12,6 +12,7 @@ from flax import nnx
 from hf_models import VARIANTS, make_hf_checkpoint, random_batch, rel_err, torch_forward
 
 from inform_jax.models import CausalLM, DecoderConfig, from_pretrained, save_pretrained
+from inform_jax.models.decoder import response_logits
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +161,33 @@ def test_pooled_only_gives_the_full_forwards_pooled_state_and_gradients(checkpoi
         assert rel_err(at_index.pooled_hidden, np.asarray(every)[np.arange(len(ids)), index]) < 1e-5, padding
     with pytest.raises(ValueError, match="pooled_only"):
         model(ids, mask, pooled_only=True, output_hidden_states=True)
+
+
+@pytest.mark.parametrize("variant", ["llama3-gqa", "llama2-tied-bias-linear-rope"])
+def test_response_logits_are_the_full_logits_response_window(checkpoints, variant):
+    """PPO's and the exact KL's logits: the LM head at the N positions that predict the response (untied and tied
+    heads), against the full forward's logits sliced there, on left-padded prompts; and the gradient of a loss on
+    them."""
+    model = from_pretrained(str(checkpoints[variant][0]))
+    rng = np.random.default_rng(11)
+    ids, mask = random_batch(rng, padding="left", length=12)
+    prompt_len = 7
+    mask[:, prompt_len:] = rng.integers(0, 2, size=(len(ids), 12 - prompt_len)).cumprod(axis=1)  # responses end
+    weights = jnp.asarray(rng.normal(size=(len(ids), 12 - prompt_len, model.config.vocab_size)), jnp.float32)
+
+    def objective(m, sliced):
+        if sliced:
+            logits = response_logits(m, ids, mask, prompt_len)[1]
+        else:
+            logits = m(ids, mask).logits[:, prompt_len - 1 : -1]
+        return jnp.sum(logits * weights), logits
+
+    (_, ours), grads = nnx.value_and_grad(objective, has_aux=True)(model, True)
+    (_, full), full_grads = nnx.value_and_grad(objective, has_aux=True)(model, False)
+    assert ours.shape == full.shape == (len(ids), 12 - prompt_len, model.config.vocab_size)
+    assert rel_err(ours, full) < 1e-6
+    for (name, g), (_, f) in zip(nnx.to_flat_state(grads), nnx.to_flat_state(full_grads), strict=True):
+        assert rel_err(g[...], f[...]) < 1e-5, name
 
 
 @pytest.mark.parametrize("variant", ["llama3-gqa", "mistral-sliding-window", "pythia-parallel-partial-rotary"])

@@ -18,16 +18,16 @@ from flax import nnx
 
 from inform_jax.losses import exact_kl
 from inform_jax.models import CausalLM
+from inform_jax.models.decoder import response_logits
 
 
 @functools.partial(jax.jit, static_argnames=("policy_graph", "sft_graph", "prompt_len"))
 def _sequence_kl(policy_graph, policy_params, sft_graph, sft_params, sequences, sequence_mask, prompt_len):
     """Exact KL(policy || SFT) [B] summed over the response tokens of sequences [B, P + N]."""
-    policy_logits = nnx.merge(policy_graph, policy_params)(sequences, sequence_mask).logits
-    sft_logits = nnx.merge(sft_graph, sft_params)(sequences, sequence_mask).logits
     # logits at t - 1 predict token t: the response's distributions sit at positions P - 1 .. P + N - 2
-    window = slice(prompt_len - 1, -1)
-    return exact_kl(policy_logits[:, window], sft_logits[:, window], sequence_mask[:, prompt_len:])
+    _, policy_logits = response_logits(nnx.merge(policy_graph, policy_params), sequences, sequence_mask, prompt_len)
+    _, sft_logits = response_logits(nnx.merge(sft_graph, sft_params), sequences, sequence_mask, prompt_len)
+    return exact_kl(policy_logits, sft_logits, sequence_mask[:, prompt_len:])
 
 
 class HeldOutEvaluator:

@@ -145,6 +145,18 @@ def _remat(fn, remat):
     return jax.checkpoint(fn)
 
 
+def response_logits(model: CausalLM, sequences: jax.Array, sequence_mask: jax.Array, prompt_len: int):
+    """The forward pass over prompt + response sequences and the logits that predict the response tokens.
+
+    sequences, sequence_mask: [B, P + N] with the prompts in the first P = `prompt_len` columns -> (the
+    `DecoderOutput` without logits, logits [B, N, V] at positions P - 1 .. P + N - 2: position t - 1 predicts
+    token t). The LM head runs at those N positions only: XLA does not push the slice through the head's matmul,
+    so slicing full-length logits paid for [B, P + N, V] logits in the forward and backward passes (half of the
+    head's work at P = N; the head is most of a small model's matmuls at a large vocabulary)."""
+    out = model(sequences, sequence_mask, compute_logits=False)
+    return out, model.logits(out.last_hidden_state[:, prompt_len - 1 : -1])
+
+
 def last_token_index(attention_mask: jax.Array) -> jax.Array:
     """Index of the last non-pad token of each row. attention_mask: [B, T] -> [B] int32 (left or right pad)."""
     t = attention_mask.shape[1]

@@ -52,6 +52,7 @@ from inform_jax.losses import (
     value_loss,
 )
 from inform_jax.models import CausalLM, make_mesh, shard_module
+from inform_jax.models.decoder import response_logits
 from inform_jax.models.layers import Linear
 from inform_jax.models.reward_model import EnsembleRewardModel, normalize_scores
 from inform_jax.models.sampler import generate
@@ -197,8 +198,8 @@ class Scored(NamedTuple):
 
 
 def _response_logprobs(logits, sequences, prompt_len):
-    """Log-probs of the response tokens: logits at t - 1 predict token t. -> [B, N]."""
-    logprobs = jax.nn.log_softmax(logits[:, prompt_len - 1 : -1].astype(jnp.float32), axis=-1)
+    """Log-probs of the response tokens [B, N] from the logits that predict them ([B, N, V], `response_logits`)."""
+    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return jnp.take_along_axis(logprobs, sequences[:, prompt_len:, None], axis=-1)[..., 0]
 
 
@@ -227,10 +228,11 @@ def make_ppo_update(config: PPOConfig, actor_graph, critic_graph, actor_tx, crit
 
         def loss_fn(params):
             actor_params, critic_params = params
-            out = nnx.merge(actor_graph, actor_params)(batch.sequences, batch.sequence_mask)
-            logprobs = _response_logprobs(out.logits, batch.sequences, prompt_len)
+            actor = nnx.merge(actor_graph, actor_params)
+            _, logits = response_logits(actor, batch.sequences, batch.sequence_mask, prompt_len)
+            logprobs = _response_logprobs(logits, batch.sequences, prompt_len)
             pg, aux = policy_loss(logprobs, batch.old_logprobs, batch.advantages, mask, p.clip)
-            ent = entropy(out.logits[:, prompt_len - 1 : -1], mask)
+            ent = entropy(logits, mask)
             values = nnx.merge(critic_graph, critic_params)(batch.sequences, batch.sequence_mask)
             vf = value_loss(values[:, prompt_len - 1 : -1], batch.old_values, batch.returns, mask, p.value_clip)
             return pg - p.entropy_coef * ent + vf, {"policy_loss": pg, "value_loss": vf, "entropy": ent, **aux}
@@ -347,16 +349,17 @@ class PPOPrograms:
         p_len = self.prompt_width(sequences)
         energy_mask = self.energy_mask(sequences, sequence_mask)
         width = self.hidden_size
-        actor_out = nnx.merge(self.actor_graph, actor_params)(sequences, sequence_mask)
-        ref_out = nnx.merge(self.ref_graph, ref_params)(sequences, sequence_mask)
+        actor, ref = nnx.merge(self.actor_graph, actor_params), nnx.merge(self.ref_graph, ref_params)
+        actor_out, actor_logits = response_logits(actor, sequences, sequence_mask, p_len)
+        ref_out, ref_logits = response_logits(ref, sequences, sequence_mask, p_len)
         values = nnx.merge(self.critic_graph, critic_params)(sequences, sequence_mask)[:, p_len - 1 : -1]
         score, features = self.proxy_score(reward_params, sequences, sequence_mask, norm=reward_norm)
         # The teacher-forced dE_SFT comes from the reference forward already run for the KL's log-probs; read only
         # when EPPO is on, so that eta 0 compiles the very program plain PPO does.
         teacher_forced = e.eta != 0 and e.reference == "teacher_forced"
         return Scored(
-            logprobs=_response_logprobs(actor_out.logits, sequences, p_len),
-            ref_logprobs=_response_logprobs(ref_out.logits, sequences, p_len),
+            logprobs=_response_logprobs(actor_logits, sequences, p_len),
+            ref_logprobs=_response_logprobs(ref_logits, sequences, p_len),
             values=values,
             score=score.astype(jnp.float32),
             energy=energy_from_output(actor_out, energy_mask, site=e.site, normalize=e.normalize),

@@ -41,6 +41,24 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_programs_near_the_map_limit():
+    """After each test module, clear JAX's in-memory caches if this worker holds more than half of the kernel's
+    memory-mapping limit (vm.max_map_count, 65530 by default): every compiled program stays mapped while its
+    function is cached, and a worker compiles thousands over the suite; at the limit XLA aborts the process (seen
+    as "Fatal Python error: Aborted" while serializing a program for the persistent cache). The persistent cache
+    spares most recompiles after a clear. With INFORM_JAX_MAPS_LOG=PATH each worker appends its mappings before and
+    after, and whether it cleared, to PATH-<worker>."""
+    yield
+    from inform_jax.compile_cache import memory_mappings, release_programs_near_map_limit
+
+    before = memory_mappings()
+    cleared = release_programs_near_map_limit(0.5)
+    if os.environ.get("INFORM_JAX_MAPS_LOG"):
+        with open(os.environ["INFORM_JAX_MAPS_LOG"] + "-" + os.environ.get("PYTEST_XDIST_WORKER", "main"), "a") as f:
+            f.write(f"{before} {memory_mappings()} {cleared}\n")
+
+
 @pytest.fixture(scope="session")
 def lab_cache(tmp_path_factory):
     """One laboratory cache (world, SFT policy, reward models) shared by the demo and notebook tests."""

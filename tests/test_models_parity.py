@@ -122,8 +122,11 @@ def _pooled_and_param_grads(model, ids, mask, weights, **kwargs):
     return pooled, {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(grads)}
 
 
-@pytest.mark.parametrize("variant", ["llama3-gqa", "qwen2-qkv-bias", "pythia-parallel-partial-rotary", "one-layer"])
-@pytest.mark.parametrize("layers", ["unscanned", "unrolled scan", "rolled scan"])
+@pytest.mark.parametrize(
+    "variant,layers",
+    [("llama3-gqa", "unrolled scan"), ("llama3-gqa", "rolled scan"), ("qwen2-qkv-bias", "unscanned"),
+     ("pythia-parallel-partial-rotary", "unrolled scan"), ("one-layer", "unrolled scan")],
+)  # fmt: skip
 def test_pooled_only_gives_the_full_forwards_pooled_state_and_gradients(checkpoints, variant, layers, monkeypatch):
     """pooled_only (what a reward model runs: the last block at the pooled token alone) against the full forward,
     on left, right and no padding, sliding windows (qwen2's last layer), grouped-query and parallel-residual

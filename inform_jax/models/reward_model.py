@@ -88,9 +88,9 @@ class RewardModel(nnx.Module):
     def __call__(self, input_ids, attention_mask, *, key=None, output_hidden_states: bool = False) -> RewardOutput:
         """input_ids, attention_mask: [B, T]; key: PRNG key to sample InfoRM's latent (training only).
 
-        Only the reward token's hidden state is read, so the backbone's last block runs at that token alone
-        (`CausalLM`'s `pooled_only`; `backbone` then holds that token's outputs, see `DecoderOutput`), unless
-        `output_hidden_states` asks for every position's."""
+        Only the reward token's hidden state is read, so the backbone runs with `pooled_only` (its last block at
+        that token alone where `decoder.splits_last_block` allows; `backbone` then holds that token's outputs, see
+        `DecoderOutput`), unless `output_hidden_states` asks for every position's."""
         index = None
         if self.read_pad_id is not None:  # transformers' rule: the last position whose id is not the pad id
             index = last_token_index((input_ids != self.read_pad_id) & attention_mask.astype(bool))

@@ -37,18 +37,22 @@ class SelfAttentionMask(NamedTuple):
         return make_attention_mask(self.positions, self.key_valid, self.window)
 
 
-def make_attention_mask(positions: jnp.ndarray, key_valid: jnp.ndarray, window) -> jnp.ndarray:
+def make_attention_mask(positions: jnp.ndarray, key_valid: jnp.ndarray, window, query_index=None) -> jnp.ndarray:
     """Which keys each query may see: causal, non-pad keys, and within `window` when window > 0.
 
     positions: [B, T] int (token positions; pads may hold anything); key_valid: [B, T] bool;
-    window: int or traced int scalar (0 = unlimited). Returns [B, 1, T, T] bool (query, key).
+    window: int or traced int scalar (0 = unlimited); query_index: None (every position queries) or [B] int (one
+    query per row, without building the [T, T] square). Returns [B, 1, Q, T] bool (query, key), Q = T or 1.
     Causality uses array indices, so it holds for left and right padding alike.
     """
-    t = positions.shape[1]
-    idx = jnp.arange(t)
-    causal = idx[:, None] >= idx[None, :]
-    allowed = causal[None] & key_valid[:, None, :]
-    distance = positions[:, :, None] - positions[:, None, :]
+    keys = jnp.arange(positions.shape[1])
+    if query_index is None:
+        queries, query_positions = keys[None, :], positions  # [1, T], [B, T]
+    else:
+        queries, query_positions = query_index[:, None], take_positions(positions, query_index)  # [B, 1] each
+    causal = queries[:, :, None] >= keys[None, None, :]
+    allowed = causal & key_valid[:, None, :]
+    distance = query_positions[:, :, None] - positions[:, None, :]
     in_window = jnp.where(window > 0, distance < window, True)
     return (allowed & in_window)[:, None]
 
@@ -149,16 +153,6 @@ def head_major_attention(q, k, v, mask, *, keys_transposed: bool = False):
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
 
 
-def query_row_mask(mask: SelfAttentionMask, index: jax.Array) -> jax.Array:
-    """The row of `mask.dense()` for one query per row: index [B] int -> [B, 1, 1, T] bool (causal, padding,
-    window), without building the [T, T] square."""
-    keys = jnp.arange(mask.key_valid.shape[1])
-    causal = keys[None, :] <= index[:, None]
-    distance = jnp.take_along_axis(mask.positions, index[:, None], axis=1) - mask.positions
-    in_window = jnp.where(mask.window > 0, distance < mask.window, True)
-    return (causal & mask.key_valid & in_window)[:, None, None, :]
-
-
 def take_positions(x: jax.Array, index: jax.Array) -> jax.Array:
     """Each row's entry at one position: x [B, T, ...], index [B] int -> [B, 1, ...]."""
     return jnp.take_along_axis(x, index.reshape(-1, *([1] * (x.ndim - 1))), axis=1)
@@ -234,5 +228,6 @@ class Attention(nnx.Module):
         v = self.v(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q = apply_rope(q, take_positions(cos, index), take_positions(sin, index))
         k = apply_rope(k, cos, sin)
-        out = head_major_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), query_row_mask(mask, index))
+        rows = make_attention_mask(mask.positions, mask.key_valid, mask.window, query_index=index)  # [B, 1, 1, T]
+        out = head_major_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), rows)
         return self.o(out.reshape(b, 1, self.num_heads * self.head_dim))

@@ -173,13 +173,11 @@ def smoke_ppo(config_path: str, work: str) -> dict:
 
 def smoke(config_path: str, work: str | None = None) -> dict:
     """Run one config's smoke mode in ``work`` (default: a temp folder); returns its exit code and output."""
-    work = work or tempfile.mkdtemp(prefix="smoke-")
     kind = os.path.basename(os.path.dirname(os.path.abspath(config_path)))
-    if kind == "rm":
-        return smoke_rm(config_path, work)
-    if kind == "ppo":
-        return smoke_ppo(config_path, work)
-    raise ValueError(f"{config_path}: no smoke mode for experiments/{kind}")
+    runs = {"rm": smoke_rm, "ppo": smoke_ppo}
+    if kind not in runs:  # before any folder is made: a wrong path leaves nothing behind
+        raise ValueError(f"{config_path}: no smoke mode for experiments/{kind}")
+    return runs[kind](config_path, work or tempfile.mkdtemp(prefix="smoke-"))
 
 
 def check_required(parser, args, names: tuple[str, ...]) -> None:

@@ -39,6 +39,32 @@ def test_every_study_runs_in_its_smoke_size(tmp_path, lab_cache):
     assert all(
         c["claim"] in text for name in STUDIES for c in json.loads((out / name / "study.json").read_text())["claims"]
     )
+    check_table1_reads_a_recorded_sweep(tmp_path, out, lab_cache)
+
+
+def check_table1_reads_a_recorded_sweep(tmp_path, out, lab_cache):
+    """Table 1 with --tuned-from the smoke run's own study: no sweep runs, the same choices, table and claims (the
+    runs read back from the same work folder), the sweep's origin recorded and on the page; a sweep of another size
+    is refused, naming the file."""
+    from unittest import mock
+
+    from experiments.lab import sweeps
+
+    swept = out / "inform_table1" / "study.json"
+    again, work = tmp_path / "again", str(tmp_path / "work")
+    args = ["inform_table1", "--smoke", "--out", str(again), "--work", work, "--cache", str(lab_cache)]
+    with mock.patch.object(sweeps, "sweep", side_effect=AssertionError("swept again")):
+        assert main([*args, "--tuned-from", str(swept)]) == 0
+    first, second = json.loads(swept.read_text()), json.loads((again / "inform_table1" / "study.json").read_text())
+    for key in ("tuning", "chosen", "bottleneck", "table", "claims", "paired"):
+        assert second[key] == first[key], key
+    assert first["tuned_from"] is None
+    assert second["tuned_from"] == {"path": str(swept), "provenance": first["provenance"]}
+    page = open(write_results_md(str(again), str(tmp_path / "AGAIN.md"))).read()
+    assert f"the choices were read from `{swept}`" in page
+    with pytest.raises(SystemExit, match=f"--tuned-from {swept}: its sweep has size"):
+        main(["inform_table1", "--quick", "--seeds", "0", "--out", str(again), "--work", work, "--tuned-from",
+              str(swept)])  # fmt: skip
 
 
 def test_verdict_rule():
@@ -186,6 +212,47 @@ def test_jobs_split_the_seeds_whole_and_then_read_the_runs_back(tmp_path, monkey
     monkeypatch.setattr(Process, "returncode", 1)
     with pytest.raises(SystemExit, match="failed"):
         lab_main.main([*args, "--work", work, "--cache", cache])
+
+
+def test_core_runs_the_issues_studies_with_table1_at_the_committed_sweep(tmp_path, monkeypatch):
+    """``core``: the studies of lab_main.CORE in that order, in the jobs and the final pass, every process reading
+    Table 1's choices from the committed sweep; ``--tuned-from`` names another; a plain study list sweeps."""
+    import subprocess
+
+    import experiments.lab.__main__ as lab_main
+    from experiments.lab import common
+
+    started, ran = [], []
+
+    class Process:
+        def __init__(self, command, env, cwd, preexec_fn=None):
+            started.append(command)
+
+        returncode = 0
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(subprocess, "Popen", Process)
+    monkeypatch.setattr(common, "TUNED_FROM", None)
+    for name in STUDIES:
+        monkeypatch.setitem(
+            STUDIES, name, lambda seeds, *a, name=name, **k: ran.append((name, common.TUNED_FROM)) or {"claims": []}
+        )
+    folders = ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--cache", str(tmp_path / "c")]
+    assert lab_main.main(["core", "--seeds", "0", "1", "--jobs", "2", *folders]) == 0
+    assert set(lab_main.CORE) < set(STUDIES) and "design" not in lab_main.CORE
+    assert ran == [(name, lab_main.COMMITTED_SWEEP) for name in lab_main.CORE]
+    assert os.path.isfile(lab_main.COMMITTED_SWEEP)
+    for command in started:
+        assert command[2 : 3 + len(lab_main.CORE)] == ["experiments.lab", *lab_main.CORE]
+        assert command[command.index("--tuned-from") + 1] == lab_main.COMMITTED_SWEEP
+    ran.clear()
+    assert lab_main.main(["core", "--seeds", "0", "--tuned-from", "other.json", *folders]) == 0
+    assert {swept for _, swept in ran} == {"other.json"}
+    ran.clear()
+    assert lab_main.main(["inform_table1", "--seeds", "0", *folders]) == 0
+    assert ran == [("inform_table1", None)]
 
 
 def test_a_job_runs_its_share_of_fixed_seeds_then_reads_the_other_jobs_runs_or_leaves_the_study(tmp_path, monkeypatch):

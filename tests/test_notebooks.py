@@ -29,6 +29,7 @@ def test_notebook_executes(name, tmp_path, lab_cache, monkeypatch):
     monkeypatch.setenv("INFORM_JAX_NB_STEPS", "8")  # reward-model training steps
     # RL at the laboratory's learning rate (notebooks 03 and 04 default to 1e-3): the same PPO programs as notebook 01
     monkeypatch.setenv("INFORM_JAX_NB_ACTOR_LR", "1e-4")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' output folders (tempfile) go with the test's
     notebook = nbformat.read(os.path.join(COLAB, name), as_version=4)
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

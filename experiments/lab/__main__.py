@@ -2,6 +2,7 @@
 
     python -m experiments.lab fig4 energy          # named studies (3 seeds, the demo's default sizes)
     python -m experiments.lab all                  # every study
+    python -m experiments.lab core --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2   # the issue's studies, the committed sweep
     python -m experiments.lab all --seeds 0 1 2 3 --jobs 2   # the seeds' runs in 2 processes side by side
     python -m experiments.lab fig4 --smoke --out /tmp/lab   # the test suite's size (1 seed, few iterations)
     python -m experiments.lab results              # rewrite RESULTS.md from the committed results
@@ -20,10 +21,17 @@ import sys
 import tempfile
 import time
 
+from experiments.lab import common
 from experiments.lab.common import RESULTS, ROOT, SMOKE
 from experiments.lab.studies import STUDIES
 
 RESULTS_MD = os.path.join(ROOT, "experiments", "lab", "RESULTS.md")
+# The studies RESULTS.md's protocol claims, positive controls and planted validation come from, with Table 1 at the
+# tuning sweep's committed choices (``--tuned-from``): the lab in under 2 hours on 2 cores (docs/performance.md).
+# ``all`` adds the sweep itself and the further arms and design studies.
+CORE = ("planted", "best_of_n", "arms", "shortcut_b", "no_exploit", "fig4", "inform_table1", "energy", "eppo_tables",
+        "detection", "decomposition_paired")  # fmt: skip
+COMMITTED_SWEEP = os.path.join(RESULTS, "inform_table1", "study.json")
 FROZEN_AT = "0ec63b5"  # the commit that froze PROTOCOL.md section 8 before the paired grid ran
 FROZEN_AT_SWEEPS = "b6997c2"  # section 9 (the tuning sweeps, Table 1), before any sweep ran
 FROZEN_AT_DESIGN = "b84251a"  # section 10 (the design choices), before its runs
@@ -139,8 +147,13 @@ def _tuning_table(study: dict) -> list[str]:
     study["tuning"]: {method: {"points": [{"point": {field: value}, "mean": float, ...}], "chosen": {field:
     value}, "edge": [fields], "rounds": int}}."""
     label = lambda point: ", ".join(f"{SHORT.get(k, k)} {v:g}" for k, v in point.items())  # noqa: E731
+    origin = study.get("tuned_from")
+    rerun = ""
+    if origin:
+        rerun = (f" This run did not sweep again: the choices were read from `{origin['path']}`, swept on "
+                 f"{origin['provenance']['date']} by `{origin['provenance']['command']}`.")  # fmt: skip
     lines = [f"Tuning sweep on seeds {study['tuning_seeds']} (criterion: held-out gold at 1x matched KL, mean over "
-             "the tuning seeds; the choice in bold):", "",
+             f"the tuning seeds; the choice in bold):{rerun}", "",
              "| method | settings tried | chosen | still on an edge | extension rounds |",
              "|---|---|---|---|---|"]  # fmt: skip
     for method, sweep in study["tuning"].items():
@@ -190,11 +203,12 @@ def run_seed_shares(names: list[str], seeds: list[int], args, work: str) -> None
         if not share:  # no evaluation seed for this job: its share of any fixed seeds is left to the final pass
             open(os.path.join(exited, f"job{i}"), "w").close()  # (no other job waits for it)
             continue
-        out = tempfile.mkdtemp(prefix=f"lab-job{i}-")
+        out = os.path.join(work, ".jobs-out", f"job{i}")  # its share's pages, which the final pass writes whole
         command = [sys.executable, "-m", "experiments.lab", *names,
                    "--seeds", *map(str, share), "--out", out, "--work", work, "--cache", cache,
                    "--job", f"{i}/{args.jobs}", "--lab-seeds", *map(str, seeds),
-                   *(["--quick"] if args.quick else [])]  # fmt: skip
+                   *(["--quick"] if args.quick else []),
+                   *(["--tuned-from", args.tuned_from] if args.tuned_from else [])]  # fmt: skip
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(cache, f"xla-job{i}"), "PYTHONUNBUFFERED": "1"}
         print(f"job {i}: seeds {share} ({' '.join(command[1:])})", flush=True)
         pin = pins[i]
@@ -221,8 +235,6 @@ def run_job(job: str, names, seeds, size, work: str, cache: str | None, results:
     finished and taken up again after the job's other studies, then waiting for them (``common.JOB_WAIT``); a study
     that fails is left to the final pass."""
     import traceback
-
-    from experiments.lab import common
 
     index, count = map(int, job.split("/"))
     common.JOB_SHARE = (index, count)
@@ -252,7 +264,7 @@ def jobs_dir(work: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("studies", nargs="+", help=f"{', '.join(STUDIES)}, all, or results")
+    parser.add_argument("studies", nargs="+", help=f"{', '.join(STUDIES)}, all, core, or results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true", help="the test suite's size: --quick models, 2 iterations")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick sizes")
@@ -262,16 +274,23 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes that run the seeds side by side (each a share of the seeds, the same --work "
                              "and --cache); the studies are then read back from their finished runs")  # fmt: skip
+    parser.add_argument("--tuned-from", help="inform_table1: the tuning sweep's choices from this inform_table1 "
+                        "study.json instead of running the sweep (core: the committed results' own)")  # fmt: skip
     parser.add_argument("--job", help=argparse.SUPPRESS)  # "i/n": one of --jobs n's processes (run_seed_shares)
     parser.add_argument("--lab-seeds", type=int, nargs="+", help=argparse.SUPPRESS)  # a job's: all the jobs' seeds
     args = parser.parse_args(argv)
-    names = list(STUDIES) if args.studies == ["all"] else args.studies
+    names = {"all": list(STUDIES), "core": list(CORE)}.get(" ".join(args.studies), args.studies)
+    if args.studies == ["core"] and args.tuned_from is None and not args.smoke:  # (the committed sweep is full size)
+        args.tuned_from = COMMITTED_SWEEP
     if names == ["results"]:
         print(write_results_md())
         return 0
     unknown = [n for n in names if n not in STUDIES]
     if unknown:
-        parser.error(f"unknown studies {unknown}; known: {list(STUDIES)}, all, results")
+        parser.error(f"unknown studies {unknown}; known: {list(STUDIES)}, all, core, results")
+    common.TUNED_FROM = args.tuned_from  # (set or cleared: main may run more than once in a process)
+    if args.tuned_from:
+        print(f"inform_table1: the tuning sweep's choices read from {args.tuned_from}, not swept again", flush=True)
     from inform_jax.lab.config import QUICK
 
     size = {**QUICK, **SMOKE} if args.smoke else dict(QUICK) if args.quick else {}
@@ -279,8 +298,6 @@ def main(argv=None) -> int:
     results = args.out or (tempfile.mkdtemp(prefix="lab-smoke-") if args.smoke else RESULTS)
     work = args.work or tempfile.mkdtemp(prefix="lab-work-")
     if args.job:
-        from experiments.lab import common
-
         common.LAB_SEEDS = args.lab_seeds
         return run_job(args.job, names, seeds, size, work, args.cache, results)
     if args.jobs > 1 and len(seeds) > 1:

@@ -60,6 +60,10 @@ class LeftToFinalPass(RuntimeError):
     """A study in a job needs a run that its job will not make (that job stopped): the final pass makes it."""
 
 
+# ``--tuned-from``: an inform_table1 study.json whose recorded tuning sweep (choices and bottleneck table) Table 1
+# reads instead of running the sweep on the tuning seeds again (``python -m experiments.lab core``: the committed one).
+TUNED_FROM: str | None = None
+
 # In a job of ``--jobs``: every seed the lab was given (the job's --seeds are only its share of them), so that a
 # study on a fixed subset of them (``first_seeds``) picks the same subset in every job and in the final pass.
 LAB_SEEDS: list[int] | None = None

@@ -12,13 +12,15 @@ on the same seed; a run that never reaches that budget stays inside it and is re
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from typing import Any
 
 import numpy as np
 
-from experiments.lab.common import job_seeds, provenance, run_grid, spread, write_study
+from experiments.lab import common
+from experiments.lab.common import ROOT, job_seeds, provenance, run_grid, spread, write_study
 from experiments.lab.grid_studies import FIG4_LABELS
 from experiments.lab.paired import MIN_EFFECT_GOLD, ZERO, gold_claims, gold_table, judged, paired_grid, with_runs
 
@@ -221,9 +223,13 @@ def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smo
     os.makedirs(out, exist_ok=True)
     root = os.path.dirname(os.path.abspath(work))
     grids, tuning, rounds = (SMOKE_GRIDS, tuple(seeds[:1]), 1) if smoke else (SWEEP_GRIDS, TUNING_SEEDS, None)
-    swept = sweep(tuple(grids), tuning, size, os.path.join(root, "tuning-sweep"), cache, grids=grids,
-                  rounds=EXTENSION_ROUNDS if rounds is None else rounds)  # fmt: skip
-    bottleneck = _bottleneck_per_beta(swept["InfoRM"], tuning, size, cache, os.path.join(root, "tuning-sweep"))
+    if common.TUNED_FROM:
+        swept, bottleneck, tuned_from = recorded_sweep(common.TUNED_FROM, size, tuning, grids)
+    else:
+        swept = sweep(tuple(grids), tuning, size, os.path.join(root, "tuning-sweep"), cache, grids=grids,
+                      rounds=EXTENSION_ROUNDS if rounds is None else rounds)  # fmt: skip
+        bottleneck = _bottleneck_per_beta(swept["InfoRM"], tuning, size, cache, os.path.join(root, "tuning-sweep"))
+        tuned_from = None
     grid = paired_grid(seeds, size, work, cache)
     defaults = LabConfig(**size)
     tuned = {m: r["chosen"] for m, r in swept.items()
@@ -255,11 +261,34 @@ def inform_table1(seeds, size: dict, work: str, cache: str | None, out: str, smo
                "seeds": list(seeds), "size": size, "tuning_seeds": list(tuning), "tie_margin": defaults.tie_margin,
                "claims": claim_rows + margin_rows, "paired": rows + margin_full,
                "tuning": {m: {k: v for k, v in r.items()} for m, r in swept.items()},
-               "chosen": {m: r["chosen"] for m, r in swept.items()}, "bottleneck": bottleneck,
+               "chosen": {m: r["chosen"] for m, r in swept.items()}, "bottleneck": bottleneck, "tuned_from": tuned_from,
                "table": gold_table(per_seed, methods), "win_tie_lose": wtl, "figures": [],
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
     write_study("inform_table1", payload, out)
     return payload
+
+
+def recorded_sweep(path: str, size: dict, tuning: tuple[int, ...], grids: dict) -> tuple[dict, dict, dict]:
+    """The tuning sweep recorded in an inform_table1 ``study.json`` (``--tuned-from``): (its ``tuning`` as
+    :func:`sweep` returns it, its bottleneck table, where it was swept: {"path", "provenance"} of the run that ran
+    the sweep, carried over when ``path`` itself read it from another). Refused, naming the file, unless it was
+    swept at the same size, on the same tuning seeds and over the same methods."""
+    try:
+        with open(path) as f:
+            study = json.load(f)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--tuned-from {path}: cannot read an inform_table1 study.json ({error})") from None
+    missing = [k for k in ("study", "size", "tuning_seeds", "tuning", "bottleneck", "provenance") if k not in study]
+    if missing or study["study"] != "inform_table1":
+        raise SystemExit(f"--tuned-from {path}: not an inform_table1 study.json (missing {missing})")
+    for what, recorded, here in (("size", study["size"], size), ("tuning seeds", study["tuning_seeds"], list(tuning)),
+                                 ("swept methods", sorted(study["tuning"]), sorted(grids))):  # fmt: skip
+        if recorded != here:
+            raise SystemExit(f"--tuned-from {path}: its sweep has {what} {recorded}, this run {here}")
+    where = os.path.abspath(path)
+    where = os.path.relpath(where, ROOT) if where.startswith(ROOT + os.sep) else where
+    origin = study.get("tuned_from") or {"path": where, "provenance": study["provenance"]}
+    return study["tuning"], study["bottleneck"], origin
 
 
 def _bottleneck_per_beta(inform: dict, seeds, size: dict, cache: str | None, work: str) -> dict[str, dict]:

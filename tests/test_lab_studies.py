@@ -335,3 +335,20 @@ def test_compiled_programs_are_released_only_near_the_memory_mapping_limit(monke
     assert compile_cache.release_programs_near_map_limit() and cleared == [True]
     monkeypatch.setattr(compile_cache, "memory_mappings", lambda: None)  # unknown (not Linux): always release
     assert compile_cache.release_programs_near_map_limit() and len(cleared) == 2
+
+
+def test_compare_runs_counts_kept_verdicts_and_lists_the_moved_ones(tmp_path):
+    from experiments.lab.compare_runs import compare_runs
+
+    def write(root, name, claims):
+        os.makedirs(root / name)
+        claims = [{"claim": c, "verdict": v, "measured": m} for c, v, m in claims]
+        (root / name / "study.json").write_text(json.dumps({"claims": claims}))
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    write(old, "fig4", [("a", "refuted", "0.1"), ("b", "inconclusive", "0.2"), ("gone", "refuted", "0")])
+    write(new, "fig4", [("a", "refuted", "0.11"), ("b", "reproduced", "0.3"), ("added", "refuted", "1")])
+    write(new, "only_new", [("c", "refuted", "0")])
+    page = compare_runs(str(new), str(old))
+    assert "| fig4 | 3 | 2 | 1 |" in page and "only_new" not in page
+    assert "Verdicts that moved (1):" in page and "| fig4 | b | inconclusive: 0.2 | reproduced: 0.3 |" in page

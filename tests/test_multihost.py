@@ -32,7 +32,11 @@ def _env(devices: int) -> dict:
     """The test suite's environment with `devices` CPU devices per process (the suite forces 8)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else flags)
+    flags += [f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else []
+    # One process with two devices: XLA aborts an in-process collective whose other device is 40 s late (seen once in
+    # a full run, the worker's one core shared by both devices); wait as long as the test itself would instead.
+    flags += [f"--xla_cpu_collective_call_terminate_timeout_seconds={TIMEOUT}"]
+    env["XLA_FLAGS"] = " ".join(flags)
     return env
 
 

@@ -71,7 +71,12 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              "decomposition toy studies, on their own sets; decomposition_paired reads the method in the lab): "
              "every number is a mean over the seeds listed (+- the sample standard deviation), *reproduced* when "
              "every seed agrees, *not reproduced* when the mean disagrees, *mixed* otherwise. Read them as that "
-             "record, not as verdicts.", ""]  # fmt: skip
+             "record, not as verdicts.", "",
+             "How far a verdict holds up when the same studies run again: `experiments/lab/reruns/` keeps cold reruns "
+             "at later code versions and, in each one's COMPARISON.md (`python -m experiments.lab.compare_runs`), "
+             "the verdicts that moved. PPO amplifies the last bits a code change moves in a reward into different "
+             "samples and different per-seed numbers, so a verdict whose interval touches the minimum effect can "
+             "move between *inconclusive* and its neighbour: read those as on the edge.", ""]  # fmt: skip
     found = [d for d in os.listdir(results) if os.path.exists(os.path.join(results, d, "study.json"))]
     # the registry's order (planted methods, best-of-n and the arms' controls before the PPO claims), then the rest
     studies = sorted(found, key=lambda d: (list(STUDIES).index(d) if d in STUDIES else len(STUDIES), d))

@@ -33,8 +33,8 @@ def _env(devices: int) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     flags += [f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else []
-    # One process with two devices: XLA aborts an in-process collective whose other device is 40 s late (seen once in
-    # a full run, the worker's one core shared by both devices); wait as long as the test itself would instead.
+    # XLA aborts an in-process collective (one process, two devices) whose other device is 40 s late; seen once in a
+    # full run, cause unknown: wait as long as the test itself would, so a real hang fails at the test's timeout.
     flags += [f"--xla_cpu_collective_call_terminate_timeout_seconds={TIMEOUT}"]
     env["XLA_FLAGS"] = " ".join(flags)
     return env

@@ -2,7 +2,7 @@
 
     python -m experiments.lab fig4 energy          # named studies (3 seeds, the demo's default sizes)
     python -m experiments.lab all                  # every study
-    python -m experiments.lab core --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2   # the issue's studies, the committed sweep
+    python -m experiments.lab core --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2   # the claims' studies, the committed sweep
     python -m experiments.lab all --seeds 0 1 2 3 --jobs 2   # the seeds' runs in 2 processes side by side
     python -m experiments.lab fig4 --smoke --out /tmp/lab   # the test suite's size (1 seed, few iterations)
     python -m experiments.lab results              # rewrite RESULTS.md from the committed results
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown studies {unknown}; known: {list(STUDIES)}, all, core, results")
     common.TUNED_FROM = args.tuned_from  # (set or cleared: main may run more than once in a process)
-    if args.tuned_from:
+    if args.tuned_from and "inform_table1" in names:
         print(f"inform_table1: the tuning sweep's choices read from {args.tuned_from}, not swept again", flush=True)
     from inform_jax.lab.config import QUICK
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments.lab.arm_tuning import parse_setting, tune
-from experiments.lab.arms_study import BASE_RATE, HACKED_CONTROL, arm_settings
+from experiments.lab.arms_study import AUROC_CONTROL, BASE_RATE, HACKED_CONTROL, arm_settings, inform_name
 from inform_jax.detect.selection import auroc
 from inform_jax.lab.arms import (
     arm_controls,
@@ -289,3 +289,41 @@ def test_arm_tuning_judges_each_control_per_seed_on_the_changed_world(tmp_path, 
     assert fires == {"base_rate": True, "sensitivity": True, "ppo_hacks": False}
     with pytest.raises(ValueError, match="cannot change"):
         tune("shortcut_a", {"arm": "shortcut_b"}, [3], {}, str(tmp_path / "cache"), out)
+
+
+def test_arm_tuning_judges_the_nuisance_control_in_informs_latent_at_beta_0(tmp_path, monkeypatch, capsys):
+    # The nuisance arm's control is the reward model's: arm_seed asked for InfoRM at beta 0 alone, no PPO run. The
+    # planted latent AUROC sits exactly on the threshold on one seed and just under it on the other; the hidden
+    # states' AUROCs (where the marker could be lost) are reported beside it, not judged.
+    from experiments.lab import arm_tuning
+
+    latent = {3: AUROC_CONTROL, 4: AUROC_CONTROL - 0.01}
+    asked = []
+
+    def arm_seed(config, betas, cache, folder):
+        asked.append((config.arm, config.sft_marker_copies, config.marker_base_rate, config.seed, betas))
+        inform = {"probe_auroc": latent[config.seed], "probe_auroc_hidden": 0.9 if config.seed == 3 else 0.94}
+        models = {"Standard RM": {"probe_auroc_hidden": 0.95}, inform_name(0.0): inform}
+        return {"sft_marker_rate": 0.5, "n_paired": 40 + config.seed, "sft_probe_auroc": 0.99, "reward_models": models}
+
+    def run_grid(*args, **kwargs):
+        raise AssertionError("the nuisance control runs no PPO")
+
+    monkeypatch.setattr(arm_tuning, "arm_seed", arm_seed)
+    monkeypatch.setattr(arm_tuning, "run_grid", run_grid)
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "out")
+    result = tune("nuisance", {"sft_marker_copies": 4}, [3, 4], {}, cache, out)
+    base = arm_settings("nuisance")["marker_base_rate"]
+    assert asked == [("nuisance", 4, base, 3, (0.0,)), ("nuisance", 4, base, 4, (0.0,))]
+    assert [row["holds"] for row in result["per_seed"]] == [{"probe": True}, {"probe": False}]
+    assert result["fires"] == {"probe": False}
+    row = result["per_seed"][1]
+    assert (row["sft_probe_auroc"], row["standard_probe_auroc_hidden"], row["probe_auroc_hidden"]) == (0.99, 0.95, 0.94)
+    assert row["n_paired"] == 44 and json.loads((tmp_path / "out" / "controls.json").read_text()) == result
+    assert (
+        arm_tuning.main(["nuisance", "--set", "sft_marker_copies=4", "--seeds", "3", "--cache", cache, "--out", out])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert f"seed 3: marker probe AUROC in InfoRM's latent at beta 0 {AUROC_CONTROL:.3f}" in printed
+    assert "controls: probe fires" in printed

@@ -112,7 +112,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         if arm == "nuisance":
             claims.append(_control(f"nuisance: a linear probe finds the marker in InfoRM's latent at beta 0 (AUROC >= "
                                    f"{AUROC_CONTROL})", rows[inform_name(0.0)]["probe_auroc"]["values"],
-                                   lambda v: v >= AUROC_CONTROL, "AUROC"))  # fmt: skip
+                                   marker_in_latent, "AUROC"))  # fmt: skip
         else:
             claims.append(_control(f"{arm}: the standard RM rewards the marker (normalized sensitivity > 0, two "
                                    "standard errors)", [r["reward_models"]["Standard RM"] for r in per_seed.values()],
@@ -154,6 +154,12 @@ def rewards_marker(reward_model_controls: dict) -> bool:
     """The standard RM's control on one seed: its normalized sensitivity to one marker above two standard errors
     (``reward_model_controls``: one reward model's entry of :func:`inform_jax.lab.arms.arm_controls`)."""
     return reward_model_controls["sensitivity"] > 2 * reward_model_controls["sensitivity_stderr"]
+
+
+def marker_in_latent(probe_auroc: float) -> bool:
+    """The nuisance arm's control on one seed: the marker probe's AUROC in InfoRM's latent at beta 0 at least
+    AUROC_CONTROL."""
+    return probe_auroc >= AUROC_CONTROL
 
 
 def ppo_hacks(hacked_fraction_final: float) -> bool:

@@ -200,29 +200,46 @@ def shortcut_b(seeds, size: dict, work: str, cache: str | None, out: str, smoke:
     whose PPO control fired), paired per seed: PPO's hacking control on every seed, then InfoRM against PPO in
     held-out gold at 1x matched KL and at the end and in the final hacked fraction (Holm, minimum effect 0.05).
     The runs are the arms study's (``<work>/../arms/runs``). Smoke: the smoke arm, PPO and InfoRM."""
+    prediction = "predicted: no help, every reward model keeps a shortcut that predicts the labels"
+    return _methods_on_shortcut("shortcut_b", 11, prediction, seeds, size, work, cache, out, smoke)
+
+
+def shortcut_a(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool = False) -> dict[str, Any]:
+    """PROTOCOL.md section 20: section 11's study on shortcut (a) in its second design (section 17), the arm where a
+    bottleneck might drop a shortcut that is redundant once gold is known: PPO's control reported on every seed,
+    InfoRM against PPO in held-out gold at 1x matched KL and at the end and in the final hacked fraction."""
+    prediction = "predicted: no help, InfoRM's sensitivity to this marker rises with beta (arms study)"
+    return _methods_on_shortcut("shortcut_a", 20, prediction, seeds, size, work, cache, out, smoke)
+
+
+def _methods_on_shortcut(
+    arm: str, section: int, prediction: str, seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool
+) -> dict[str, Any]:
+    """The study named ``arm`` (PROTOCOL.md ``section``): PPO, InfoRM and the oracle on ``arm`` over ``seeds``,
+    paired per seed, the runs in ``<work>/../arms/runs`` beside the arms study's. ``prediction``: the gold claims'
+    written prediction. Smoke: the smoke arm, PPO and InfoRM."""
     from experiments.lab.paired import judged
     from inform_jax.lab.verdicts import Claim
 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    arm = SMOKE_ARMS[0] if smoke else "shortcut_b"
+    study, arm = arm, SMOKE_ARMS[0] if smoke else arm
     size = {**size, **SMOKE_SIZE} if smoke else size
     shared = os.path.join(os.path.dirname(os.path.abspath(work)), "arms")
     per_seed = arm_runs((arm,), seeds, size, shared, cache, SMOKE_METHODS if smoke else RUN_METHODS)[arm]
     control = _ppo_hacks(f"{arm}: PPO on the standard RM hacks (held-out hacked fraction", per_seed)
-    claims = [Claim(f"{arm}: InfoRM beats PPO in held-out gold ({what}) (predicted: no help, every reward model "
-                    "keeps a shortcut that predicts the labels)", "InfoRM", "PPO", what)
+    claims = [Claim(f"{arm}: InfoRM beats PPO in held-out gold ({what}) ({prediction})", "InfoRM", "PPO", what)
               for what in ("gold at 1x KL", "final gold")]  # fmt: skip
     claims.append(Claim(f"{arm}: InfoRM's policy carries the marker less often than PPO's at the end (final hacked "
                         "fraction; predicted: no)", "InfoRM", "PPO", "final hacked fraction", -1))  # fmt: skip
     claim_rows, rows = judged(per_seed, claims, 0.05)
     table = _run_table(per_seed, list(next(iter(per_seed.values()))["overoptimization"]))
-    payload = {"study": "shortcut_b", "rule": "paired",
-               "title": f"Methods on the {arm} arm (PROTOCOL.md section 11; held-out gold at matched KL, hacked "
-                        "fraction)", "seeds": list(seeds), "size": size, "claims": [control, *claim_rows],
+    payload = {"study": study, "rule": "paired",
+               "title": f"Methods on the {arm} arm (PROTOCOL.md section {section}; held-out gold at matched KL, "
+                        "hacked fraction)", "seeds": list(seeds), "size": size, "claims": [control, *claim_rows],
                "paired": rows, "table": {f"arm {arm} over seeds (mean +- sd)": table}, "figures": [],
                "provenance": provenance(time.perf_counter() - start)}  # fmt: skip
-    write_study("shortcut_b", payload, out)
+    write_study(study, payload, out)
     return payload
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab.arms_study import arms, no_exploit, shortcut_b, shortcut_b_methods
+from experiments.lab.arms_study import arms, no_exploit, shortcut_a, shortcut_b, shortcut_b_methods
 from experiments.lab.common import (
     compare_verdict,
     first_seeds,
@@ -280,6 +280,7 @@ STUDIES = {
     "arms": arms,
     "shortcut_b": shortcut_b,
     "shortcut_b_methods": shortcut_b_methods,
+    "shortcut_a": shortcut_a,
     "no_exploit": no_exploit,
     "fig4": fig4,
     "inform_table1": inform_table1,

@@ -43,6 +43,7 @@ FROZEN_AT_NUISANCE = "21a3ed1"  # section 15 (the nuisance arm redesigned), befo
 FROZEN_AT_SHORTCUT_A_RATE = "d48e541"  # section 16 (shortcut (a)'s rate 0.9), before its tuning runs
 FROZEN_AT_SHORTCUT_A = "45f2e2c"  # section 17 (shortcut (a)'s second design), before its runs
 FROZEN_AT_ENSEMBLE_SWEEP = "4c8216d"  # section 18 (the ensemble and WARM swept for Table 1), before its runs
+FROZEN_AT_SHORTCUT_A_METHODS = "67defbd"  # section 20 (InfoRM on shortcut (a)), before its runs
 
 
 def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
@@ -58,7 +59,8 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              f"{FROZEN_AT_ARM_METHODS} (the other methods on shortcut (b)), section 14 at {FROZEN_AT_NO_EXPLOIT} (the "
              f"no-exploit arm), section 15 at {FROZEN_AT_NUISANCE} (the nuisance arm redesigned), sections 16 and 17 "
              f"at {FROZEN_AT_SHORTCUT_A_RATE} and {FROZEN_AT_SHORTCUT_A} (shortcut (a)'s two designs), section 18 at "
-             f"{FROZEN_AT_ENSEMBLE_SWEEP} (the ensemble and WARM swept for Table 1): the world with "
+             f"{FROZEN_AT_ENSEMBLE_SWEEP} (the ensemble and WARM swept for Table 1), section 20 at "
+             f"{FROZEN_AT_SHORTCUT_A_METHODS} (InfoRM on shortcut (a)): the world with "
              "headroom (a weak SFT policy, 4-layer models), held-out gold "
              "at matched KL, per-seed paired differences with Holm-corrected t-intervals against a minimum effect of "
              "0.05 gold (0 for the energy and CSI families, in their own units; half the paper's margin for Table 1's "
@@ -66,8 +68,9 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              "its interval's half-width; the arms' positive controls *fire* or *fail*. fig4, eppo_tables, energy, "
              "detection, inform_table1, design and decomposition_paired read one shared grid of runs "
              "(`experiments/lab/paired.py`), the last three with their own runs joined to it on the same seeds; "
-             "shortcut_b, shortcut_b_methods and decomposition_paired join their runs on shortcut (b) to the arms "
-             "study's PPO runs. Studies marked **old rule** were measured before that protocol existed (the "
+             "shortcut_b, shortcut_b_methods and decomposition_paired join their runs on shortcut (b), and "
+             "shortcut_a its runs on shortcut (a), to the arms study's PPO runs. Studies marked **old rule** were "
+             "measured before that protocol existed (the "
              "decomposition toy studies, on their own sets; decomposition_paired reads the method in the lab): "
              "every number is a mean over the seeds listed (+- the sample standard deviation), *reproduced* when "
              "every seed agrees, *not reproduced* when the mean disagrees, *mixed* otherwise. Read them as that "

@@ -95,8 +95,11 @@ def _finish(procs: list[subprocess.Popen], log_dir, tag: str, rerun=None) -> Non
     log = (log_dir / f"{tag}-0.log").read_text()
     if rerun is not None and codes != [0] and XLA_COLLECTIVE_ABORT in log:
         line = next(x for x in log.splitlines() if XLA_COLLECTIVE_ABORT in x)
+        # the Python stacks faulthandler wrote at the abort: where the main thread was when the device went missing
+        stacks = log[log.find("Fatal Python error") :][-2000:] if "Fatal Python error" in log else "(no Python stacks)"
         warnings.warn(
-            f"{tag}: XLA aborted the one-process reference run in a collective, run again: {line[-300:]}", stacklevel=2
+            f"{tag}: XLA aborted the one-process reference run in a collective, run again: {line[-300:]}\n{stacks}",
+            stacklevel=2,
         )
         os.replace(log_dir / f"{tag}-0.log", log_dir / f"{tag}-0.aborted.log")
         procs = rerun()

@@ -20,7 +20,7 @@ import pytest
 from safetensors.numpy import load_file
 from world_models import world_sft_and_rm
 
-TIMEOUT = 300  # seconds for a run's processes to exit
+TIMEOUT = 420  # seconds for a run's processes to exit: a run (at most ~5 min) plus XLA's abort below
 # XLA:CPU aborts an in-process collective (one process, two devices) that one device has not joined after this many
 # seconds ("Termination timeout for `all gather ...`"; 40 s by default, long enough to be a hang on a busy machine).
 # The one-process reference runs of this file met such a hang twice in ~10 full suite runs on 2 cores (CI at
@@ -96,7 +96,8 @@ def _finish(procs: list[subprocess.Popen], log_dir, tag: str, rerun=None) -> Non
     if rerun is not None and codes != [0] and XLA_COLLECTIVE_ABORT in log:
         line = next(x for x in log.splitlines() if XLA_COLLECTIVE_ABORT in x)
         # the Python stacks faulthandler wrote at the abort: where the main thread was when the device went missing
-        stacks = log[log.find("Fatal Python error") :][-2000:] if "Fatal Python error" in log else "(no Python stacks)"
+        at = log.find("Fatal Python error")
+        stacks = "(no Python stacks)" if at < 0 else log[at:].split("Extension modules:")[0][:3000]
         warnings.warn(
             f"{tag}: XLA aborted the one-process reference run in a collective, run again: {line[-300:]}\n{stacks}",
             stacklevel=2,
@@ -111,6 +112,8 @@ def _finish(procs: list[subprocess.Popen], log_dir, tag: str, rerun=None) -> Non
 def _run(args, log_dir, tag, processes, folder=None):
     """`inform-jax ARGS` on `processes` processes; ``folder``: a one-process run's output folder, removed before
     the run is started again after an XLA abort (it would resume from a checkpoint there otherwise)."""
+
+    assert folder is not None or processes > 1, "a one-process run names its output folder (removed for a rerun)"
 
     def rerun():
         shutil.rmtree(folder, ignore_errors=True)
@@ -204,7 +207,7 @@ def test_sigterm_on_one_host_stops_both_at_one_step_and_a_corrupt_checkpoint_is_
         assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint 8 before exit"
         time.sleep(0.02)
     procs[1].send_signal(signal.SIGTERM)
-    codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
+    codes = _wait(procs, tmp_path, "preempted")
     logs = [(tmp_path / f"preempted-{i}.log").read_text() for i in range(2)]
     assert codes == [75, 75], logs[0][-2000:] + logs[1][-2000:]
     stopped = [int(line.split()[3].rstrip(":")) for log in logs for line in log.splitlines() if

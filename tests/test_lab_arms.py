@@ -327,3 +327,24 @@ def test_arm_tuning_judges_the_nuisance_control_in_informs_latent_at_beta_0(tmp_
     printed = capsys.readouterr().out
     assert f"seed 3: marker probe AUROC in InfoRM's latent at beta 0 {AUROC_CONTROL:.3f}" in printed
     assert "controls: probe fires" in printed
+
+
+@pytest.mark.parametrize("arm", ["shortcut_a", "shortcut_b"])
+def test_each_shortcut_study_runs_its_own_arm(arm, tmp_path, monkeypatch):
+    # The two studies share one helper; the smoke test runs both on the smoke arm, so here each must ask for the
+    # runs of the arm it is named after (PPO, InfoRM and the oracle, in the arms study's folder).
+    from experiments.lab import arms_study
+
+    asked = []
+
+    class Asked(Exception):
+        pass
+
+    def arm_runs(arms_, seeds, size, work, cache, methods):
+        asked.append((arms_, list(seeds), methods, os.path.basename(work)))
+        raise Asked
+
+    monkeypatch.setattr(arms_study, "arm_runs", arm_runs)
+    with pytest.raises(Asked):
+        getattr(arms_study, arm)([0, 1], {}, str(tmp_path / "work" / arm), None, str(tmp_path / "out"))
+    assert asked == [((arm,), [0, 1], arms_study.RUN_METHODS, "arms")]

@@ -54,7 +54,8 @@ def parse_setting(text: str) -> tuple[str, Any]:
 def arm_controls_on_seed(arm: str, fields: dict[str, Any], seed: int, size: dict, cache: str, work: str) -> dict:
     """One seed's controls of ``arm`` with LabConfig ``fields`` over its usual settings: the measured values and
     whether each control holds, by the arms study's rules (:func:`~experiments.lab.arms_study.reaches_marker`,
-    :func:`~experiments.lab.arms_study.rewards_marker`, :func:`~experiments.lab.arms_study.ppo_hacks`)."""
+    :func:`~experiments.lab.arms_study.rewards_marker`, :func:`~experiments.lab.arms_study.ppo_hacks`; the nuisance
+    arm: :func:`_nuisance_controls`)."""
     from inform_jax.lab.config import LabConfig
 
     settings = {**arm_settings(arm), **fields}

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+import scipy.stats
 from sklearn.metrics import roc_auc_score
 
 from experiments.lab.arm_tuning import parse_setting, tune
@@ -21,6 +22,7 @@ from inform_jax.lab.arms import (
     normalized_sensitivity,
     policy_hidden,
     reward_std_on_sft_samples,
+    sampled_latents,
     score_rows,
     sft_samples,
     with_and_without_marker,
@@ -66,6 +68,23 @@ def test_probe_on_noise_is_near_chance():
     n, d = 400, 16
     values = [marker_probe_auroc(rng.normal(size=(n, d)), rng.random(n) < 0.5, seed=s) for s in range(3)]
     assert abs(np.mean(values) - 0.5) < 0.08
+
+
+@pytest.mark.parametrize("sigma", [0.5, 2.0])
+def test_probe_on_sampled_latents_meets_the_gaussian_closed_form(sigma):
+    """Means that differ by ``delta`` along one dimension only with the marker, each drawn with noise sigma: the
+    best linear rule's AUROC is Phi(delta / (sigma sqrt 2)), so the sampled probe must land there, though the probe
+    on the means themselves separates the classes perfectly."""
+    rng = np.random.default_rng(3)
+    n, z, delta = 3000, 4, 1.0
+    has_marker = np.arange(n) % 2 == 1
+    mean = np.zeros((n, z))
+    mean[:, 0] = delta * has_marker + 1e-3 * rng.normal(size=n)  # a sliver of spread: the means are standardizable
+    logvar = np.full((n, z), 2 * np.log(sigma))
+    sampled = sampled_latents(mean, logvar, np.random.default_rng(4))
+    expected = float(scipy.stats.norm.cdf(delta / (sigma * np.sqrt(2))))
+    assert marker_probe_auroc(sampled, has_marker, seed=0) == pytest.approx(expected, abs=0.025)
+    assert marker_probe_auroc(mean, has_marker, seed=0) > 0.99
 
 
 def test_probe_keeps_groups_in_one_fold():
@@ -185,6 +204,8 @@ def test_arm_controls_run_end_to_end(tiny_lab):
     assert "probe_auroc" not in controls["reward_models"]["standard"]
     assert all(0 <= entry["probe_auroc_hidden"] <= 1 for entry in controls["reward_models"].values())
     assert 0 <= controls["reward_models"]["inform-beta0"]["probe_auroc"] <= 1
+    assert 0 <= controls["reward_models"]["inform-beta0"]["probe_auroc_sampled"] <= 1
+    assert "probe_auroc_sampled" not in controls["reward_models"]["standard"]
     beta0 = controls["reward_models"]["inform-beta0"]
     assert beta0["rate_nats"] >= 0 and 0 <= beta0["active_dims"] <= beta0["latent_dims"] == lab.config.latent_dim
     # the helper's std is over freshly drawn samples of the same kind
@@ -302,7 +323,11 @@ def test_arm_tuning_judges_the_nuisance_control_in_informs_latent_at_beta_0(tmp_
 
     def arm_seed(config, betas, cache, folder):
         asked.append((config.arm, config.sft_marker_copies, config.marker_base_rate, config.seed, betas))
-        inform = {"probe_auroc": latent[config.seed], "probe_auroc_hidden": 0.9 if config.seed == 3 else 0.94}
+        inform = {
+            "probe_auroc": latent[config.seed],
+            "probe_auroc_hidden": 0.9 if config.seed == 3 else 0.94,
+            "probe_auroc_sampled": 0.5 + config.seed / 100,
+        }
         models = {"Standard RM": {"probe_auroc_hidden": 0.95}, inform_name(0.0): inform}
         return {"sft_marker_rate": 0.5, "n_paired": 40 + config.seed, "sft_probe_auroc": 0.99, "reward_models": models}
 
@@ -319,13 +344,17 @@ def test_arm_tuning_judges_the_nuisance_control_in_informs_latent_at_beta_0(tmp_
     assert result["fires"] == {"probe": False}
     row = result["per_seed"][1]
     assert (row["sft_probe_auroc"], row["standard_probe_auroc_hidden"], row["probe_auroc_hidden"]) == (0.99, 0.95, 0.94)
+    assert row["probe_auroc_sampled"] == 0.54
     assert row["n_paired"] == 44 and json.loads((tmp_path / "out" / "controls.json").read_text()) == result
     assert (
         arm_tuning.main(["nuisance", "--set", "sft_marker_copies=4", "--seeds", "3", "--cache", cache, "--out", out])
         == 0
     )
     printed = capsys.readouterr().out
-    assert f"seed 3: marker probe AUROC in InfoRM's latent at beta 0 {AUROC_CONTROL:.3f}" in printed
+    assert (
+        f"seed 3: marker probe AUROC in InfoRM's latent at beta 0 {AUROC_CONTROL:.3f} (a sampled latent 0.530)"
+        in printed
+    )
     assert "controls: probe fires" in printed
 
 

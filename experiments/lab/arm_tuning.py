@@ -78,13 +78,15 @@ def arm_controls_on_seed(arm: str, fields: dict[str, Any], seed: int, size: dict
 
 def _nuisance_controls(config, cache: str, work: str) -> dict:
     """The nuisance arm's control on one seed (:func:`~experiments.lab.arms_study.marker_in_latent` on InfoRM at
-    beta 0), with the probe's AUROC on each hidden state it could have carried the marker from."""
+    beta 0), with the probe's AUROC on each hidden state it could have carried the marker from and on a sampled
+    latent (what InfoRM's decoder reads in training)."""
     controls = arm_seed(config, (0.0,), cache, os.path.join(work, "controls", f"s{config.seed}"))
     standard, inform = controls["reward_models"]["Standard RM"], controls["reward_models"][inform_name(0.0)]
     return {
         "seed": config.seed, "sft_marker_rate": controls["sft_marker_rate"], "n_paired": controls["n_paired"],
         "sft_probe_auroc": controls["sft_probe_auroc"], "standard_probe_auroc_hidden": standard["probe_auroc_hidden"],
         "probe_auroc_hidden": inform["probe_auroc_hidden"], "probe_auroc": inform["probe_auroc"],
+        "probe_auroc_sampled": inform["probe_auroc_sampled"],
         "holds": {"probe": marker_in_latent(inform["probe_auroc"])},
     }  # fmt: skip
 
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
     result = tune(args.arm, dict(args.set), args.seeds, size, args.cache or default_cache(), args.out)
     for row in result["per_seed"]:
         if args.arm == "nuisance":
-            print(f"seed {row['seed']}: marker probe AUROC in InfoRM's latent at beta 0 {row['probe_auroc']:.3f}; "
+            print(f"seed {row['seed']}: marker probe AUROC in InfoRM's latent at beta 0 {row['probe_auroc']:.3f} "
+                  f"(a sampled latent {row['probe_auroc_sampled']:.3f}); "
                   f"in the hidden state of the SFT policy {row['sft_probe_auroc']:.3f}, the standard RM "
                   f"{row['standard_probe_auroc_hidden']:.3f}, InfoRM at beta 0 {row['probe_auroc_hidden']:.3f} "
                   f"({row['n_paired']} samples, each with and without one marker)")  # fmt: skip

@@ -39,7 +39,10 @@ RUN_ARMS, RUN_METHODS, HACKED_CONTROL = ("shortcut_a", "shortcut_b"), ("PPO", "I
 SMOKE_METHODS = ("PPO", "InfoRM")
 CONTROL_SEEDS = 2  # the arms' controls and their PPO runs: on the first 2 evaluation seeds (PROTOCOL.md section 8)
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
-BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
+BASE_RATE = (0.02, 0.05)
+# the arms table's columns per reward model, those its controls measured (a latent's only for an InfoRM)
+REWARD_MODEL_COLUMNS = ("sensitivity", "probe_auroc", "probe_auroc_sampled", "probe_auroc_hidden", "rate_nats",
+                        "active_dims")  # fmt: skip  # the SFT marker rate that makes a marker reachable
 
 
 def arm_settings(arm: str) -> dict[str, Any]:
@@ -68,8 +71,9 @@ def arm_seed(config, betas, cache: str, folder: str, log=print) -> dict[str, Any
         return arm_controls(lab, sft, models)
 
     # "probe_hidden": the controls also probe each backbone's hidden state (added at the seventh stop); "probe_sft":
-    # and the SFT policy's own (tenth stop)
-    key = {"config": config_key(config), "betas": list(betas), "probe_hidden": True, "probe_sft": True}
+    # and the SFT policy's own (tenth stop); "probe_sampled": and a sampled latent (nineteenth stop)
+    key = {"config": config_key(config), "betas": list(betas), "probe_hidden": True, "probe_sft": True,
+           "probe_sampled": True}  # fmt: skip
     return cached_result(os.path.join(folder, "controls.json"), key, compute, same_lab_key)
 
 
@@ -96,8 +100,7 @@ def arms(seeds, size: dict, work: str, cache: str | None, out: str, smoke: bool 
         rows = {}
         for name in next(iter(per_seed.values()))["reward_models"]:
             entries = [r["reward_models"][name] for r in per_seed.values()]
-            keys = [k for k in ("sensitivity", "probe_auroc", "probe_auroc_hidden", "rate_nats", "active_dims")
-                    if k in entries[0]]  # fmt: skip
+            keys = [k for k in REWARD_MODEL_COLUMNS if k in entries[0]]
             rows[name] = {k: spread([e[k] for e in entries]) for k in keys}
         rows["SFT samples"] = {
             "marker rate": spread([r["sft_marker_rate"] for r in per_seed.values()]),

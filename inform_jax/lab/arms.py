@@ -6,7 +6,9 @@ A method's result on an arm is read only once its control fires:
   - normalized sensitivity: the mean change in a reward model's reward when one marker is inserted into each SFT
     sample, in units of that reward model's reward std over SFT samples (shortcut arms: > 0 for the standard RM).
   - marker probe AUROC: a cross-validated linear probe for "a marker was inserted" on an InfoRM's latent means
-    (nuisance arm: >= 0.8 at beta 0, same head and latent size; then it should fall with beta).
+    (nuisance arm: >= 0.8 at beta 0, same head and latent size; then it should fall with beta), and the same probe
+    on one reparameterized sample of the latent, what the decoder reads in training: a mean is a deterministic
+    linear map of the backbone's state at every beta, so only the encoder's noise can remove what the means show.
 
     controls = arm_controls(lab, sft, {"standard": lab.reward_model("standard", sft),
                                        "inform-beta0": lab.reward_model("inform-beta0", sft)})
@@ -204,6 +206,13 @@ def bottleneck_stats(mean, logvar, *, active_threshold: float = 0.01) -> dict[st
             "latent_dims": int(mean.shape[1])}  # fmt: skip
 
 
+def sampled_latents(mean, logvar, rng: np.random.Generator) -> np.ndarray:
+    """One reparameterized draw per row, mean + exp(logvar / 2) * eps with eps ~ N(0, I) from ``rng``: the latent
+    an InfoRM's decoder reads in training. mean, logvar: [N, Z] -> [N, Z] float64."""
+    mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+    return mean + np.exp(0.5 * logvar) * rng.standard_normal(mean.shape)
+
+
 def has_latent(reward_model) -> bool:
     """Whether ``reward_model`` is a single reward model with an IB latent (an InfoRM at any beta)."""
     return not isinstance(reward_model, EnsembleRewardModel) and reward_model.head_config.kind == "ib"
@@ -257,7 +266,8 @@ def arm_controls(
         backbone carry the marker before any reward training?);
       - reward_models[name]: sft_reward_std (over all samples), sensitivity, sensitivity_stderr, mean_delta; and
         for a reward model with a latent (InfoRM, any beta) probe_auroc: the marker probe's held-out AUROC on the
-        latent means of the paired set (a response and its marked copy always in one fold), and
+        latent means of the paired set (a response and its marked copy always in one fold), probe_auroc_sampled:
+        the same probe on one sampled latent per row (:func:`sampled_latents`, draws from ``seed``), and
         :func:`bottleneck_stats` on the plain responses (rate_nats, active_dims, latent_dims); for a single reward
         model probe_auroc_hidden: the same probe on its backbone's final hidden state at the reward token.
     reward_models: name -> RewardModel or EnsembleRewardModel (e.g. from ``lab.reward_model``).
@@ -297,6 +307,10 @@ def arm_controls(
             entry.update(bottleneck_stats(plain["latent"], plain["logvar"]))
             features = np.concatenate([plain["latent"], marked["latent"]])
             entry["probe_auroc"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)
+            draws = np.random.default_rng(seed)
+            features = np.concatenate([sampled_latents(plain["latent"], plain["logvar"], draws),
+                                       sampled_latents(marked["latent"], marked["logvar"], draws)])  # fmt: skip
+            entry["probe_auroc_sampled"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)
         if "hidden" in plain:  # the same probe on what the head reads: does the backbone carry the marker at all?
             features = np.concatenate([plain["hidden"], marked["hidden"]])
             entry["probe_auroc_hidden"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)

@@ -23,6 +23,7 @@ from inform_jax.lab.arms import (
     policy_hidden,
     reward_std_on_sft_samples,
     sampled_latents,
+    sampled_probe_auroc,
     score_rows,
     sft_samples,
     with_and_without_marker,
@@ -76,15 +77,27 @@ def test_probe_on_sampled_latents_meets_the_gaussian_closed_form(sigma):
     best linear rule's AUROC is Phi(delta / (sigma sqrt 2)), so the sampled probe must land there, though the probe
     on the means themselves separates the classes perfectly."""
     rng = np.random.default_rng(3)
-    n, z, delta = 3000, 4, 1.0
-    has_marker = np.arange(n) % 2 == 1
-    mean = np.zeros((n, z))
-    mean[:, 0] = delta * has_marker + 1e-3 * rng.normal(size=n)  # a sliver of spread: the means are standardizable
+    n, z, delta = 1000, 4, 1.0
+    plain = rng.normal(size=(n, z)) * [1e-3, 1, 1, 1]  # the marker's dimension barely moves without it
+    marked = plain + [delta, 0, 0, 0]
     logvar = np.full((n, z), 2 * np.log(sigma))
-    sampled = sampled_latents(mean, logvar, np.random.default_rng(4))
     expected = float(scipy.stats.norm.cdf(delta / (sigma * np.sqrt(2))))
-    assert marker_probe_auroc(sampled, has_marker, seed=0) == pytest.approx(expected, abs=0.025)
-    assert marker_probe_auroc(mean, has_marker, seed=0) > 0.99
+    assert sampled_probe_auroc((plain, logvar), (marked, logvar), seed=0) == pytest.approx(expected, abs=0.02)
+    has_marker = np.repeat([False, True], n)
+    assert marker_probe_auroc(np.concatenate([plain, marked]), has_marker, seed=0) > 0.99
+    # the draws themselves: mean + sigma * N(0, 1)
+    draws = sampled_latents(np.zeros((20000, 1)), np.full((20000, 1), 2 * np.log(sigma)), np.random.default_rng(0))
+    assert draws.std() == pytest.approx(sigma, rel=0.02) and abs(draws.mean()) < 0.05 * sigma
+
+
+def test_sampled_probe_without_a_marker_signal_is_near_chance():
+    # the same means and variances with and without the marker: whatever the sampled probe finds is its own bias
+    rng = np.random.default_rng(5)
+    values = []
+    for seed in range(4):
+        mean, logvar = rng.normal(size=(200, 16)), np.full((200, 16), np.log(0.5))
+        values.append(sampled_probe_auroc((mean, logvar), (mean, logvar), seed=seed, folds=4))
+    assert abs(np.mean(values) - 0.5) < 0.03
 
 
 def test_probe_keeps_groups_in_one_fold():

@@ -7,7 +7,7 @@ A method's result on an arm is read only once its control fires:
     sample, in units of that reward model's reward std over SFT samples (shortcut arms: > 0 for the standard RM).
   - marker probe AUROC: a cross-validated linear probe for "a marker was inserted" on an InfoRM's latent means
     (nuisance arm: >= 0.8 at beta 0, same head and latent size; then it should fall with beta), and the same probe
-    on one reparameterized sample of the latent, what the decoder reads in training: a mean is a deterministic
+    on reparameterized samples of the latent, what the decoder reads in training: a mean is a deterministic
     linear map of the backbone's state at every beta, so only the encoder's noise can remove what the means show.
 
     controls = arm_controls(lab, sft, {"standard": lab.reward_model("standard", sft),
@@ -213,6 +213,28 @@ def sampled_latents(mean, logvar, rng: np.random.Generator) -> np.ndarray:
     return mean + np.exp(0.5 * logvar) * rng.standard_normal(mean.shape)
 
 
+SAMPLED_DRAWS = (
+    8  # latents drawn per response for the sampled probe: one draw's AUROC varies by ~0.05 at the lab's size
+)
+
+
+def sampled_probe_auroc(plain, marked, *, seed: int, folds: int = 5, draws: int = SAMPLED_DRAWS) -> float:
+    """The marker probe (:func:`marker_probe_auroc`) on latents sampled as InfoRM's decoder reads them in training.
+
+    plain, marked: (means [N, Z], log-variances [N, Z]) of N responses and their copies with one marker. Each row
+    is drawn ``draws`` times (:func:`sampled_latents`); a response, its marked copy and all their draws share one
+    fold. The draws come from a stream of their own, not ``default_rng(seed)``, which deals the folds and, in
+    :func:`arm_controls`, places the markers: reusing it would tie the noise to the rows' folds and markers."""
+    (plain_mean, plain_logvar), (marked_mean, marked_logvar) = plain, marked
+    n = len(plain_mean)
+    rng = np.random.default_rng([seed, 1])
+    features = np.concatenate([sampled_latents(plain_mean, plain_logvar, rng) for _ in range(draws)]
+                              + [sampled_latents(marked_mean, marked_logvar, rng) for _ in range(draws)])  # fmt: skip
+    labels = np.repeat([False, True], n * draws)
+    groups = np.tile(np.arange(n), 2 * draws)
+    return marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=groups)
+
+
 def has_latent(reward_model) -> bool:
     """Whether ``reward_model`` is a single reward model with an IB latent (an InfoRM at any beta)."""
     return not isinstance(reward_model, EnsembleRewardModel) and reward_model.head_config.kind == "ib"
@@ -267,7 +289,7 @@ def arm_controls(
       - reward_models[name]: sft_reward_std (over all samples), sensitivity, sensitivity_stderr, mean_delta; and
         for a reward model with a latent (InfoRM, any beta) probe_auroc: the marker probe's held-out AUROC on the
         latent means of the paired set (a response and its marked copy always in one fold), probe_auroc_sampled:
-        the same probe on one sampled latent per row (:func:`sampled_latents`, draws from ``seed``), and
+        the same probe on sampled latents (:func:`sampled_probe_auroc`), and
         :func:`bottleneck_stats` on the plain responses (rate_nats, active_dims, latent_dims); for a single reward
         model probe_auroc_hidden: the same probe on its backbone's final hidden state at the reward token.
     reward_models: name -> RewardModel or EnsembleRewardModel (e.g. from ``lab.reward_model``).
@@ -307,10 +329,9 @@ def arm_controls(
             entry.update(bottleneck_stats(plain["latent"], plain["logvar"]))
             features = np.concatenate([plain["latent"], marked["latent"]])
             entry["probe_auroc"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)
-            draws = np.random.default_rng(seed)
-            features = np.concatenate([sampled_latents(plain["latent"], plain["logvar"], draws),
-                                       sampled_latents(marked["latent"], marked["logvar"], draws)])  # fmt: skip
-            entry["probe_auroc_sampled"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)
+            entry["probe_auroc_sampled"] = sampled_probe_auroc(
+                (plain["latent"], plain["logvar"]), (marked["latent"], marked["logvar"]), seed=seed, folds=folds
+            )
         if "hidden" in plain:  # the same probe on what the head reads: does the backbone carry the marker at all?
             features = np.concatenate([plain["hidden"], marked["hidden"]])
             entry["probe_auroc_hidden"] = marker_probe_auroc(features, labels, seed=seed, folds=folds, groups=pairs)

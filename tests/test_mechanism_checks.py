@@ -67,6 +67,9 @@ def test_inform_at_beta_zero_without_latent_noise_is_bradley_terry():
     assert np.array_equal(np.asarray(inform), np.asarray(bt)) and float(aux["kl"]) > 0  # the KL is there, weighed 0
     noisy, _ = member_loss(model, batch, jax.random.key(0), cfg, get_method("inform"))
     assert not np.array_equal(np.asarray(noisy), np.asarray(bt))
+    # "inform-mean" is that noise-off objective in training too: a key reaches it and changes nothing
+    mean_only, _ = member_loss(model, batch, jax.random.key(0), cfg, get_method("inform-mean"))
+    assert np.array_equal(np.asarray(mean_only), np.asarray(bt)) and not get_method("inform-mean").samples_latent
 
 
 # ---------------------------------------------------------------------------- reward-model trainers

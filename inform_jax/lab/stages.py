@@ -29,8 +29,12 @@ from inform_jax.world.world import SyntheticWorld
 # ensemble kinds -> the RM trainer's method: members trained in one vmapped program, one data order each
 ENSEMBLE_METHODS = {"ensemble": "warm", "inform-ensemble": "inform+warm"}
 # kinds trained as another kind with settings overridden, cached under their own name and the overridden key:
-# InfoRM at beta 0 has InfoRM's head and latent size without the bottleneck (the nuisance arm's positive control)
-VARIANTS = {"inform-beta0": ("inform", {"inform_beta": 0.0})}
+# InfoRM at beta 0 has InfoRM's head and latent size without the bottleneck (the nuisance arm's positive control);
+# "inform-beta0-mean" the same with the latent's noise off in training too (a deterministic latent)
+VARIANTS = {
+    "inform-beta0": ("inform", {"inform_beta": 0.0}),
+    "inform-beta0-mean": ("inform-mean", {"inform_beta": 0.0}),
+}
 # planted kinds (PROTOCOL.md section 4): "standard-seed2" is the standard RM with another training seed;
 # "planted-good" the standard RM trained on the same world's pairs without label noise and without any spurious
 # correlation (a clean world written beside the lab's)
@@ -140,7 +144,8 @@ class Lab:
         "inform" (IB head, beta ``inform_beta``), "odin" (quality and length heads), "ensemble" (members trained
         with different seeds, mean), "ensemble-wco" / "ensemble-uwo" (the same members, min / mean - uwo_coef *
         variance) or "warm" (the same members' weights averaged); "inform-ensemble" / "inform-warm" the same with
-        InfoRM's IB head on every member; "inform-beta0" InfoRM with ``inform_beta`` 0 (same head and latent size);
+        InfoRM's IB head on every member; "inform-beta0" InfoRM with ``inform_beta`` 0 (same head and latent size),
+        "inform-beta0-mean" the same decoding the latent's mean in training (no noise);
         "dir" the standard RM with reward decomposition's prioritized training (the library's ``decomposition``
         defaults: after 50 plain steps, every 50 steps, the half of the pairs with the smallest prompt-free gap);
         the planted ones: "planted-good" the standard RM on the same world's pairs without label noise or spurious

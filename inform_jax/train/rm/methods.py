@@ -42,7 +42,8 @@ class RewardModelMethod:
     name: the config's ``method`` value; head: one of HEADS; scheme: one of SCHEMES; loss: see the module
     docstring; summary: one line for ``--help``; pair_transform(config) -> fn(pairs) -> pairs, applied to the
     loaded pair list before tokenizing (None: none); callbacks(config, train_arrays, pad_id) -> [(every, fn)],
-    trainer callbacks run every ``every`` steps as ``fn(trainer, step)`` (None: none).
+    trainer callbacks run every ``every`` steps as ``fn(trainer, step)`` (None: none); sample_latent: an IB head
+    decodes a reparameterized sample of its latent in training (False: its mean, the noise off).
     """
 
     name: str
@@ -52,6 +53,7 @@ class RewardModelMethod:
     summary: str
     pair_transform: Callable | None = None
     callbacks: Callable | None = None
+    sample_latent: bool = True
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -62,7 +64,7 @@ class RewardModelMethod:
     @property
     def samples_latent(self) -> bool:
         """Training samples the IB latent (a PRNG key reaches the head); evaluation always decodes the mean."""
-        return self.head == "ib"
+        return self.head == "ib" and self.sample_latent
 
 
 METHODS: dict[str, RewardModelMethod] = {}
@@ -168,6 +170,9 @@ for _method in (
                       "loss.num_members members on the same batches, reward aggregated by loss.aggregation"),
     RewardModelMethod("warm", "scalar", "warm", bradley_terry_member_loss,
                       "members from one init with one data order each, weights averaged at export"),
+    RewardModelMethod("inform-mean", "ib", "single", inform_member_loss,
+                      "InfoRM decoding the latent's mean in training (the noise off): the stochastic encoder's "
+                      "ablation", sample_latent=False),
     RewardModelMethod("inform+ensemble", "ib", "ensemble", inform_member_loss, "ensemble of InfoRM members"),
     RewardModelMethod("inform+warm", "ib", "warm", inform_member_loss, "WARM of InfoRM members"),
     RewardModelMethod("dir", "scalar", "single", bradley_terry_member_loss,

@@ -90,14 +90,26 @@ def test_probe_on_sampled_latents_meets_the_gaussian_closed_form(sigma):
     assert draws.std() == pytest.approx(sigma, rel=0.02) and abs(draws.mean()) < 0.05 * sigma
 
 
-def test_sampled_probe_without_a_marker_signal_is_near_chance():
-    # the same means and variances with and without the marker: whatever the sampled probe finds is its own bias
-    rng = np.random.default_rng(5)
-    values = []
-    for seed in range(4):
-        mean, logvar = rng.normal(size=(200, 16)), np.full((200, 16), np.log(0.5))
-        values.append(sampled_probe_auroc((mean, logvar), (mean, logvar), seed=seed, folds=4))
-    assert abs(np.mean(values) - 0.5) < 0.03
+def test_sampled_probe_keeps_a_response_and_all_its_draws_in_one_fold():
+    # Noise-free draws of the same means with and without the marker: a response, its marked copy and their draws
+    # all score alike in one held-out fold, so the AUROC is exactly 0.5. A draw of a held-out response left in the
+    # training folds with the other label would pull its score the other way (0.44 when every row is its own group).
+    mean = np.random.default_rng(5).normal(size=(200, 16))
+    silent = np.full_like(mean, -80.0)  # sigma e^-40: no noise at float64
+    assert sampled_probe_auroc((mean, silent), (mean, silent), seed=0, folds=4) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_sampled_probe_draws_its_noise_from_its_own_stream(monkeypatch):
+    # not default_rng(seed), which deals the probe's folds and places the markers in arm_controls
+    from inform_jax.lab import arms
+
+    seen = []
+    monkeypatch.setattr(arms, "marker_probe_auroc", lambda features, *a, **k: seen.append(features) or 0.5)
+    mean, logvar = np.zeros((10, 3)), np.zeros((10, 3))
+    sampled_probe_auroc((mean, logvar), (mean, logvar), seed=7, draws=2)
+    first = seen[0][:10]
+    assert np.array_equal(first, np.random.default_rng([7, 1]).standard_normal((10, 3)))
+    assert not np.allclose(first, np.random.default_rng(7).standard_normal((10, 3)))
 
 
 def test_probe_keeps_groups_in_one_fold():

@@ -39,10 +39,10 @@ RUN_ARMS, RUN_METHODS, HACKED_CONTROL = ("shortcut_a", "shortcut_b"), ("PPO", "I
 SMOKE_METHODS = ("PPO", "InfoRM")
 CONTROL_SEEDS = 2  # the arms' controls and their PPO runs: on the first 2 evaluation seeds (PROTOCOL.md section 8)
 AUROC_CONTROL = 0.8  # the nuisance arm's control: the probe finds the marker in the latent at beta 0
-BASE_RATE = (0.02, 0.05)
+BASE_RATE = (0.02, 0.05)  # the SFT marker rate that makes a marker reachable
 # the arms table's columns per reward model, those its controls measured (a latent's only for an InfoRM)
 REWARD_MODEL_COLUMNS = ("sensitivity", "probe_auroc", "probe_auroc_sampled", "probe_auroc_hidden", "rate_nats",
-                        "active_dims")  # fmt: skip  # the SFT marker rate that makes a marker reachable
+                        "active_dims")  # fmt: skip
 
 
 def arm_settings(arm: str) -> dict[str, Any]:

@@ -338,7 +338,7 @@ def test_compiled_programs_are_released_only_near_the_memory_mapping_limit(monke
 
 
 def test_compare_runs_counts_kept_verdicts_and_lists_the_moved_ones(tmp_path):
-    from experiments.lab.compare_runs import compare_runs
+    from experiments.lab.compare_runs import compare_runs, main
 
     def write(root, name, claims):
         os.makedirs(root / name)
@@ -350,5 +350,8 @@ def test_compare_runs_counts_kept_verdicts_and_lists_the_moved_ones(tmp_path):
     write(new, "fig4", [("a", "refuted", "0.11"), ("b", "reproduced", "0.3"), ("added", "refuted", "1")])
     write(new, "only_new", [("c", "refuted", "0")])
     page = compare_runs(str(new), str(old))
-    assert "| fig4 | 3 | 2 | 1 |" in page and "only_new" not in page
+    assert "| fig4 | 3 | 2 | 1 | 0 |" in page and "only_new" not in page
     assert "Verdicts that moved (1):" in page and "| fig4 | b | inconclusive: 0.2 | reproduced: 0.3 |" in page
+    assert "| fig4 | 3 | 3 | 3 | 3 |" in compare_runs(str(old), str(old))  # a run against itself: every number
+    with pytest.raises(SystemExit):  # a folder that is not there: the parser's error names it
+        main([str(new), str(tmp_path / "missing")])

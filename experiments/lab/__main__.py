@@ -75,11 +75,14 @@ def write_results_md(results: str = RESULTS, path: str = RESULTS_MD) -> str:
              "every number is a mean over the seeds listed (+- the sample standard deviation), *reproduced* when "
              "every seed agrees, *not reproduced* when the mean disagrees, *mixed* otherwise. Read them as that "
              "record, not as verdicts.", "",
-             "How far a verdict holds up when the same studies run again: `experiments/lab/reruns/` keeps cold reruns "
-             "at later code versions and, in each one's COMPARISON.md (`python -m experiments.lab.compare_runs`), "
-             "the verdicts that moved. PPO amplifies the last bits a code change moves in a reward into different "
-             "samples and different per-seed numbers, so a verdict whose interval touches the minimum effect can "
-             "move between *inconclusive* and its neighbour: read those as on the edge.", ""]  # fmt: skip
+             "How far a verdict holds up when the same studies run again: `experiments/lab/reruns/` keeps other cold "
+             "runs and, in each one's COMPARISON.md (`python -m experiments.lab.compare_runs`), the verdicts that "
+             "moved against the results committed when it was made, and how many claims measured the same. The same "
+             "code from a cold cache reproduces every number (the lab is deterministic on one machine); a code "
+             "change that moves a reward in its last bits does not: PPO amplifies them into different samples and "
+             "different per-seed numbers, so a verdict whose interval touches the minimum effect can move between "
+             "*inconclusive* and its neighbour: read those as on the edge. Each study's reading names the run it "
+             "was written for; readings of earlier runs stay below it, marked as theirs.", ""]  # fmt: skip
     found = [d for d in os.listdir(results) if os.path.exists(os.path.join(results, d, "study.json"))]
     # the registry's order (planted methods, best-of-n and the arms' controls before the PPO claims), then the rest
     studies = sorted(found, key=lambda d: (list(STUDIES).index(d) if d in STUDIES else len(STUDIES), d))

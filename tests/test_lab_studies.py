@@ -337,7 +337,7 @@ def test_compiled_programs_are_released_only_near_the_memory_mapping_limit(monke
     assert compile_cache.release_programs_near_map_limit() and len(cleared) == 2
 
 
-def test_compare_runs_counts_kept_verdicts_and_lists_the_moved_ones(tmp_path):
+def test_compare_runs_counts_kept_verdicts_and_lists_the_moved_ones(tmp_path, capsys):
     from experiments.lab.compare_runs import compare_runs, main
 
     def write(root, name, claims):
@@ -355,3 +355,4 @@ def test_compare_runs_counts_kept_verdicts_and_lists_the_moved_ones(tmp_path):
     assert "| fig4 | 3 | 3 | 3 | 3 |" in compare_runs(str(old), str(old))  # a run against itself: every number
     with pytest.raises(SystemExit):  # a folder that is not there: the parser's error names it
         main([str(new), str(tmp_path / "missing")])
+    assert f"{tmp_path / 'missing'} is not a folder" in capsys.readouterr().err

@@ -42,6 +42,11 @@ a run that is cut off keeps what it measured. A missed target takes a jax.profil
 <out>/trace-<row>-<what>/ and records the top ops by time. Every measurement and every row is guarded: an error
 (e.g. out of memory) is recorded and the suite goes on.
 
+Attention in the attention and RM rows is --attention (model.attention_impl; auto: cuDNN flash attention on a
+GPU). Where it raises, in the attention row or in the RM step (other than by running out of memory), the RM row
+measures its step with the einsum, auto's own fall-back, and records the error and the choice: a cuDNN that
+refuses the shape on this image must not cost the row its step.
+
 JAX's allocator: XLA_PYTHON_CLIENT_PREALLOCATE=false (allocate as needed, so that the PyTorch peers and JAX share
 the GPU) and XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 (the allocator's cap, 75% by default, holds without
 preallocation too), unless set already. JAX starts on the GPU before torch is imported, the order the decode
@@ -108,11 +113,12 @@ TARGETS = {"rm_over_torch": 1.3, "rm_mfu": 0.40, "inform_overhead_pct": 2.0, "ep
 # Seconds each measurement is expected to take on the GPU before anything has been compiled (imports, model
 # building, compilation and the timed steps); replaced by estimates from the compile times seen once there are any.
 ESTIMATES_S = {
-    "attention.auto": 20, "attention.einsum": 20,
+    "attention.chosen": 20, "attention.einsum": 20,
     "rm.torch_peer": 30, "rm.ours_standard": 60, "rm.ours_inform": 60, "trace": 15,
     "kmeans.sklearn": 30, "kmeans.ours": 15, "ppo.ppo": 110, "ppo.eppo": 45,
 }  # fmt: skip
 TINY_ESTIMATE_S = 5
+ATTENTION_AGREES = "--attention agrees with einsum: largest output difference"
 ROWS = ("attention", "rm", "kmeans", "ppo")
 
 
@@ -124,6 +130,11 @@ def error_text(e: BaseException) -> str:
     """The exception and the last lines of its traceback (an XLA out-of-memory message can be long)."""
     tail = "".join(traceback.format_exception(type(e), e, e.__traceback__)[-3:])
     return f"{type(e).__name__}: {str(e)[:2000]}\n{tail[-2000:]}"
+
+
+def out_of_memory(error: str) -> bool:
+    """Whether a recorded error is the device running out of memory (XLA's or PyTorch's words)."""
+    return any(words in error for words in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory"))
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -404,15 +415,15 @@ def target(name: str, value, limit, *, higher: bool) -> dict:
 
 
 def attention_row(suite: Suite, row: dict) -> None:
-    """The backend model.attention_impl=auto picks for the RM step's attention (right-padded rows, bf16; cuDNN on a
-    GPU) against the float32-softmax einsum: which ran, the largest differences of the output and of dq / dk / dv
-    at real tokens, and forward + backward milliseconds of each."""
+    """The backend --attention (model.attention_impl, auto by default) picks for the RM step's attention
+    (right-padded rows, bf16; cuDNN on a GPU) against the float32-softmax einsum: which ran, the largest
+    differences of the output and of dq / dk / dv at real tokens, and forward + backward milliseconds of each."""
     from _common import median_seconds
 
     from inform_jax.models.attention import SelfAttentionMask, self_attention
     from inform_jax.models.attention_backends import choose_backend, current_platform, rows_padded_on_the_right
 
-    s = row["settings"]
+    s, impl = row["settings"], suite.args.attention
     b, t, hq, hkv, d = s["rows"], s["length"], s["heads"], s["kv_heads"], s["head_dim"]
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for shape in
@@ -423,8 +434,11 @@ def attention_row(suite: Suite, row: dict) -> None:
     mask = SelfAttentionMask(jnp.broadcast_to(jnp.arange(t), (b, t)), jnp.asarray(valid), 0)
     real = jnp.asarray(valid)[:, :, None, None]
     m, r = row["measurements"], row["results"]
-    r["backend_auto"] = choose_backend("auto", q.shape, k.shape, q.dtype, right_padded=True,
-                                       platform=current_platform())  # fmt: skip
+    r["attention_impl"] = impl
+    try:
+        r["backend"] = choose_backend(impl, q.shape, k.shape, q.dtype, right_padded=True, platform=current_platform())
+    except ValueError:  # an explicit fused choice that cannot run here: its measurement records why
+        r["backend"] = "none"
 
     def program(impl):
         def loss(q, k, v):
@@ -452,18 +466,27 @@ def attention_row(suite: Suite, row: dict) -> None:
 
         return fn
 
-    for impl in ("auto", "einsum"):
-        suite.measure(row, impl, f"attention.{impl}", measure(impl))
+    for name in dict.fromkeys((impl, "einsum")):
+        suite.measure(row, name, "attention.einsum" if name == "einsum" else "attention.chosen", measure(name))
     if len(outputs) == 2:
-        (out_a, grads_a), (out_e, grads_e) = outputs["auto"], outputs["einsum"]
+        (out_a, grads_a), (out_e, grads_e) = outputs[impl], outputs["einsum"]
         keep = np.asarray(valid)
         r["max_abs_diff_output"] = float(np.max(np.abs(out_a[keep] - out_e[keep])))
         r["max_abs_diff_grads"] = [float(np.max(np.abs(a - e))) for a, e in zip(grads_a, grads_e, strict=True)]
         r["einsum_output_max_abs"] = float(np.max(np.abs(out_e[keep])))
-        r["speedup_auto_over_einsum"] = m["einsum"]["fwd_bwd_ms"] / m["auto"]["fwd_bwd_ms"]
+        r["speedup_over_einsum"] = m["einsum"]["fwd_bwd_ms"] / m[impl]["fwd_bwd_ms"]
     # Outputs are ~unit-sized (attention averages unit-normal values): 0.05 is a few bf16 ulps.
-    row["targets"] = [target("auto agrees with einsum: largest output difference", r.get("max_abs_diff_output"),
-                             0.05, higher=False)]  # fmt: skip
+    row["targets"] = [target(ATTENTION_AGREES, r.get("max_abs_diff_output"), 0.05, higher=False)]
+
+
+def rm_attention(suite: Suite) -> tuple[str, str | None]:
+    """(model.attention_impl for the RM step, why it is not --attention): the einsum where the attention row
+    measured --attention and it raised (e.g. cuDNN refused the shape), so that the RM row measures a step at all."""
+    impl = suite.args.attention
+    attention = next((row for row in suite.record["rows"] if row["name"] == "attention"), None)
+    if impl != "einsum" and attention is not None and impl in attention["errors"]:
+        return "einsum", f"the attention row's {impl} raised: {attention['errors'][impl].strip().splitlines()[0][:300]}"
+    return impl, None
 
 
 # ------------------------------------------------------------------------------------------------ row 1: RM step
@@ -533,13 +556,29 @@ def rm_row(suite: Suite, row: dict) -> None:
 
         return hook
 
-    for method in ("standard", "inform"):
+    def ours(method: str) -> dict | None:
         key = f"ours_{method}"
-        value = suite.measure(row, key, f"rm.{key}", lambda method=method: bench_ours(
-            method, sizes, pairs, "bfloat16", s["repeats"], remat=remat, after=after(method)))  # fmt: skip
+        value = suite.measure(row, key, f"rm.{key}", lambda: bench_ours(
+            method, sizes, pairs, "bfloat16", s["repeats"], remat=remat, after=after(method),
+            attention=r["attention_impl"]))  # fmt: skip
         if value is None:
             m.pop(key, None)  # a provisional entry from the hook of a measurement that then failed
-        elif method == "standard":
+        return value
+
+    r["attention_impl"], r["attention_fallback"] = rm_attention(suite)
+    for method in ("standard", "inform"):
+        key = f"ours_{method}"
+        value = ours(method)
+        error = row["errors"].get(key, "")
+        if value is None and error and r["attention_impl"] != "einsum" and not out_of_memory(error):
+            # A fused attention that fails to compile or run (cuDNN's limits move between versions) must not cost
+            # the row its step: the einsum (auto's own fall-back) again, the first error kept under its own name.
+            failed = f"{key} (attention {r['attention_impl']})"
+            row["errors"][failed], row["wall_s"][failed] = row["errors"].pop(key), row["wall_s"].pop(key)
+            r["attention_fallback"] = f"{failed} raised: {error.strip().splitlines()[0][:300]}"
+            r["attention_impl"] = "einsum"
+            value = ours(method)
+        if value is not None and method == "standard":
             suite.observed["rm_compile_s"] = max(value["first_call_s"] - value["seconds"], 1.0)
             suite.observed["rm_standard_wall_s"] = row["wall_s"][key]
         summarize()
@@ -722,11 +761,12 @@ def _table_lines(row: dict) -> list[str]:
 
     if name == "attention":
         m = row["measurements"]
-        add(f"fwd+bwd ms, auto ({r.get('backend_auto')}) / einsum; ratio = speed-up",
-            m.get("auto", {}).get("fwd_bwd_ms"), m.get("einsum", {}).get("fwd_bwd_ms"),
-            r.get("speedup_auto_over_einsum"))  # fmt: skip
-        add("largest |auto - einsum| at real tokens: output", value=r.get("max_abs_diff_output"),
-            tgt="auto agrees with einsum: largest output difference")  # fmt: skip
+        impl = r.get("attention_impl")
+        add(f"fwd+bwd ms, {impl} ({r.get('backend')}) / einsum; ratio = speed-up",
+            m.get(impl, {}).get("fwd_bwd_ms"), m.get("einsum", {}).get("fwd_bwd_ms"),
+            r.get("speedup_over_einsum"))  # fmt: skip
+        add(f"largest |{impl} - einsum| at real tokens: output", value=r.get("max_abs_diff_output"),
+            tgt=ATTENTION_AGREES)  # fmt: skip
         add("the same for dq, dk, dv", value=", ".join(f"{x:.3g}" for x in r.get("max_abs_diff_grads", [])) or None)
     elif name == "rm_train_step":
         add(
@@ -745,6 +785,8 @@ def _table_lines(row: dict) -> list[str]:
         add("MFU, standard RM step", value=r.get("mfu_standard"), tgt="MFU, standard RM step")
         add("MFU, InfoRM step", value=r.get("mfu_inform"), tgt="MFU, InfoRM step")
         add("InfoRM overhead, %", value=r.get("inform_overhead_pct"), tgt="InfoRM overhead over standard, %")
+        fallback = " (a fall-back: see the notes)" if r.get("attention_fallback") else ""
+        add(f"ours: model.attention_impl{fallback}", r.get("attention_impl"))
     elif name == "kmeans":
         m = row["measurements"]
         add(
@@ -809,6 +851,9 @@ def markdown(record: dict) -> str:
             notes.append(f"Wall time per measurement (compilation included): {walls}.")
         for name, why in row["skipped"].items():
             notes.append(f"- skipped {name}: {why}")
+        if row["results"].get("attention_fallback"):
+            notes.append(f"- ours ran attention as {row['results']['attention_impl']}, since "
+                         f"{row['results']['attention_fallback']}")  # fmt: skip
         for name, err in row["errors"].items():
             first = err.strip().splitlines()[0][:400] if err.strip() else "?"
             notes.append(f"- **error** in {name}: `{first}` (the whole message in the JSON)")
@@ -835,8 +880,9 @@ def row_plan(key: str, shapes: dict, args) -> tuple[str, str, dict, object]:
     if key == "attention":
         a = shapes["attention"]
         title = (f"Self-attention of the RM step's shape ({a['rows']} right-padded rows x {a['length']} tokens, "
-                 f"{a['heads']} heads / {a['kv_heads']} kv heads of {a['head_dim']}, bf16): model.attention_impl=auto "
-                 "(cuDNN flash attention on a GPU) against the float32-softmax einsum, forward + backward")  # fmt: skip
+                 f"{a['heads']} heads / {a['kv_heads']} kv heads of {a['head_dim']}, bf16): model.attention_impl="
+                 f"{args.attention}" + (" (cuDNN flash attention on a GPU)" if args.attention == "auto" else "") +
+                 " against the float32-softmax einsum, forward + backward")  # fmt: skip
         return "attention", title, dict(a), attention_row
     arch = {k: rm[k] for k in ("layers", "width", "heads", "kv_heads", "intermediate", "vocab")}
     model = (f"Llama {rm['layers']} layers x {rm['width']} ({rm['heads']} heads, {rm['kv_heads']} kv heads, "
@@ -873,6 +919,8 @@ def row_plan(key: str, shapes: dict, args) -> tuple[str, str, dict, object]:
 
 
 def main(argv=None) -> int:
+    from inform_jax.models.attention_backends import ATTENTION_IMPLS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(HERE, "results"), help="results folder (default: %(default)s)")
     parser.add_argument(
@@ -886,6 +934,9 @@ def main(argv=None) -> int:
     parser.add_argument("--trace", choices=("missed", "always", "never"), default=None,
                         help="profile one step where a target is missed (default), always (default with --tiny, so "
                              "the CPU check covers the profiler), or never")  # fmt: skip
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto",
+                        help="model.attention_impl of the attention and RM rows (default auto: cuDNN on a GPU); where "
+                             "it raises, the RM row measures its step with the einsum and says why")  # fmt: skip
     parser.add_argument("--rm-remat", choices=("full", "none"), default="full",
                         help="RM step: recompute every layer in the backward pass on both sides (default) or neither "
                              "(ours then needs ~190 GiB for attention scores at the full shape)")  # fmt: skip

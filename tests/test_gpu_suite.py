@@ -65,7 +65,7 @@ def test_tiny_run_measures_every_row(tmp_path):
     assert record["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and record["elapsed_s"] > 0
 
     attention = rows["attention"]
-    assert attention["results"]["backend_auto"] == "blocked"  # on the CPU, at 256 tokens
+    assert attention["results"]["attention_impl"] == "auto" and attention["results"]["backend"] == "blocked"
     assert attention["results"]["max_abs_diff_output"] < 0.05 and len(attention["results"]["max_abs_diff_grads"]) == 3
     assert all(is_number(attention["measurements"][impl]["fwd_bwd_ms"]) for impl in ("auto", "einsum"))
 
@@ -78,6 +78,7 @@ def test_tiny_run_measures_every_row(tmp_path):
     peer = rm["measurements"]["torch_peer"]
     assert peer["attn_implementation"] == "sdpa" and peer["gradient_checkpointing"]
     assert rm["settings"]["remat"] == "full" and is_number(rm["measurements"]["ours_inform"]["loss"])
+    assert rm["results"]["attention_impl"] == "auto" and rm["results"]["attention_fallback"] is None
 
     kmeans = rows["kmeans"]
     assert is_number(kmeans["results"]["ratio_ours_over_sklearn"])
@@ -113,3 +114,28 @@ def test_a_spent_budget_skips_with_the_reason(tmp_path):
     assert row["status"] == "skipped" and not row["measurements"] and not row["errors"]
     assert set(row["skipped"]) == {"sklearn", "ours"} and "budget" in row["skipped"]["ours"]
     assert "skipped ours: budget" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows", [["rm"], ["attention", "rm"]])
+def test_an_attention_that_raises_costs_the_rm_row_no_step(tmp_path, rows):
+    """cuDNN on the CPU raises, as a cuDNN that refuses the shape would on a GPU: the RM row measures both steps
+    with the einsum and records why, whether the attention row saw it first or the RM step did."""
+    record, markdown = run_suite(tmp_path, "--rows", *rows, "--attention", "cudnn", "--trace", "never")
+    by_name = {r["name"]: r for r in record["rows"]}
+    rm = by_name["rm_train_step"]
+    assert rm["results"]["attention_impl"] == "einsum"
+    for method in ("standard", "inform"):
+        assert is_number(rm["measurements"][f"ours_{method}"]["seconds"]) and f"ours_{method}" not in rm["errors"]
+    assert is_number(rm["results"]["ratio_ours_over_torch"]) and is_number(rm["results"]["inform_overhead_pct"])
+    reason = rm["results"]["attention_fallback"]
+    assert "cuDNN runs on NVIDIA GPUs" in reason
+    if "attention" in by_name:  # known before the step: the RM row does not try cuDNN
+        attention = by_name["attention"]
+        assert "cudnn" in attention["errors"] and is_number(attention["measurements"]["einsum"]["fwd_bwd_ms"])
+        assert reason.startswith("the attention row's cudnn raised") and not rm["errors"]
+    else:  # the standard step raised once; InfoRM went straight to the einsum
+        assert set(rm["errors"]) == {"ours_standard (attention cudnn)"} and reason.startswith("ours_standard")
+    assert rm["status"] == ("ok" if "attention" in by_name else "partial")
+    assert "| ours: model.attention_impl (a fall-back: see the notes) | einsum |" in markdown
+    assert f"- ours ran attention as einsum, since {reason}" in markdown

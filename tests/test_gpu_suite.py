@@ -2,11 +2,13 @@
 both files, a zero budget skips with reasons, and its module-level imports are only what the GPU image has."""
 
 import ast
+import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -117,25 +119,45 @@ def test_a_spent_budget_skips_with_the_reason(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rows", [["rm"], ["attention", "rm"]])
-def test_an_attention_that_raises_costs_the_rm_row_no_step(tmp_path, rows):
-    """cuDNN on the CPU raises, as a cuDNN that refuses the shape would on a GPU: the RM row measures both steps
-    with the einsum and records why, whether the attention row saw it first or the RM step did."""
-    record, markdown = run_suite(tmp_path, "--rows", *rows, "--attention", "cudnn", "--trace", "never")
-    by_name = {r["name"]: r for r in record["rows"]}
-    rm = by_name["rm_train_step"]
+def test_an_attention_that_raises_in_the_rm_step_costs_the_row_no_step(tmp_path):
+    """cuDNN on the CPU raises, as a cuDNN that refuses the shape would on a GPU: the standard step is measured
+    again with the einsum, InfoRM's goes straight to it, and the row says why."""
+    record, markdown = run_suite(tmp_path, "--rows", "rm", "--attention", "cudnn", "--trace", "never")
+    (rm,) = record["rows"]
     assert rm["results"]["attention_impl"] == "einsum"
     for method in ("standard", "inform"):
-        assert is_number(rm["measurements"][f"ours_{method}"]["seconds"]) and f"ours_{method}" not in rm["errors"]
+        assert is_number(rm["measurements"][f"ours_{method}"]["seconds"])
     assert is_number(rm["results"]["ratio_ours_over_torch"]) and is_number(rm["results"]["inform_overhead_pct"])
+    assert set(rm["errors"]) == {"ours_standard (attention cudnn)"} and rm["status"] == "partial"
     reason = rm["results"]["attention_fallback"]
-    assert "cuDNN runs on NVIDIA GPUs" in reason
-    if "attention" in by_name:  # known before the step: the RM row does not try cuDNN
-        attention = by_name["attention"]
-        assert "cudnn" in attention["errors"] and is_number(attention["measurements"]["einsum"]["fwd_bwd_ms"])
-        assert reason.startswith("the attention row's cudnn raised") and not rm["errors"]
-    else:  # the standard step raised once; InfoRM went straight to the einsum
-        assert set(rm["errors"]) == {"ours_standard (attention cudnn)"} and reason.startswith("ours_standard")
-    assert rm["status"] == ("ok" if "attention" in by_name else "partial")
+    assert reason.startswith("ours_standard (attention cudnn) raised") and "cuDNN runs on NVIDIA GPUs" in reason
     assert "| ours: model.attention_impl (a fall-back: see the notes) | einsum |" in markdown
     assert f"- ours ran attention as einsum, since {reason}" in markdown
+
+
+def load_suite_module(monkeypatch):
+    """The script as a module; the allocator variables it sets on import are restored after the test."""
+    for key in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
+        monkeypatch.delenv(key, raising=False)
+    spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("impl", ["auto", "cudnn", "einsum"])
+def test_the_rm_row_skips_an_attention_the_attention_row_saw_raise(impl, monkeypatch):
+    rm_attention = load_suite_module(monkeypatch).rm_attention
+
+    def suite(errors):
+        rows = [] if errors is None else [{"name": "attention", "errors": errors}]
+        return types.SimpleNamespace(args=types.SimpleNamespace(attention=impl), record={"rows": rows})
+
+    assert rm_attention(suite(None)) == (impl, None)  # no attention row: the step tries it
+    assert rm_attention(suite({})) == (impl, None)
+    assert rm_attention(suite({"einsum": "MemoryError"})) == (impl, None)  # not the chosen one's error
+    chosen, why = rm_attention(suite({impl: "ValueError: cuDNN refused\n  traceback"}))
+    if impl == "einsum":  # nothing to fall back to
+        assert (chosen, why) == ("einsum", None)
+    else:
+        assert chosen == "einsum" and why == f"the attention row's {impl} raised: ValueError: cuDNN refused"

@@ -132,9 +132,14 @@ def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e)[:2000]}\n{tail[-2000:]}"
 
 
+def first_line(error: str, limit: int) -> str:
+    """The first line of a recorded error (its exception and message), at most `limit` characters; "?" if empty."""
+    return error.strip().splitlines()[0][:limit] if error.strip() else "?"
+
+
 def out_of_memory(error: str) -> bool:
     """Whether a recorded error is the device running out of memory (XLA's or PyTorch's words)."""
-    return any(words in error for words in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory"))
+    return "RESOURCE_EXHAUSTED" in error or "out of memory" in error.lower()
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -485,7 +490,7 @@ def rm_attention(suite: Suite) -> tuple[str, str | None]:
     impl = suite.args.attention
     attention = next((row for row in suite.record["rows"] if row["name"] == "attention"), None)
     if impl != "einsum" and attention is not None and impl in attention["errors"]:
-        return "einsum", f"the attention row's {impl} raised: {attention['errors'][impl].strip().splitlines()[0][:300]}"
+        return "einsum", f"the attention row's {impl} raised: {first_line(attention['errors'][impl], 300)}"
     return impl, None
 
 
@@ -575,7 +580,7 @@ def rm_row(suite: Suite, row: dict) -> None:
             # the row its step: the einsum (auto's own fall-back) again, the first error kept under its own name.
             failed = f"{key} (attention {r['attention_impl']})"
             row["errors"][failed], row["wall_s"][failed] = row["errors"].pop(key), row["wall_s"].pop(key)
-            r["attention_fallback"] = f"{failed} raised: {error.strip().splitlines()[0][:300]}"
+            r["attention_fallback"] = f"{failed} raised: {first_line(error, 300)}"
             r["attention_impl"] = "einsum"
             value = ours(method)
         if value is not None and method == "standard":
@@ -855,7 +860,7 @@ def markdown(record: dict) -> str:
             notes.append(f"- ours ran attention as {row['results']['attention_impl']}, since "
                          f"{row['results']['attention_fallback']}")  # fmt: skip
         for name, err in row["errors"].items():
-            first = err.strip().splitlines()[0][:400] if err.strip() else "?"
+            first = first_line(err, 400)
             notes.append(f"- **error** in {name}: `{first}` (the whole message in the JSON)")
         for label, tr in row["traces"].items():
             notes.append(f"- trace of one {label.removeprefix('trace_')} step: `{tr['path']}`")

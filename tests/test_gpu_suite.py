@@ -161,3 +161,11 @@ def test_the_rm_row_skips_an_attention_the_attention_row_saw_raise(impl, monkeyp
         assert (chosen, why) == ("einsum", None)
     else:
         assert chosen == "einsum" and why == f"the attention row's {impl} raised: ValueError: cuDNN refused"
+
+
+def test_only_running_out_of_memory_keeps_the_rm_step_from_the_einsum(monkeypatch):
+    out_of_memory = load_suite_module(monkeypatch).out_of_memory
+    assert out_of_memory("XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4.00GiB")
+    assert out_of_memory("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert not out_of_memory("XlaRuntimeError: INTERNAL: cuDNN graph could not be built for this shape")
+    assert not out_of_memory("ValueError: model.attention_impl=cudnn cannot run attention of shape (4, 32, 4, 16)")
